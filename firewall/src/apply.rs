@@ -1,0 +1,391 @@
+//! The shell: reads the host (config, role markers, users, sdwdate state), loads rules with one
+//! `nft -j -f -` transaction, and fails closed.
+//!
+//! Fail-closed means: whatever goes wrong between reading the config and the kernel accepting
+//! the new rules, the host ends up in [`lockdown`](crate::ruleset::lockdown) (drop all but
+//! loopback) and `failed.status` names the cause. If even `nft` cannot be run, every interface
+//! but loopback is set down, which stops traffic as surely as a drop policy.
+
+use std::ffi::CStr;
+use std::fs;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use log::{error, info, warn};
+use nftables::helper::{apply_ruleset_with_args, NftablesError};
+use nftables::schema::Nftables;
+use thiserror::Error;
+
+use crate::config::{Config, ConfigError, Mode, Role, User, UserRef};
+use crate::ruleset::{self, Facts, Ruleset};
+
+/// Upstream's role markers, shipped by anon-gw-base-files / anon-ws-base-files.
+pub const GATEWAY_MARKER: &str = "/usr/share/anon-gw-base-files/gateway";
+pub const WORKSTATION_MARKER: &str = "/usr/share/anon-ws-base-files/workstation";
+
+#[derive(Debug, Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Role(String),
+    #[error("{at}: user `{user}` does not exist on this host (hint: install its package or write a numeric uid)")]
+    UnknownUser { at: String, user: String },
+    #[error("nft rejected the ruleset: {0}")]
+    Nft(#[from] NftablesError),
+    #[error("cannot render the ruleset: {0}")]
+    Render(String),
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Paths and programs of the host; overridable for tests and unusual systems.
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub config_dir: PathBuf,
+    pub run_dir: PathBuf,
+    pub sdwdate_run_dir: PathBuf,
+    pub nft: PathBuf,
+    pub gateway_marker: PathBuf,
+    pub workstation_marker: PathBuf,
+}
+
+impl Default for Host {
+    fn default() -> Self {
+        Host {
+            config_dir: "/etc/anon-firewall.d".into(),
+            run_dir: "/run/anon-firewall".into(),
+            sdwdate_run_dir: "/run/sdwdate".into(),
+            nft: "nft".into(),
+            gateway_marker: GATEWAY_MARKER.into(),
+            workstation_marker: WORKSTATION_MARKER.into(),
+        }
+    }
+}
+
+/// Picks the role: command line, then config, then the upstream marker files.
+pub fn pick_role(
+    cli: Option<Role>,
+    cfg: Option<Role>,
+    gw_marker: bool,
+    ws_marker: bool,
+) -> Result<Role, ApplyError> {
+    if let Some(r) = cli.or(cfg) {
+        return Ok(r);
+    }
+    match (gw_marker, ws_marker) {
+        (true, false) => Ok(Role::Gateway),
+        (false, true) => Ok(Role::Workstation),
+        (true, true) => Err(ApplyError::Role(format!(
+            "both role markers exist ({GATEWAY_MARKER}, {WORKSTATION_MARKER}); set `role` in the config"
+        ))),
+        (false, false) => Err(ApplyError::Role(format!(
+            "unknown role: no `role` in the config and neither {GATEWAY_MARKER} nor {WORKSTATION_MARKER} exists \
+             (hint: role = \"gateway\" or \"workstation\" in /etc/anon-firewall.d/50_user.toml)"
+        ))),
+    }
+}
+
+fn resolve_user(u: &User) -> Result<u32, ApplyError> {
+    match &u.user {
+        UserRef::Uid(uid) => Ok(*uid),
+        UserRef::Name(name) => match nix::unistd::User::from_name(name) {
+            Ok(Some(pw)) => Ok(pw.uid.as_raw()),
+            _ => Err(ApplyError::UnknownUser {
+                at: u
+                    .loc
+                    .as_ref()
+                    .map_or_else(|| "default".to_owned(), ToString::to_string),
+                user: name.clone(),
+            }),
+        },
+    }
+}
+
+/// Everything needed to build: the merged config, the role and the host facts.
+#[derive(Debug)]
+pub struct Plan {
+    pub config: Config,
+    pub role: Role,
+    pub facts: Facts,
+}
+
+impl Host {
+    /// Reads config, role and facts. Users are only resolved for the gateway.
+    pub fn plan(&self, cli_role: Option<Role>) -> Result<Plan, ApplyError> {
+        let config = Config::load_dir(&self.config_dir)?;
+        let role = pick_role(
+            cli_role,
+            config.role,
+            self.gateway_marker.exists(),
+            self.workstation_marker.exists(),
+        )?;
+        let facts = match role {
+            Role::Gateway => Facts {
+                tor_uid: resolve_user(&config.tor_user)?,
+                no_nat_uids: config
+                    .no_nat_users
+                    .iter()
+                    .map(resolve_user)
+                    .collect::<Result<_, _>>()?,
+                time_synced: self.time_synced(),
+            },
+            Role::Workstation => Facts {
+                tor_uid: 0,
+                no_nat_uids: Vec::new(),
+                time_synced: self.time_synced(),
+            },
+        };
+        Ok(Plan {
+            config,
+            role,
+            facts,
+        })
+    }
+
+    /// sdwdate's marker; upstream also accepts `success`.
+    pub fn time_synced(&self) -> bool {
+        self.sdwdate_run_dir.join("first_success").exists()
+            || self.sdwdate_run_dir.join("success").exists()
+    }
+
+    fn load(&self, nftables: &Nftables) -> Result<(), NftablesError> {
+        apply_ruleset_with_args(nftables, Some(self.nft.as_os_str()), &[] as &[&str])
+    }
+
+    /// Plans, builds and loads the full ruleset. On any error the host is locked down and
+    /// `failed.status` written before the error is returned.
+    pub fn apply(&self, cli_role: Option<Role>) -> Result<(Role, Mode), ApplyError> {
+        let result = self.plan(cli_role).and_then(|plan| {
+            let rs = Ruleset::build(&plan.config, plan.role, &plan.facts);
+            self.load(&rs.nftables)?;
+            Ok((plan.role, rs.mode))
+        });
+        match result {
+            Ok((role, mode)) => {
+                self.record_success(role, mode)?;
+                info!("loaded {role} ruleset, mode {mode}");
+                Ok((role, mode))
+            }
+            Err(e) => {
+                error!("{e}");
+                self.fail_closed(&e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    fn record_success(&self, role: Role, mode: Mode) -> Result<(), ApplyError> {
+        let io = |what, path: &Path| {
+            let path = path.to_owned();
+            move |source| ApplyError::Io { what, path, source }
+        };
+        fs::create_dir_all(&self.run_dir).map_err(io("cannot create", &self.run_dir))?;
+        let failed = self.run_dir.join("failed.status");
+        match fs::remove_file(&failed) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(io("cannot remove", &failed)(e))
+            }
+            _ => {}
+        }
+        let state = self.run_dir.join("state");
+        fs::write(&state, format!("{role} {mode}\n")).map_err(io("cannot write", &state))
+    }
+
+    /// Loads the lockdown ruleset (or, failing that, takes the links down) and records why.
+    pub fn fail_closed(&self, why: &str) {
+        match self.load(&ruleset::lockdown()) {
+            Ok(()) => warn!("lockdown ruleset loaded: all traffic but loopback is dropped"),
+            Err(e) => {
+                error!(
+                    "cannot load the lockdown ruleset ({e}); setting every interface but lo down"
+                );
+                if let Err(e) = links_down() {
+                    error!("cannot set interfaces down: {e}");
+                }
+            }
+        }
+        let written = fs::create_dir_all(&self.run_dir)
+            .and_then(|()| fs::write(self.run_dir.join("failed.status"), format!("{why}\n")))
+            .and_then(|()| fs::write(self.run_dir.join("state"), "lockdown\n"));
+        if let Err(e) = written {
+            error!(
+                "cannot write {}: {e}",
+                self.run_dir.join("failed.status").display()
+            );
+        }
+    }
+
+    /// What `status` reports: the recorded state and whether our table is in the kernel.
+    pub fn status(&self) -> Status {
+        let recorded = fs::read_to_string(self.run_dir.join("state"))
+            .ok()
+            .map(|s| s.trim().to_owned());
+        let failed = fs::read_to_string(self.run_dir.join("failed.status"))
+            .ok()
+            .map(|s| s.trim().to_owned());
+        let loaded = std::process::Command::new(&self.nft)
+            .args(["list", "table", "inet", ruleset::TABLE])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .ok();
+        Status {
+            recorded,
+            failed,
+            loaded,
+        }
+    }
+}
+
+impl Host {
+    /// Renders a ruleset in nft syntax by loading it into a throwaway network namespace that
+    /// only a helper thread lives in; nothing touches the host's rules. Needs CAP_SYS_ADMIN.
+    pub fn render_nft(&self, nftables: &Nftables) -> Result<String, ApplyError> {
+        let nft = self.nft.clone();
+        let json =
+            serde_json::to_string(nftables).map_err(|e| ApplyError::Render(e.to_string()))?;
+        let worker = std::thread::spawn(move || -> Result<String, String> {
+            // Network namespaces are per thread: only this thread and its children see it.
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
+                format!(
+                    "cannot create a private network namespace ({e}); `--format nft` needs root"
+                )
+            })?;
+            nftables::helper::apply_ruleset_raw(&json, Some(nft.as_os_str()), &[] as &[&str])
+                .map_err(|e| e.to_string())?;
+            let out = std::process::Command::new(&nft)
+                .args(["list", "table", "inet", ruleset::TABLE])
+                .output()
+                .map_err(|e| format!("cannot run {}: {e}", nft.display()))?;
+            if !out.status.success() {
+                return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+            }
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        });
+        worker
+            .join()
+            .map_err(|_| ApplyError::Render("render thread panicked".into()))?
+            .map_err(ApplyError::Render)
+    }
+}
+
+/// `anon-firewall status` facts.
+#[derive(Debug)]
+pub struct Status {
+    /// "gateway full", "workstation timesync-fail-closed", "lockdown".
+    pub recorded: Option<String>,
+    pub failed: Option<String>,
+    /// `None` when nft could not be run.
+    pub loaded: Option<bool>,
+}
+
+/// Last resort when nft cannot be run: set every interface except loopback down.
+pub fn links_down() -> io::Result<()> {
+    let sock: OwnedFd = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(io::Error::from)?;
+    let names = nix::net::if_::if_nameindex().map_err(io::Error::from)?;
+    let mut first_err = None;
+    for iface in names.iter() {
+        let name: &CStr = iface.name();
+        if name.to_bytes() == b"lo" {
+            continue;
+        }
+        if let Err(e) = set_down(&sock, name) {
+            first_err.get_or_insert(e);
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+fn set_down(sock: &OwnedFd, name: &CStr) -> io::Result<()> {
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    let bytes = name.to_bytes();
+    if bytes.len() >= req.ifr_name.len() {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    for (dst, src) in req.ifr_name.iter_mut().zip(bytes) {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: `sock` is an open socket and `req` a valid ifreq with a NUL-terminated name.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: SIOCGIFFLAGS filled the `ifru_flags` member of the union.
+    unsafe { req.ifr_ifru.ifru_flags &= !(libc::IFF_UP as libc::c_short) };
+    // SAFETY: as above; SIOCSIFFLAGS reads the name and flags from `req`.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_precedence() {
+        assert_eq!(
+            pick_role(Some(Role::Workstation), Some(Role::Gateway), true, false).ok(),
+            Some(Role::Workstation)
+        );
+        assert_eq!(
+            pick_role(None, Some(Role::Gateway), false, true).ok(),
+            Some(Role::Gateway)
+        );
+        assert_eq!(pick_role(None, None, true, false).ok(), Some(Role::Gateway));
+        assert_eq!(
+            pick_role(None, None, false, true).ok(),
+            Some(Role::Workstation)
+        );
+        assert!(pick_role(None, None, true, true).is_err());
+        let e = pick_role(None, None, false, false).expect_err("no role");
+        assert!(e.to_string().contains("unknown role"));
+    }
+
+    #[test]
+    fn unknown_user_names_file_and_line() {
+        let mut c = Config::default();
+        c.merge_str(
+            Path::new("/etc/anon-firewall.d/50_user.toml"),
+            "\ntor_user = \"no-such-user-xyz\"\n",
+        )
+        .expect("parse");
+        let e = resolve_user(&c.tor_user).expect_err("unknown user");
+        assert!(
+            e.to_string()
+                .starts_with("/etc/anon-firewall.d/50_user.toml:2: key `tor_user`"),
+            "{e}"
+        );
+        assert_eq!(
+            resolve_user(&User {
+                user: UserRef::Uid(7),
+                loc: None
+            })
+            .ok(),
+            Some(7)
+        );
+        assert_eq!(
+            resolve_user(&User {
+                user: UserRef::Name("root".into()),
+                loc: None
+            })
+            .ok(),
+            Some(0)
+        );
+    }
+}

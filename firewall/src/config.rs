@@ -1,0 +1,594 @@
+//! Configuration: compiled-in defaults, then `/etc/anon-firewall.d/*.toml` in lexical order,
+//! later files win key by key (a list given in a later file replaces the earlier list).
+//!
+//! Parsing is strict because a typo in a firewall config must never silently open a port or
+//! silently keep one closed: unknown keys and bad values are errors naming file, line and key.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer};
+use thiserror::Error;
+
+/// Where a value came from, for error messages that point at the line to fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loc {
+    pub file: PathBuf,
+    pub line: usize,
+    pub key: String,
+}
+
+impl fmt::Display for Loc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}: key `{}`",
+            self.file.display(),
+            self.line,
+            self.key
+        )
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("{}:{line}: {}{message}", file.display(), key.as_ref().map(|k| format!("key `{k}`: ")).unwrap_or_default())]
+    Parse {
+        file: PathBuf,
+        line: usize,
+        key: Option<String>,
+        message: String,
+    },
+    #[error("{loc}: {message}")]
+    Invalid { loc: Loc, message: String },
+    #[error("cannot read config {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Which side of the Whonix split this host is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Gateway,
+    Workstation,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Gateway => "gateway",
+            Role::Workstation => "workstation",
+        })
+    }
+}
+
+/// `full`: normal operation. `timesync-fail-closed`: until sdwdate's first success only its
+/// SocksPort is reachable, so nothing but time fetching can happen with a wrong clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    Full,
+    TimesyncFailClosed,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Full => "full",
+            Mode::TimesyncFailClosed => "timesync-fail-closed",
+        })
+    }
+}
+
+/// A TCP/UDP port or an inclusive range, written `9050` or `"9100-9125"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl PortRange {
+    pub const fn single(port: u16) -> Self {
+        PortRange {
+            first: port,
+            last: port,
+        }
+    }
+    pub const fn range(first: u16, last: u16) -> Self {
+        PortRange { first, last }
+    }
+    pub fn contains(&self, port: u16) -> bool {
+        (self.first..=self.last).contains(&port)
+    }
+}
+
+impl FromStr for PortRange {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let port = |p: &str| -> Result<u16, String> {
+            match p.trim().parse::<u16>() {
+                Ok(0) | Err(_) => Err(format!("`{p}` is not a port (1-65535)")),
+                Ok(n) => Ok(n),
+            }
+        };
+        match s.split_once('-') {
+            None => Ok(PortRange::single(port(s)?)),
+            Some((a, b)) => {
+                let (first, last) = (port(a)?, port(b)?);
+                if first > last {
+                    return Err(format!("port range `{s}` is reversed"));
+                }
+                Ok(PortRange { first, last })
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PortRange {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(i64),
+            Str(String),
+        }
+        let text = match Raw::deserialize(d)? {
+            Raw::Int(n) => n.to_string(),
+            Raw::Str(s) => s,
+        };
+        text.parse().map_err(|e: String| {
+            serde::de::Error::custom(format!("{e}; hint: write 9050 or \"9100-9125\""))
+        })
+    }
+}
+
+/// An IPv4 network in CIDR notation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Net {
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl FromStr for Ipv4Net {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, p) = s.split_once('/').unwrap_or((s, "32"));
+        let addr: Ipv4Addr = a
+            .parse()
+            .map_err(|_| format!("`{a}` is not an IPv4 address"))?;
+        let prefix: u8 = p
+            .parse()
+            .ok()
+            .filter(|p| *p <= 32)
+            .ok_or_else(|| format!("`{p}` is not a prefix length (0-32)"))?;
+        let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+        Ok(Ipv4Net {
+            addr: Ipv4Addr::from(u32::from(addr) & mask),
+            prefix,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Ipv4Net {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(|e: String| {
+            serde::de::Error::custom(format!("{e}; hint: write \"10.152.152.0/18\""))
+        })
+    }
+}
+
+/// A network interface name as the kernel accepts it (1-15 bytes, no `/`, no whitespace).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IfName(String);
+
+impl IfName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for IfName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let ok = !s.is_empty()
+            && s.len() <= 15
+            && !s.contains('/')
+            && !s.chars().any(|c| c.is_whitespace() || c.is_control());
+        if ok {
+            Ok(IfName(s.to_owned()))
+        } else {
+            Err(format!(
+                "`{s}` is not an interface name (1-15 characters, no `/` or spaces)"
+            ))
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for IfName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A user given by name (resolved when the rules are applied) or by numeric uid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserRef {
+    Name(String),
+    Uid(u32),
+}
+
+impl fmt::Display for UserRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UserRef::Name(n) => f.write_str(n),
+            UserRef::Uid(u) => write!(f, "uid {u}"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for UserRef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(i64),
+            Str(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(n) => u32::try_from(n)
+                .map(UserRef::Uid)
+                .map_err(|_| serde::de::Error::custom(format!("`{n}` is not a uid"))),
+            Raw::Str(s) if s.is_empty() => Err(serde::de::Error::custom("empty user name")),
+            Raw::Str(s) => Ok(UserRef::Name(s)),
+        }
+    }
+}
+
+/// A user reference together with where it was configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub user: UserRef,
+    /// `None` for the compiled-in default.
+    pub loc: Option<Loc>,
+}
+
+/// The whole configuration after defaults and all files are merged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub role: Option<Role>,
+    pub mode: Mode,
+    pub external_interface: IfName,
+    pub internal_interface: IfName,
+    pub gateway_ip: Ipv4Addr,
+    /// The internal (workstation) network; the gateway may talk to it as any user.
+    pub internal_network: Ipv4Net,
+    /// Further networks the gateway may reach as any user (upstream's LOCAL_NET). Empty by
+    /// default: a LAN is outside Tor too.
+    pub local_networks: Vec<Ipv4Net>,
+    pub tor_user: User,
+    pub no_nat_users: Vec<User>,
+    pub trans_port: u16,
+    pub dns_port: u16,
+    pub control_port_filter_port: u16,
+    pub socks_ports: Vec<PortRange>,
+    pub sdwdate_socks_port: u16,
+    pub internal_open_ports: Vec<PortRange>,
+    pub external_open_ports: Vec<PortRange>,
+    pub external_udp_open_ports: Vec<PortRange>,
+    pub allow_incoming_ssh: bool,
+    pub allow_incoming_icmp: bool,
+    pub vpn_firewall: bool,
+    pub vpn_interface: IfName,
+    pub vpn_servers: Vec<IpAddr>,
+    /// Workstation: accept outgoing TCP to any address (it can only be routed to the gateway,
+    /// which transparently proxies it); `false` allows TCP to the gateway only.
+    pub workstation_transparent_tcp: bool,
+    /// Workstation: TCP ports reachable from outside (upstream's EXTERNAL_OPEN_PORTS).
+    pub workstation_open_ports: Vec<PortRange>,
+}
+
+fn name(s: &str) -> IfName {
+    IfName(s.to_owned())
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            role: None,
+            mode: Mode::Full,
+            external_interface: name("eth0"),
+            internal_interface: name("eth1"),
+            gateway_ip: Ipv4Addr::new(10, 152, 152, 10),
+            internal_network: Ipv4Net {
+                addr: Ipv4Addr::new(10, 152, 128, 0),
+                prefix: 18,
+            },
+            local_networks: Vec::new(),
+            tor_user: User {
+                user: UserRef::Name("debian-tor".into()),
+                loc: None,
+            },
+            no_nat_users: Vec::new(),
+            trans_port: 9040,
+            dns_port: 5300,
+            control_port_filter_port: 9051,
+            socks_ports: vec![
+                PortRange::single(9050),
+                PortRange::range(9100, 9125),
+                PortRange::range(9150, 9229),
+            ],
+            sdwdate_socks_port: 9108,
+            internal_open_ports: Vec::new(),
+            external_open_ports: Vec::new(),
+            external_udp_open_ports: Vec::new(),
+            allow_incoming_ssh: false,
+            allow_incoming_icmp: false,
+            vpn_firewall: false,
+            vpn_interface: name("tun0"),
+            vpn_servers: Vec::new(),
+            workstation_transparent_tcp: true,
+            workstation_open_ports: Vec::new(),
+        }
+    }
+}
+
+/// One file's settings: every key optional, unknown keys rejected.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    role: Option<Role>,
+    mode: Option<Mode>,
+    external_interface: Option<IfName>,
+    internal_interface: Option<IfName>,
+    gateway_ip: Option<Ipv4Addr>,
+    internal_network: Option<Ipv4Net>,
+    local_networks: Option<Vec<Ipv4Net>>,
+    tor_user: Option<toml::Spanned<UserRef>>,
+    no_nat_users: Option<Vec<toml::Spanned<UserRef>>>,
+    trans_port: Option<u16>,
+    dns_port: Option<u16>,
+    control_port_filter_port: Option<u16>,
+    socks_ports: Option<Vec<PortRange>>,
+    sdwdate_socks_port: Option<u16>,
+    internal_open_ports: Option<Vec<PortRange>>,
+    external_open_ports: Option<Vec<PortRange>>,
+    external_udp_open_ports: Option<Vec<PortRange>>,
+    allow_incoming_ssh: Option<bool>,
+    allow_incoming_icmp: Option<bool>,
+    vpn_firewall: Option<bool>,
+    vpn_interface: Option<IfName>,
+    vpn_servers: Option<Vec<IpAddr>>,
+    workstation_transparent_tcp: Option<bool>,
+    workstation_open_ports: Option<Vec<PortRange>>,
+}
+
+/// 1-based line number of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset.min(text.len()))
+        .map_or(1, |t| t.bytes().filter(|b| *b == b'\n').count() + 1)
+}
+
+/// The key written on a line (`key = value`), for error messages.
+fn key_on_line(text: &str, line: usize) -> Option<String> {
+    let l = text.lines().nth(line.checked_sub(1)?)?;
+    let (k, _) = l.split_once('=')?;
+    let k = k.trim();
+    (!k.is_empty() && !k.starts_with('#')).then(|| k.to_owned())
+}
+
+impl Config {
+    /// Parses one file's text and applies it on top of `self`.
+    pub fn merge_str(&mut self, file: &Path, text: &str) -> Result<(), ConfigError> {
+        let fc: FileConfig = toml::from_str(text).map_err(|e| {
+            let line = e.span().map_or(1, |s| line_of(text, s.start));
+            ConfigError::Parse {
+                file: file.to_owned(),
+                line,
+                key: key_on_line(text, line),
+                message: e.message().trim().to_owned(),
+            }
+        })?;
+        let user = |s: toml::Spanned<UserRef>, key: &str| User {
+            loc: Some(Loc {
+                file: file.to_owned(),
+                line: line_of(text, s.span().start),
+                key: key.to_owned(),
+            }),
+            user: s.into_inner(),
+        };
+        macro_rules! take {
+            ($($f:ident),*) => { $( if let Some(v) = fc.$f { self.$f = v; } )* };
+        }
+        take!(
+            mode,
+            external_interface,
+            internal_interface,
+            gateway_ip,
+            internal_network,
+            local_networks,
+            trans_port,
+            dns_port,
+            control_port_filter_port,
+            socks_ports,
+            sdwdate_socks_port,
+            internal_open_ports,
+            external_open_ports,
+            external_udp_open_ports,
+            allow_incoming_ssh,
+            allow_incoming_icmp,
+            vpn_firewall,
+            vpn_interface,
+            vpn_servers,
+            workstation_transparent_tcp,
+            workstation_open_ports
+        );
+        if let Some(r) = fc.role {
+            self.role = Some(r);
+        }
+        if let Some(u) = fc.tor_user {
+            self.tor_user = user(u, "tor_user");
+        }
+        if let Some(list) = fc.no_nat_users {
+            self.no_nat_users = list.into_iter().map(|u| user(u, "no_nat_users")).collect();
+        }
+        Ok(())
+    }
+
+    /// Loads defaults, then every `*.toml` in `dir` in lexical order. A missing directory
+    /// means defaults only; an unreadable file is an error.
+    pub fn load_dir(dir: &Path) -> Result<Config, ConfigError> {
+        let mut cfg = Config::default();
+        for path in config_files(dir)? {
+            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            cfg.merge_str(&path, &text)?;
+        }
+        Ok(cfg)
+    }
+}
+
+/// The `*.toml` files of a config directory in lexical order.
+pub fn config_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(ConfigError::Io {
+                path: dir.to_owned(),
+                source,
+            })
+        }
+    };
+    let mut files = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(|source| ConfigError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let mut c = Config::default();
+        c.merge_str(Path::new("/etc/anon-firewall.d/50_user.toml"), text)?;
+        Ok(c)
+    }
+
+    #[test]
+    fn defaults_match_whonix() {
+        let c = Config::default();
+        assert_eq!(c.gateway_ip, Ipv4Addr::new(10, 152, 152, 10));
+        assert_eq!(
+            (c.trans_port, c.dns_port, c.sdwdate_socks_port),
+            (9040, 5300, 9108)
+        );
+        assert!(c.socks_ports.iter().any(|r| r.contains(9108)));
+        assert_eq!(c.internal_network, "10.152.152.0/18".parse().expect("net"));
+    }
+
+    #[test]
+    fn later_keys_win_and_lists_replace() {
+        let mut c = parse("allow_incoming_ssh = true\nno_nat_users = [\"a\", 1001]\n").expect("ok");
+        c.merge_str(
+            Path::new("60.toml"),
+            "allow_incoming_ssh = false\nno_nat_users = [\"b\"]",
+        )
+        .expect("ok");
+        assert!(!c.allow_incoming_ssh);
+        assert_eq!(c.no_nat_users.len(), 1);
+        assert_eq!(c.no_nat_users[0].user, UserRef::Name("b".into()));
+        assert_eq!(c.no_nat_users[0].loc.as_ref().map(|l| l.line), Some(2));
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let e = parse("mode = \"full\"\n\nallow_incomming_ssh = true\n").expect_err("must fail");
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("/etc/anon-firewall.d/50_user.toml:3: key `allow_incomming_ssh`"),
+            "{msg}"
+        );
+        assert!(msg.contains("unknown field"), "{msg}");
+    }
+
+    #[test]
+    fn bad_values_are_errors_with_line() {
+        for (text, line, needle) in [
+            ("trans_port = 70000", 1, "trans_port"),
+            ("\nsocks_ports = [\"9200-9100\"]", 2, "reversed"),
+            ("socks_ports = [0]", 1, "not a port"),
+            ("gateway_ip = \"10.152.152\"", 1, "gateway_ip"),
+            (
+                "internal_interface = \"a-very-long-interface\"",
+                1,
+                "interface name",
+            ),
+            ("role = \"router\"", 1, "role"),
+            ("mode = \"open\"", 1, "mode"),
+            ("internal_network = \"10.0.0.0/33\"", 1, "prefix"),
+            ("allow_incoming_icmp = \"yes\"", 1, "allow_incoming_icmp"),
+            ("tor_user = -1", 1, "uid"),
+            ("x = [", 1, ""),
+        ] {
+            let msg = parse(text).expect_err(text).to_string();
+            assert!(
+                msg.contains(&format!("50_user.toml:{line}:")),
+                "{text}: {msg}"
+            );
+            assert!(msg.contains(needle), "{text}: {msg}");
+        }
+    }
+
+    #[test]
+    fn port_ranges_and_networks_parse() {
+        let c =
+            parse("socks_ports = [9050, \"9100-9125\"]\ninternal_network = \"10.152.152.77/18\"")
+                .expect("ok");
+        assert_eq!(
+            c.socks_ports,
+            vec![PortRange::single(9050), PortRange::range(9100, 9125)]
+        );
+        assert_eq!(c.internal_network.addr, Ipv4Addr::new(10, 152, 128, 0));
+    }
+
+    #[test]
+    fn load_dir_reads_toml_in_lexical_order() {
+        let dir = std::env::temp_dir().join(format!("afw-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join("50_user.toml"), "trans_port = 9041\n").expect("write");
+        std::fs::write(
+            dir.join("30_default.toml"),
+            "trans_port = 9999\nmode = \"timesync-fail-closed\"\n",
+        )
+        .expect("write");
+        std::fs::write(dir.join("README"), "not toml = [").expect("write");
+        let c = Config::load_dir(&dir).expect("load");
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+        assert_eq!(c.trans_port, 9041);
+        assert_eq!(c.mode, Mode::TimesyncFailClosed);
+        assert_eq!(
+            Config::load_dir(Path::new("/nonexistent/anon-firewall.d")).expect("defaults"),
+            Config::default()
+        );
+    }
+}

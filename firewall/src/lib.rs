@@ -1,0 +1,9 @@
+#![doc = include_str!("../README.md")]
+
+pub mod apply;
+pub mod config;
+pub mod ruleset;
+
+pub use apply::Host;
+pub use config::{Config, Mode, Role};
+pub use ruleset::{Facts, Ruleset};

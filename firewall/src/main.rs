@@ -1,0 +1,211 @@
+//! `anon-firewall`: thin CLI over the library. Every failure of `apply` leaves the host locked
+//! down; see the man page (`anon-firewall man`) for exit codes.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+
+use anon_firewall::{Host, Role, Ruleset};
+
+const EXAMPLES: &str = "\
+Examples:
+  anon-firewall apply                      load the rules for this host's role
+  anon-firewall dry-run --role gateway --format nft
+  anon-firewall check-config --config-dir /etc/anon-firewall.d
+  anon-firewall status                     is the ruleset loaded? did the last apply fail?
+
+Exit codes:
+  0  success (status: ruleset loaded and the last apply succeeded)
+  1  error; after a failed apply the host is in lockdown (all but loopback dropped)
+  2  usage error
+  3  status: our ruleset is not loaded";
+
+#[derive(Debug, Parser)]
+#[command(name = "anon-firewall", version, about = "Fail-closed nftables firewall for Whonix gateways and workstations", after_help = EXAMPLES)]
+struct Cli {
+    /// Directory of *.toml config files, read in lexical order.
+    #[arg(long, global = true, default_value = "/etc/anon-firewall.d")]
+    config_dir: PathBuf,
+    /// Where state and failed.status are written.
+    #[arg(long, global = true, default_value = "/run/anon-firewall")]
+    run_dir: PathBuf,
+    /// sdwdate's status directory (first_success switches timesync-fail-closed to full).
+    #[arg(long, global = true, default_value = "/run/sdwdate")]
+    sdwdate_run_dir: PathBuf,
+    /// The nft program.
+    #[arg(long, global = true, default_value = "nft")]
+    nft: PathBuf,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Build and load the ruleset in one transaction; on any error load the lockdown ruleset.
+    Apply {
+        #[arg(long)]
+        role: Option<Role>,
+    },
+    /// Print the ruleset that `apply` would load; loads nothing.
+    DryRun {
+        #[arg(long)]
+        role: Option<Role>,
+        #[arg(long, value_enum, default_value_t = Format::Json)]
+        format: Format,
+    },
+    /// Validate the configuration only.
+    CheckConfig {
+        #[arg(long)]
+        role: Option<Role>,
+    },
+    /// Report whether our ruleset is loaded and whether the last apply failed.
+    Status,
+    /// Load the lockdown ruleset now (drop everything but loopback).
+    Lockdown,
+    /// In timesync-fail-closed mode: wait for sdwdate's first success, then apply the full ruleset.
+    Watch {
+        #[arg(long)]
+        role: Option<Role>,
+        /// Give up after this many seconds (default: wait forever).
+        #[arg(long)]
+        timeout: Option<u64>,
+    },
+    /// Print the man page (roff) to stdout.
+    #[command(hide = true)]
+    Man,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Format {
+    Json,
+    Nft,
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    let host = Host {
+        config_dir: cli.config_dir,
+        run_dir: cli.run_dir,
+        sdwdate_run_dir: cli.sdwdate_run_dir,
+        nft: cli.nft,
+        ..Host::default()
+    };
+    if matches!(cli.cmd, Cmd::Apply { .. } | Cmd::Watch { .. }) {
+        // A crash half-way must not leave the host open either.
+        let h = host.clone();
+        let default_hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            default_hook(info);
+            h.fail_closed(&format!("anon-firewall crashed: {info}"));
+        }));
+    }
+    match run(cli.cmd, &host) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("anon-firewall: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cmd: Cmd, host: &Host) -> anyhow::Result<ExitCode> {
+    match cmd {
+        Cmd::Apply { role } => {
+            let (role, mode) = host.apply(role)?;
+            println!("anon-firewall: {role} ruleset loaded (mode {mode})");
+        }
+        Cmd::DryRun { role, format } => {
+            let plan = host.plan(role)?;
+            let rs = Ruleset::build(&plan.config, plan.role, &plan.facts);
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&rs.nftables)?),
+                Format::Nft => print!("{}", host.render_nft(&rs.nftables)?),
+            }
+        }
+        Cmd::CheckConfig { role } => {
+            let plan = host.plan(role)?;
+            println!(
+                "anon-firewall: configuration OK (role {}, mode {})",
+                plan.role, plan.config.mode
+            );
+        }
+        Cmd::Status => {
+            let st = host.status();
+            println!(
+                "state: {}",
+                st.recorded.as_deref().unwrap_or("never applied")
+            );
+            if let Some(f) = &st.failed {
+                println!("failed: {f}");
+            }
+            let loaded = match st.loaded {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "unknown (cannot run nft)",
+            };
+            println!("loaded: {loaded}");
+            return Ok(match (st.loaded, &st.failed) {
+                (Some(true), None) => ExitCode::SUCCESS,
+                (Some(true), Some(_)) => ExitCode::from(1),
+                _ => ExitCode::from(3),
+            });
+        }
+        Cmd::Lockdown => {
+            host.fail_closed("lockdown requested by the administrator");
+            println!("anon-firewall: lockdown");
+        }
+        Cmd::Watch { role, timeout } => {
+            let deadline = timeout.map(|t| Instant::now() + Duration::from_secs(t));
+            let plan = host.plan(role)?;
+            if plan.config.mode == anon_firewall::Mode::TimesyncFailClosed {
+                while !host.time_synced() {
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        bail!(
+                            "timed out waiting for {}",
+                            host.sdwdate_run_dir.join("first_success").display()
+                        );
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            }
+            let (role, mode) = host.apply(role)?;
+            println!("anon-firewall: {role} ruleset loaded (mode {mode})");
+        }
+        Cmd::Man => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init_logging() {
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let ok = journal
+        && systemd_journal_logger::JournalLog::new()
+            .map(|l| l.install().is_ok())
+            .unwrap_or(false);
+    if !ok {
+        let _ = log::set_logger(&StderrLog);
+    }
+    log::set_max_level(log::LevelFilter::Info);
+}
+
+struct StderrLog;
+
+impl log::Log for StderrLog {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+    fn log(&self, r: &log::Record) {
+        eprintln!(
+            "anon-firewall: {}: {}",
+            r.level().as_str().to_lowercase(),
+            r.args()
+        );
+    }
+    fn flush(&self) {}
+}

@@ -1,0 +1,674 @@
+//! The pure core: configuration + role + a few host facts in, one nft JSON transaction out.
+//!
+//! Every ruleset starts with `add table; delete table; add table` for our single
+//! `inet anon_firewall` table, so loading it replaces our previous rules atomically: the kernel
+//! switches from the old ruleset to the new one in one step and there is never a moment
+//! without rules. IPv4 and IPv6 share the `inet` table. Other tables on the host are left
+//! alone; their `accept` cannot override our `drop` (a packet must pass every base chain).
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+
+use nftables::batch::Batch;
+use nftables::expr::{
+    BinaryOperation, Expression as E, Meta, MetaKey, NamedExpression as N, Payload, PayloadField,
+    Prefix, SetItem, CT,
+};
+use nftables::schema::{Chain, NfListObject, Nftables, Rule, Table};
+use nftables::stmt::{Match, Operator, Reject, RejectType, Statement as S, NAT};
+use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook, RejectCode};
+
+use crate::config::{Config, Mode, PortRange, Role};
+
+/// The one table we own.
+pub const TABLE: &str = "anon_firewall";
+
+/// What the ruleset depends on besides the configuration: resolved uids and whether sdwdate
+/// has succeeded. Resolved by the shell so that this module stays pure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Facts {
+    pub tor_uid: u32,
+    pub no_nat_uids: Vec<u32>,
+    /// `/run/sdwdate/first_success` exists (only read in `timesync-fail-closed` mode).
+    pub time_synced: bool,
+}
+
+/// The mode after taking sdwdate's state into account.
+pub fn effective_mode(cfg: &Config, facts: &Facts) -> Mode {
+    match cfg.mode {
+        Mode::TimesyncFailClosed if !facts.time_synced => Mode::TimesyncFailClosed,
+        _ => Mode::Full,
+    }
+}
+
+/// What `build` produces: the nft transaction and the mode it enforces.
+#[derive(Debug)]
+pub struct Ruleset {
+    pub nftables: Nftables<'static>,
+    pub mode: Mode,
+}
+
+impl Ruleset {
+    /// Builds the full ruleset for `role`.
+    pub fn build(cfg: &Config, role: Role, facts: &Facts) -> Ruleset {
+        let mode = effective_mode(cfg, facts);
+        let mut t = Tx::new();
+        match role {
+            Role::Gateway => gateway(&mut t, cfg, facts, mode),
+            Role::Workstation => workstation(&mut t, cfg, mode),
+        }
+        Ruleset {
+            nftables: t.finish(),
+            mode,
+        }
+    }
+}
+
+/// The lockdown ruleset loaded on any error: everything dropped but loopback.
+pub fn lockdown() -> Nftables<'static> {
+    let mut t = Tx::new();
+    for (chain, hook) in [
+        ("input", NfHook::Input),
+        ("forward", NfHook::Forward),
+        ("output", NfHook::Output),
+    ] {
+        t.base_chain(chain, NfChainType::Filter, hook, 0, NfChainPolicy::Drop);
+    }
+    t.rule(
+        "input",
+        vec![m_eq(meta(MetaKey::Iifname), s("lo")), accept()],
+    );
+    t.rule(
+        "output",
+        vec![m_eq(meta(MetaKey::Oifname), s("lo")), accept()],
+    );
+    t.finish()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Roles
+
+fn gateway(t: &mut Tx, cfg: &Config, facts: &Facts, mode: Mode) {
+    let int_if = cfg.internal_interface.as_str();
+    let ext_if = cfg.external_interface.as_str();
+    let gw = cfg.gateway_ip.to_string();
+    for (chain, hook) in [
+        ("input", NfHook::Input),
+        ("forward", NfHook::Forward),
+        ("output", NfHook::Output),
+    ] {
+        t.base_chain(chain, NfChainType::Filter, hook, 0, NfChainPolicy::Drop);
+    }
+    t.base_chain(
+        "prerouting",
+        NfChainType::NAT,
+        NfHook::Prerouting,
+        -100,
+        NfChainPolicy::Accept,
+    );
+
+    // input
+    t.rule(
+        "input",
+        vec![m_eq(meta(MetaKey::Iifname), s("lo")), accept()],
+    );
+    sanity_drops(t, "input");
+    icmp_rules(t, "input", cfg.allow_incoming_icmp);
+    t.rule("input", vec![m_in(ct("state"), s("established")), accept()]);
+    // The ports the workstation may reach on the gateway itself.
+    let internal_tcp = internal_tcp_ports(cfg, mode);
+    t.rule(
+        "input",
+        vec![
+            m_eq(meta(MetaKey::Iifname), s(int_if)),
+            m_eq(payload("tcp", "dport"), ports(&internal_tcp)),
+            accept(),
+        ],
+    );
+    if mode == Mode::Full {
+        t.rule(
+            "input",
+            vec![
+                m_eq(meta(MetaKey::Iifname), s(int_if)),
+                m_eq(payload("udp", "dport"), E::Number(cfg.dns_port.into())),
+                accept(),
+            ],
+        );
+    }
+    if !cfg.external_open_ports.is_empty() {
+        t.rule(
+            "input",
+            vec![
+                m_eq(meta(MetaKey::Iifname), s(ext_if)),
+                m_eq(payload("tcp", "dport"), ports(&cfg.external_open_ports)),
+                accept(),
+            ],
+        );
+    }
+    if !cfg.external_udp_open_ports.is_empty() {
+        t.rule(
+            "input",
+            vec![
+                m_eq(meta(MetaKey::Iifname), s(ext_if)),
+                m_eq(payload("udp", "dport"), ports(&cfg.external_udp_open_ports)),
+                accept(),
+            ],
+        );
+    }
+    if cfg.allow_incoming_ssh {
+        t.rule(
+            "input",
+            vec![m_eq(payload("tcp", "dport"), E::Number(22)), accept()],
+        );
+    }
+
+    // forward: the gateway never routes; say so to the sender instead of timing out.
+    t.rule("forward", reject_rules());
+
+    // prerouting (nat): transparent proxying of the workstation.
+    if mode == Mode::Full {
+        t.rule(
+            "prerouting",
+            vec![
+                m_eq(meta(MetaKey::Iifname), s(int_if)),
+                m_eq(payload("udp", "dport"), E::Number(53)),
+                redirect(cfg.dns_port),
+            ],
+        );
+        // Connections to the gateway's own ports stay where they are ...
+        t.rule(
+            "prerouting",
+            vec![
+                m_eq(meta(MetaKey::Iifname), s(int_if)),
+                m_eq(payload("ip", "daddr"), s(&gw)),
+                m_eq(payload("tcp", "dport"), ports(&internal_tcp)),
+                accept(),
+            ],
+        );
+        // ... every other new IPv4 TCP connection goes into Tor's TransPort.
+        t.rule(
+            "prerouting",
+            vec![
+                m_eq(meta(MetaKey::Iifname), s(int_if)),
+                m_eq(meta(MetaKey::Nfproto), s("ipv4")),
+                m_eq(meta(MetaKey::L4proto), s("tcp")),
+                redirect(cfg.trans_port),
+            ],
+        );
+    }
+
+    // output: only Tor (and no_nat_users) leave the box.
+    t.rule(
+        "output",
+        vec![m_eq(meta(MetaKey::Oifname), s("lo")), accept()],
+    );
+    // Invalid packets are dropped, not rejected: conntrack-invalid packets of a closed Tor
+    // connection must not go out, and a reject would itself send something.
+    t.rule("output", vec![m_in(ct("state"), s("invalid")), drop()]);
+    t.rule(
+        "output",
+        vec![
+            m_in(ct("state"), list(&["established", "related"])),
+            accept(),
+        ],
+    );
+    t.rule(
+        "output",
+        vec![
+            m_eq(payload("icmpv6", "type"), nd_types()),
+            m_eq(payload("ip6", "hoplimit"), E::Number(255)),
+            accept(),
+        ],
+    );
+    let mut local = vec![cfg.internal_network];
+    local.extend(cfg.local_networks.iter().copied());
+    t.rule(
+        "output",
+        vec![
+            m_eq(
+                payload("ip", "daddr"),
+                set(local
+                    .iter()
+                    .map(|n| prefix(&n.addr.to_string(), n.prefix))
+                    .collect()),
+            ),
+            accept(),
+        ],
+    );
+    let mut out_uids = vec![facts.tor_uid];
+    out_uids.extend(
+        facts
+            .no_nat_uids
+            .iter()
+            .copied()
+            .filter(|u| *u != facts.tor_uid),
+    );
+    let uid_match = m_eq(
+        meta(MetaKey::Skuid),
+        if out_uids.len() == 1 {
+            E::Number(out_uids[0])
+        } else {
+            set(out_uids.iter().map(|u| E::Number(*u)).collect())
+        },
+    );
+    if cfg.vpn_firewall {
+        if !cfg.vpn_servers.is_empty() {
+            // The VPN client's own connection to its servers, through the real uplink.
+            let (v4, v6): (Vec<&std::net::IpAddr>, Vec<_>) =
+                cfg.vpn_servers.iter().partition(|a| a.is_ipv4());
+            for (proto, addrs) in [("ip", v4), ("ip6", v6)] {
+                if !addrs.is_empty() {
+                    t.rule(
+                        "output",
+                        vec![
+                            m_eq(meta(MetaKey::Oifname), s(ext_if)),
+                            m_eq(
+                                payload(proto, "daddr"),
+                                set(addrs.iter().map(|a| s(&a.to_string())).collect()),
+                            ),
+                            accept(),
+                        ],
+                    );
+                }
+            }
+        }
+        t.rule(
+            "output",
+            vec![
+                m_eq(meta(MetaKey::Oifname), s(cfg.vpn_interface.as_str())),
+                uid_match,
+                accept(),
+            ],
+        );
+    } else {
+        t.rule("output", vec![uid_match, accept()]);
+    }
+    t.rule("output", reject_rules());
+}
+
+fn workstation(t: &mut Tx, cfg: &Config, mode: Mode) {
+    let gw = cfg.gateway_ip.to_string();
+    t.base_chain(
+        "input",
+        NfChainType::Filter,
+        NfHook::Input,
+        0,
+        NfChainPolicy::Drop,
+    );
+    t.base_chain(
+        "forward",
+        NfChainType::Filter,
+        NfHook::Forward,
+        0,
+        NfChainPolicy::Drop,
+    );
+    t.base_chain(
+        "output",
+        NfChainType::Filter,
+        NfHook::Output,
+        0,
+        NfChainPolicy::Drop,
+    );
+
+    t.rule(
+        "input",
+        vec![m_eq(meta(MetaKey::Iifname), s("lo")), accept()],
+    );
+    t.rule("input", vec![m_in(ct("state"), s("invalid")), drop()]);
+    t.rule("input", vec![m_in(ct("state"), s("established")), accept()]);
+    icmp_rules(t, "input", false);
+    if !cfg.workstation_open_ports.is_empty() {
+        t.rule(
+            "input",
+            vec![
+                m_eq(payload("tcp", "dport"), ports(&cfg.workstation_open_ports)),
+                accept(),
+            ],
+        );
+    }
+    t.rule("input", reject_rules());
+
+    t.rule(
+        "output",
+        vec![m_eq(meta(MetaKey::Oifname), s("lo")), accept()],
+    );
+    t.rule("output", vec![m_in(ct("state"), s("invalid")), drop()]);
+    t.rule(
+        "output",
+        vec![
+            m_in(ct("state"), list(&["established", "related"])),
+            accept(),
+        ],
+    );
+    t.rule(
+        "output",
+        vec![
+            m_eq(payload("icmpv6", "type"), nd_types()),
+            m_eq(payload("ip6", "hoplimit"), E::Number(255)),
+            accept(),
+        ],
+    );
+    match mode {
+        Mode::Full => {
+            t.rule(
+                "output",
+                vec![
+                    m_eq(payload("ip", "daddr"), s(&gw)),
+                    m_eq(payload("udp", "dport"), E::Number(53)),
+                    accept(),
+                ],
+            );
+            let mut r = Vec::new();
+            if !cfg.workstation_transparent_tcp {
+                r.push(m_eq(payload("ip", "daddr"), s(&gw)));
+            }
+            r.extend([
+                m_eq(meta(MetaKey::Nfproto), s("ipv4")),
+                m_eq(meta(MetaKey::L4proto), s("tcp")),
+                accept(),
+            ]);
+            t.rule("output", r);
+        }
+        Mode::TimesyncFailClosed => {
+            t.rule(
+                "output",
+                vec![
+                    m_eq(payload("ip", "daddr"), s(&gw)),
+                    m_eq(
+                        payload("tcp", "dport"),
+                        E::Number(cfg.sdwdate_socks_port.into()),
+                    ),
+                    accept(),
+                ],
+            );
+        }
+    }
+    t.rule("output", reject_rules());
+}
+
+/// TCP ports of the gateway open to the workstation in `mode`.
+fn internal_tcp_ports(cfg: &Config, mode: Mode) -> Vec<PortRange> {
+    match mode {
+        Mode::TimesyncFailClosed => vec![PortRange::single(cfg.sdwdate_socks_port)],
+        Mode::Full => {
+            let mut p = vec![
+                PortRange::single(cfg.trans_port),
+                PortRange::single(cfg.control_port_filter_port),
+            ];
+            p.extend(cfg.socks_ports.iter().copied());
+            p.extend(cfg.internal_open_ports.iter().copied());
+            p
+        }
+    }
+}
+
+/// Drops of packets no honest stack sends (upstream whonix-firewall's list).
+fn sanity_drops(t: &mut Tx, chain: &str) {
+    t.rule(chain, vec![m_in(ct("state"), s("invalid")), drop()]);
+    let all = ["fin", "syn", "rst", "psh", "ack", "urg"];
+    for (mask, value) in [
+        (&all[..], &["fin", "psh", "urg"][..]), // XMAS
+        (&all[..], &[][..]),                    // NULL
+        (&["syn", "fin"][..], &["syn", "fin"][..]),
+        (&["syn", "rst"][..], &["syn", "rst"][..]),
+        (
+            &["fin", "syn", "rst", "ack"][..],
+            &["fin", "syn", "rst", "ack"][..],
+        ),
+    ] {
+        t.rule(
+            chain,
+            vec![
+                m_eq(meta(MetaKey::L4proto), s("tcp")),
+                m_eq(and(payload("tcp", "flags"), flags(mask)), flags(value)),
+                drop(),
+            ],
+        );
+    }
+    // IPv4 fragments: any packet with MF set or a non-zero offset.
+    t.rule(
+        chain,
+        vec![
+            m_eq(meta(MetaKey::Nfproto), s("ipv4")),
+            m(
+                and(payload("ip", "frag-off"), E::Number(0x3fff)),
+                Operator::NEQ,
+                E::Number(0),
+            ),
+            drop(),
+        ],
+    );
+}
+
+/// ICMP: only what keeps TCP working (PMTU discovery, neighbour discovery) unless echo is allowed.
+fn icmp_rules(t: &mut Tx, chain: &str, allow_echo: bool) {
+    t.rule(
+        chain,
+        vec![
+            m_eq(payload("icmp", "type"), s("destination-unreachable")),
+            m_eq(payload("icmp", "code"), s("frag-needed")),
+            m_in(ct("state"), s("related")),
+            accept(),
+        ],
+    );
+    t.rule(
+        chain,
+        vec![
+            m_eq(payload("icmpv6", "type"), s("packet-too-big")),
+            m_in(ct("state"), s("related")),
+            accept(),
+        ],
+    );
+    t.rule(
+        chain,
+        vec![
+            m_eq(payload("icmpv6", "type"), nd_types()),
+            m_eq(payload("ip6", "hoplimit"), E::Number(255)),
+            accept(),
+        ],
+    );
+    if allow_echo {
+        t.rule(
+            chain,
+            vec![m_eq(payload("icmp", "type"), s("echo-request")), accept()],
+        );
+        t.rule(
+            chain,
+            vec![m_eq(payload("icmpv6", "type"), s("echo-request")), accept()],
+        );
+    }
+    t.rule(
+        chain,
+        vec![
+            m_eq(meta(MetaKey::L4proto), set(vec![s("icmp"), s("ipv6-icmp")])),
+            drop(),
+        ],
+    );
+}
+
+/// Neighbour discovery. Redirects are left out on purpose: nobody needs to reroute us.
+fn nd_types() -> E<'static> {
+    set([
+        "nd-router-solicit",
+        "nd-router-advert",
+        "nd-neighbor-solicit",
+        "nd-neighbor-advert",
+    ]
+    .into_iter()
+    .map(s)
+    .collect())
+}
+
+/// A rule that rejects; `Tx::rule` expands it to a TCP reset for TCP and ICMP
+/// "administratively prohibited" for everything else.
+fn reject_rules() -> Vec<S<'static>> {
+    vec![S::Reject(Some(Reject::new(
+        Some(RejectType::ICMPX),
+        Some(RejectCode::AdminProhibited),
+    )))]
+}
+
+// ---------------------------------------------------------------------------------------------
+// A small builder over the nftables schema types, so rules above read like nft syntax.
+
+struct Tx {
+    batch: Batch<'static>,
+    chains: HashSet<String>,
+}
+
+impl Tx {
+    fn new() -> Tx {
+        let mut batch = Batch::new();
+        let table = || {
+            NfListObject::Table(Table {
+                family: NfFamily::INet,
+                name: TABLE.into(),
+                handle: None,
+            })
+        };
+        // `add` makes sure the table exists so that `delete` cannot fail; the delete then
+        // throws away our previous rules inside the same transaction.
+        batch.add(table());
+        batch.delete(table());
+        batch.add(table());
+        Tx {
+            batch,
+            chains: HashSet::new(),
+        }
+    }
+
+    fn base_chain(
+        &mut self,
+        name: &str,
+        ty: NfChainType,
+        hook: NfHook,
+        prio: i32,
+        policy: NfChainPolicy,
+    ) {
+        self.chains.insert(name.to_owned());
+        self.batch.add(NfListObject::Chain(Chain {
+            family: NfFamily::INet,
+            table: TABLE.into(),
+            name: name.to_owned().into(),
+            _type: Some(ty),
+            hook: Some(hook),
+            prio: Some(prio),
+            policy: Some(policy),
+            ..Chain::default()
+        }));
+    }
+
+    /// Adds a rule. A final `reject` statement expands to two rules: TCP reset for TCP
+    /// (so clients fail fast instead of hanging), ICMP admin-prohibited for the rest.
+    fn rule(&mut self, chain: &str, expr: Vec<S<'static>>) {
+        debug_assert!(
+            self.chains.contains(chain),
+            "rule for unknown chain {chain}"
+        );
+        if let Some(S::Reject(_)) = expr.last() {
+            let mut tcp = expr.clone();
+            tcp.pop();
+            tcp.push(m_eq(meta(MetaKey::L4proto), s("tcp")));
+            tcp.push(S::Reject(Some(Reject::new(
+                Some(RejectType::TCPReset),
+                None,
+            ))));
+            self.push(chain, tcp);
+        }
+        self.push(chain, expr);
+    }
+
+    fn push(&mut self, chain: &str, expr: Vec<S<'static>>) {
+        self.batch.add(NfListObject::Rule(Rule {
+            family: NfFamily::INet,
+            table: TABLE.into(),
+            chain: chain.to_owned().into(),
+            expr: expr.into(),
+            ..Rule::default()
+        }));
+    }
+
+    fn finish(self) -> Nftables<'static> {
+        self.batch.to_nftables()
+    }
+}
+
+fn s(v: &str) -> E<'static> {
+    E::String(Cow::Owned(v.to_owned()))
+}
+fn list(v: &[&str]) -> E<'static> {
+    set(v.iter().map(|x| s(x)).collect())
+}
+fn set(items: Vec<E<'static>>) -> E<'static> {
+    E::Named(N::Set(items.into_iter().map(SetItem::Element).collect()))
+}
+fn prefix(addr: &str, len: u8) -> E<'static> {
+    E::Named(N::Prefix(Prefix {
+        addr: Box::new(s(addr)),
+        len: len.into(),
+    }))
+}
+fn meta(key: MetaKey) -> E<'static> {
+    E::Named(N::Meta(Meta { key }))
+}
+fn ct(key: &str) -> E<'static> {
+    E::Named(N::CT(CT {
+        key: key.to_owned().into(),
+        family: None,
+        dir: None,
+    }))
+}
+fn payload(protocol: &str, field: &str) -> E<'static> {
+    E::Named(N::Payload(Payload::PayloadField(PayloadField {
+        protocol: protocol.to_owned().into(),
+        field: field.to_owned().into(),
+    })))
+}
+fn and(a: E<'static>, b: E<'static>) -> E<'static> {
+    E::BinaryOperation(Box::new(BinaryOperation::AND(a, b)))
+}
+fn flags(f: &[&str]) -> E<'static> {
+    match f {
+        [] => E::Number(0),
+        [one] => s(one),
+        many => E::List(many.iter().map(|x| s(x)).collect()),
+    }
+}
+fn ports(p: &[PortRange]) -> E<'static> {
+    let one = |r: &PortRange| {
+        if r.first == r.last {
+            E::Number(r.first.into())
+        } else {
+            E::Range(Box::new(nftables::expr::Range {
+                range: [E::Number(r.first.into()), E::Number(r.last.into())],
+            }))
+        }
+    };
+    match p {
+        [single] if single.first == single.last => one(single),
+        _ => set(p.iter().map(one).collect()),
+    }
+}
+fn m(left: E<'static>, op: Operator, right: E<'static>) -> S<'static> {
+    S::Match(Match { left, right, op })
+}
+fn m_eq(left: E<'static>, right: E<'static>) -> S<'static> {
+    m(left, Operator::EQ, right)
+}
+fn m_in(left: E<'static>, right: E<'static>) -> S<'static> {
+    m(left, Operator::IN, right)
+}
+fn accept() -> S<'static> {
+    S::Accept(None)
+}
+fn drop() -> S<'static> {
+    S::Drop(None)
+}
+fn redirect(port: u16) -> S<'static> {
+    S::Redirect(Some(NAT {
+        addr: None,
+        family: None,
+        port: Some(E::Number(port.into())),
+        flags: None,
+    }))
+}
