@@ -174,7 +174,6 @@ impl Host {
                 Ok((role, mode))
             }
             Err(e) => {
-                error!("{e}");
                 self.fail_closed(&e.to_string());
                 Err(e)
             }

@@ -370,6 +370,27 @@ struct FileConfig {
     workstation_open_ports: Option<Vec<PortRange>>,
 }
 
+/// Shortens serde's "unknown field `x`, expected one of <all keys>" to a hint at the
+/// closest key: a typo should be fixed in seconds, not found in a list of two dozen names.
+fn friendly(message: &str) -> String {
+    let Some(rest) = message.strip_prefix("unknown field `") else {
+        return message.to_owned();
+    };
+    let Some((field, expected)) = rest.split_once('`') else {
+        return message.to_owned();
+    };
+    let best = expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|k| (strsim::levenshtein(field, k), k))
+        .min();
+    match best {
+        Some((d, k)) if d <= 3 => format!("unknown key `{field}` (did you mean `{k}`?)"),
+        _ => format!("unknown key `{field}` (see anon-firewall(8) for the keys)"),
+    }
+}
+
 /// 1-based line number of a byte offset.
 fn line_of(text: &str, offset: usize) -> usize {
     text.get(..offset.min(text.len()))
@@ -393,7 +414,7 @@ impl Config {
                 file: file.to_owned(),
                 line,
                 key: key_on_line(text, line),
-                message: e.message().trim().to_owned(),
+                message: friendly(e.message().trim()),
             }
         })?;
         let user = |s: toml::Spanned<UserRef>, key: &str| User {
@@ -528,7 +549,10 @@ mod tests {
             msg.starts_with("/etc/anon-firewall.d/50_user.toml:3: key `allow_incomming_ssh`"),
             "{msg}"
         );
-        assert!(msg.contains("unknown field"), "{msg}");
+        assert!(
+            msg.ends_with("unknown key `allow_incomming_ssh` (did you mean `allow_incoming_ssh`?)"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -64,7 +64,11 @@ enum Cmd {
     /// Report whether our ruleset is loaded and whether the last apply failed.
     Status,
     /// Load the lockdown ruleset now (drop everything but loopback).
-    Lockdown,
+    Lockdown {
+        /// For ExecStopPost=: do nothing unless systemd's $SERVICE_RESULT says the unit failed.
+        #[arg(long)]
+        if_service_failed: bool,
+    },
     /// In timesync-fail-closed mode: wait for sdwdate's first success, then apply the full ruleset.
     Watch {
         #[arg(long)]
@@ -154,8 +158,17 @@ fn run(cmd: Cmd, host: &Host) -> anyhow::Result<ExitCode> {
                 _ => ExitCode::from(3),
             });
         }
-        Cmd::Lockdown => {
-            host.fail_closed("lockdown requested by the administrator");
+        Cmd::Lockdown { if_service_failed } => {
+            let result = std::env::var("SERVICE_RESULT").unwrap_or_default();
+            if if_service_failed && result == "success" {
+                return Ok(ExitCode::SUCCESS);
+            }
+            let why = if if_service_failed {
+                format!("anon-firewall.service ended with result `{result}`")
+            } else {
+                "lockdown requested by the administrator".to_owned()
+            };
+            host.fail_closed(&why);
             println!("anon-firewall: lockdown");
         }
         Cmd::Watch { role, timeout } => {

@@ -633,3 +633,39 @@ fn a_hundred_reloads_let_no_packet_out() {
         1
     );
 }
+
+#[test]
+fn status_and_the_units_stop_post_lockdown() {
+    if !require_root("status_and_the_units_stop_post_lockdown") {
+        return;
+    }
+    let ns = Netns::new(&format!("afw-stop-{}", std::process::id())).expect("netns");
+    let fw = Fw::new(&gateway_config());
+    assert_eq!(
+        fw.cmd(&ns, &["status"]).status.code(),
+        Some(3),
+        "nothing loaded yet"
+    );
+    fw.apply(&ns);
+    assert_eq!(fw.cmd(&ns, &["status"]).status.code(), Some(0));
+    let loaded = ruleset(&ns);
+
+    // ExecStopPost after a normal stop keeps the rules ...
+    let stop = |result: &str| {
+        ns.command(env!("CARGO_BIN_EXE_anon-firewall"))
+            .arg("--run-dir")
+            .arg(fw.run.path())
+            .args(["lockdown", "--if-service-failed"])
+            .env("SERVICE_RESULT", result)
+            .status()
+            .expect("run")
+    };
+    assert!(stop("success").success());
+    assert_eq!(ruleset(&ns), loaded);
+    // ... and after a crash (killed by a signal) locks down.
+    assert!(stop("signal").success());
+    assert_lockdown(&ns);
+    let why = std::fs::read_to_string(fw.run.path().join("failed.status")).expect("failed.status");
+    assert!(why.contains("signal"), "{why}");
+    assert_eq!(fw.cmd(&ns, &["status"]).status.code(), Some(1));
+}

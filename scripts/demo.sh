@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The demo ("Whonix in a box"): sets itself up, builds, runs, tears down. Needs root.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+need_root "the demo"
+cd "$ROOT"
+stage setup base_setup
+stage build cargo build --release --locked -p anon-firewall -p anon-netns
+stage demo target/release/whonix-in-a-box --firewall "$ROOT/target/release/anon-firewall"

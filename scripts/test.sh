@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Sets up and runs every test: formatting, lints, unit and golden tests, and the tests that
+# load real nft rules inside network namespaces the tests create. Needs root (as in CI).
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+if [ "$(id -u)" != 0 ]; then
+  if [ "${CI:-}" = true ]; then echo "CI runs the tests as root" >&2; exit 2; fi
+  echo "*** not root: the namespace tests will be SKIPPED (loudly). Run with sudo for the full suite. ***" >&2
+else
+  stage setup base_setup
+fi
+t0=$SECONDS
+stage fmt cargo fmt --all -- --check
+stage clippy cargo clippy --locked --workspace --all-targets -- -D warnings
+stage build cargo build --locked --workspace --all-targets
+stage test cargo test --locked --workspace
+stage packaging "$ROOT/packaging/check.sh"
+echo "==> all stages: $((SECONDS - t0)) s"
