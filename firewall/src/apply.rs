@@ -165,11 +165,12 @@ impl Host {
         let result = self.plan(cli_role).and_then(|plan| {
             let rs = Ruleset::build(&plan.config, plan.role, &plan.facts);
             self.load(&rs.nftables)?;
+            // A host whose state cannot be recorded is broken too: status would lie.
+            self.record_success(plan.role, rs.mode)?;
             Ok((plan.role, rs.mode))
         });
         match result {
             Ok((role, mode)) => {
-                self.record_success(role, mode)?;
                 info!("loaded {role} ruleset, mode {mode}");
                 Ok((role, mode))
             }

@@ -672,3 +672,90 @@ fn redirect(port: u16) -> S<'static> {
         flags: None,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nftables::schema::{NfCmd, NfObject};
+
+    fn objects(n: &Nftables<'static>) -> Vec<NfObject<'static>> {
+        n.objects.to_vec()
+    }
+
+    fn all_cases() -> Vec<Nftables<'static>> {
+        let mut out = vec![lockdown()];
+        for role in [Role::Gateway, Role::Workstation] {
+            for mode in [Mode::Full, Mode::TimesyncFailClosed] {
+                for synced in [false, true] {
+                    let cfg = Config {
+                        mode,
+                        ..Config::default()
+                    };
+                    let facts = Facts {
+                        tor_uid: 1,
+                        no_nat_uids: vec![2],
+                        time_synced: synced,
+                    };
+                    out.push(Ruleset::build(&cfg, role, &facts).nftables);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_ruleset_replaces_our_table_in_one_transaction() {
+        for n in all_cases() {
+            let o = objects(&n);
+            let is_table = |obj: &NfObject, delete: bool| match obj {
+                NfObject::CmdObject(NfCmd::Add(NfListObject::Table(t))) if !delete => {
+                    t.name == TABLE
+                }
+                NfObject::CmdObject(NfCmd::Delete(NfListObject::Table(t))) if delete => {
+                    t.name == TABLE
+                }
+                _ => false,
+            };
+            assert!(is_table(&o[0], false) && is_table(&o[1], true) && is_table(&o[2], false));
+            // Nothing else is deleted or flushed: other tables on the host are left alone.
+            assert!(o[3..]
+                .iter()
+                .all(|x| matches!(x, NfObject::CmdObject(NfCmd::Add(_)))));
+        }
+    }
+
+    #[test]
+    fn every_filter_chain_drops_by_default() {
+        for n in all_cases() {
+            let mut filters = 0;
+            for obj in objects(&n) {
+                if let NfObject::CmdObject(NfCmd::Add(NfListObject::Chain(c))) = obj {
+                    if c._type == Some(NfChainType::Filter) {
+                        filters += 1;
+                        assert_eq!(c.policy, Some(NfChainPolicy::Drop), "chain {}", c.name);
+                    }
+                }
+            }
+            assert_eq!(filters, 3);
+        }
+    }
+
+    #[test]
+    fn timesync_mode_has_no_redirect_until_synced() {
+        let cfg = Config {
+            mode: Mode::TimesyncFailClosed,
+            ..Config::default()
+        };
+        let json = |synced| {
+            let facts = Facts {
+                tor_uid: 1,
+                no_nat_uids: vec![],
+                time_synced: synced,
+            };
+            serde_json::to_string(&Ruleset::build(&cfg, Role::Gateway, &facts).nftables)
+                .expect("json")
+        };
+        assert!(!json(false).contains("redirect"));
+        assert!(json(true).contains("redirect"));
+    }
+}
