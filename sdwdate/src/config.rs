@@ -1,0 +1,511 @@
+//! `/etc/sdwdate.d/*.conf` in upstream's format, parsed strictly.
+//!
+//! Upstream matches lines with regexes and silently skips anything else, so a typo can drop a
+//! whole pool or a failure ratio without a word. Here every line is a comment, a blank, a pool
+//! delimiter, a member or a known key; anything else is an error naming file and line.
+//!
+//! ```text
+//! MAX_FAILURE_RATIO=0.34
+//! SDWDATE_POOL_ZERO=(
+//!     "http://<56 chars>.onion # comment"
+//!     [
+//!         "http://<56 chars>.onion # one organisation, several onions: one is picked"
+//!         "https://<56 chars>.onion:8443/path # ..."
+//!     ]
+//! )
+//! ```
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("{}:{line}: {message}", file.display())]
+    Syntax {
+        file: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("pool {0} has no members (hint: every SDWDATE_POOL_* needs at least one source)")]
+    EmptyPool(&'static str),
+}
+
+/// `http` or `https`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+/// One time source: an onion URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub scheme: Scheme,
+    /// `<56 base32 chars>.onion`, resolved by Tor, never locally.
+    pub host: String,
+    pub port: u16,
+    pub path: String,
+    pub comment: String,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = match self.scheme {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        };
+        let default = matches!(
+            (self.scheme, self.port),
+            (Scheme::Http, 80) | (Scheme::Https, 443)
+        );
+        if default {
+            write!(f, "{scheme}://{}{}", self.host, self.path)
+        } else {
+            write!(f, "{scheme}://{}:{}{}", self.host, self.port, self.path)
+        }
+    }
+}
+
+impl Source {
+    /// Parses `http[s]://<v3 onion>[:port][/path]`.
+    pub fn parse_url(url: &str, comment: &str) -> Result<Source, String> {
+        let (scheme, rest) = if let Some(r) = url.strip_prefix("http://") {
+            (Scheme::Http, r)
+        } else if let Some(r) = url.strip_prefix("https://") {
+            (Scheme::Https, r)
+        } else {
+            return Err(format!(
+                "`{url}`: a source must start with http:// or https://"
+            ));
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) => (
+                h,
+                p.parse::<u16>()
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| format!("`{p}` is not a port"))?,
+            ),
+            None => (authority, if scheme == Scheme::Http { 80 } else { 443 }),
+        };
+        let label = host.strip_suffix(".onion").ok_or_else(|| {
+            format!("`{host}` is not an onion address: time sources must be onion services (end-to-end authenticated)")
+        })?;
+        // Subdomains (`www.<onion>.onion`) are allowed; the onion itself is the last label.
+        let (subdomains, label) = label.rsplit_once('.').unwrap_or(("", label));
+        let dns_label = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        };
+        if !subdomains.is_empty() && !subdomains.split('.').all(dns_label) {
+            return Err(format!("`{host}`: bad subdomain"));
+        }
+        if label.len() != 56
+            || !label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b))
+        {
+            return Err(format!(
+                "`{host}` is not a v3 onion address (56 characters a-z, 2-7)"
+            ));
+        }
+        if path
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        {
+            return Err(format!(
+                "`{path}`: spaces or control characters in the path"
+            ));
+        }
+        Ok(Source {
+            scheme,
+            host: host.to_owned(),
+            port,
+            path: path.to_owned(),
+            comment: comment.to_owned(),
+        })
+    }
+}
+
+/// A pool member: one source, or a group of one organisation's onions of which one is
+/// picked at start so that the organisation counts once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Member {
+    One(Source),
+    Group(Vec<Source>),
+}
+
+pub const POOL_NAMES: [&str; 3] = ["SDWDATE_POOL_ZERO", "SDWDATE_POOL_ONE", "SDWDATE_POOL_TWO"];
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub pools: [Vec<Member>; 3],
+    pub max_failure_ratio: f64,
+    pub randomize_time: bool,
+    pub proxy_ip: Option<IpAddr>,
+    pub proxy_port: Option<u16>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            pools: Default::default(),
+            max_failure_ratio: 0.34,
+            randomize_time: false,
+            proxy_ip: None,
+            proxy_port: None,
+        }
+    }
+}
+
+/// Where the parser is inside a file.
+enum State {
+    Top,
+    Pool {
+        idx: usize,
+        started: usize,
+        members: Vec<Member>,
+    },
+    Group {
+        idx: usize,
+        started: usize,
+        members: Vec<Member>,
+        group: Vec<Source>,
+        group_started: usize,
+    },
+}
+
+impl Config {
+    /// Applies one file. A pool defined in a later file replaces the earlier definition.
+    pub fn merge_str(&mut self, file: &Path, text: &str) -> Result<(), ConfigError> {
+        let err = |line: usize, message: String| ConfigError::Syntax {
+            file: file.to_owned(),
+            line,
+            message,
+        };
+        let mut state = State::Top;
+        for (i, raw) in text.lines().enumerate() {
+            let n = i + 1;
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            state = match state {
+                State::Top => {
+                    if let Some(name) = line.strip_suffix("=(") {
+                        let idx = POOL_NAMES.iter().position(|p| *p == name).ok_or_else(|| {
+                            err(
+                                n,
+                                format!(
+                                    "unknown pool `{name}` (expected one of {})",
+                                    POOL_NAMES.join(", ")
+                                ),
+                            )
+                        })?;
+                        State::Pool {
+                            idx,
+                            started: n,
+                            members: Vec::new(),
+                        }
+                    } else {
+                        self.key(line).map_err(|m| err(n, m))?;
+                        State::Top
+                    }
+                }
+                State::Pool {
+                    idx,
+                    started,
+                    mut members,
+                } => match line {
+                    ")" => {
+                        self.pools[idx] = members;
+                        State::Top
+                    }
+                    "[" => State::Group {
+                        idx,
+                        started,
+                        members,
+                        group: Vec::new(),
+                        group_started: n,
+                    },
+                    "]" => return Err(err(n, "`]` without a matching `[`".into())),
+                    _ => {
+                        members.push(Member::One(member(line).map_err(|m| err(n, m))?));
+                        State::Pool {
+                            idx,
+                            started,
+                            members,
+                        }
+                    }
+                },
+                State::Group {
+                    idx,
+                    started,
+                    mut members,
+                    mut group,
+                    group_started,
+                } => match line {
+                    "]" if group.is_empty() => {
+                        return Err(err(n, "empty `[` ... `]` group".into()))
+                    }
+                    "]" => {
+                        members.push(Member::Group(group));
+                        State::Pool {
+                            idx,
+                            started,
+                            members,
+                        }
+                    }
+                    "[" => return Err(err(
+                        n,
+                        format!(
+                            "nested `[` (the group opened on line {group_started} is not closed)"
+                        ),
+                    )),
+                    ")" => {
+                        return Err(err(
+                            n,
+                            format!("`)` inside the group opened on line {group_started}"),
+                        ))
+                    }
+                    _ => {
+                        group.push(member(line).map_err(|m| err(n, m))?);
+                        State::Group {
+                            idx,
+                            started,
+                            members,
+                            group,
+                            group_started,
+                        }
+                    }
+                },
+            };
+        }
+        match state {
+            State::Top => Ok(()),
+            State::Pool { idx, started, .. } | State::Group { idx, started, .. } => Err(err(
+                started,
+                format!("{} is not closed with `)`", POOL_NAMES[idx]),
+            )),
+        }
+    }
+
+    fn key(&mut self, line: &str) -> Result<(), String> {
+        let (key, value) = line
+            .split_once('=')
+            .ok_or_else(|| format!("`{line}` is neither a comment, a pool nor KEY=VALUE"))?;
+        let value = value.trim().trim_matches('"');
+        match key.trim() {
+            "MAX_FAILURE_RATIO" => {
+                let r: f64 = value.parse().map_err(|_| format!("MAX_FAILURE_RATIO: `{value}` is not a number"))?;
+                if !(0.0..=1.0).contains(&r) {
+                    return Err(format!("MAX_FAILURE_RATIO: {r} is outside 0..1"));
+                }
+                self.max_failure_ratio = r;
+            }
+            "RANDOMIZE_TIME" => {
+                self.randomize_time = match value {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(format!("RANDOMIZE_TIME: `{value}` is not true or false")),
+                }
+            }
+            "PROXY_IP" => {
+                self.proxy_ip = Some(value.parse().map_err(|_| format!("PROXY_IP: `{value}` is not an IP address"))?)
+            }
+            "PROXY_PORT" => {
+                self.proxy_port =
+                    Some(value.parse().ok().filter(|p| *p > 0).ok_or_else(|| format!("PROXY_PORT: `{value}` is not a port"))?)
+            }
+            other => {
+                return Err(format!(
+                    "unknown key `{other}` (known: MAX_FAILURE_RATIO, RANDOMIZE_TIME, PROXY_IP, PROXY_PORT, SDWDATE_POOL_*=()"
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads every `*.conf` of `dir` in lexical order and checks that no pool is empty.
+    pub fn load_dir(dir: &Path) -> Result<Config, ConfigError> {
+        let mut cfg = Config::default();
+        let rd = std::fs::read_dir(dir).map_err(|source| ConfigError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let mut files: Vec<PathBuf> = rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "conf"))
+            .collect();
+        files.sort();
+        for path in files {
+            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            cfg.merge_str(&path, &text)?;
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (i, p) in self.pools.iter().enumerate() {
+            if p.is_empty() {
+                return Err(ConfigError::EmptyPool(POOL_NAMES[i]));
+            }
+        }
+        Ok(())
+    }
+
+    /// Members across all pools (a group counts once), as upstream counts them.
+    pub fn total_members(&self) -> usize {
+        self.pools.iter().map(Vec::len).sum()
+    }
+}
+
+/// `"url # comment"` (the comment is optional).
+fn member(line: &str) -> Result<Source, String> {
+    let inner = line
+        .strip_prefix('"')
+        .and_then(|l| l.strip_suffix('"'))
+        .ok_or_else(|| format!("`{line}` is not a member: expected \"url.onion # comment\""))?;
+    let (url, comment) = inner.split_once('#').unwrap_or((inner, ""));
+    Source::parse_url(url.trim(), comment.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ONION: &str = "abcdefghijklmnopqrstuvwxyz234567abcdefghijklmnopqrstuvwx";
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let mut c = Config::default();
+        c.merge_str(Path::new("/etc/sdwdate.d/50_user.conf"), text)?;
+        Ok(c)
+    }
+
+    #[test]
+    fn upstream_default_file_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../packaging/debian/sdwdate/30_default.conf");
+        let text = std::fs::read_to_string(&path).expect("upstream default");
+        let c = parse(&text).expect("upstream default parses");
+        c.validate().expect("no empty pool");
+        let counts: Vec<usize> = c.pools.iter().map(Vec::len).collect();
+        assert!(counts.iter().all(|n| *n >= 5), "{counts:?}");
+        assert!(c
+            .pools
+            .iter()
+            .flatten()
+            .any(|m| matches!(m, Member::Group(g) if g.len() >= 2)));
+        assert_eq!(c.max_failure_ratio, 0.34);
+        assert!(!c.randomize_time && c.proxy_ip.is_none());
+    }
+
+    #[test]
+    fn members_groups_and_keys() {
+        let text = format!(
+            "MAX_FAILURE_RATIO=0.5\nRANDOMIZE_TIME=true\nPROXY_IP=10.152.152.10\nPROXY_PORT=9108\n\
+             SDWDATE_POOL_ONE=(\n  ## comment\n  \"http://{ONION}.onion # a\"\n  [\n    \"https://{ONION}.onion:8443/x # b\"\n    \"http://{ONION}.onion\"\n  ]\n  #\"http://disabled\"\n)\n"
+        );
+        let c = parse(&text).expect("parses");
+        assert_eq!(c.max_failure_ratio, 0.5);
+        assert!(c.randomize_time);
+        assert_eq!(c.proxy_port, Some(9108));
+        assert_eq!(c.pools[1].len(), 2);
+        let Member::Group(g) = &c.pools[1][1] else {
+            panic!("group expected")
+        };
+        assert_eq!(
+            (g[0].scheme, g[0].port, g[0].path.as_str()),
+            (Scheme::Https, 8443, "/x")
+        );
+        assert_eq!(g[0].to_string(), format!("https://{ONION}.onion:8443/x"));
+        assert_eq!(g[1].comment, "");
+        assert!(c.validate().is_err(), "pools zero and two are empty");
+    }
+
+    #[test]
+    fn later_pool_definition_replaces_earlier() {
+        let mut c = parse(&format!(
+            "SDWDATE_POOL_TWO=(\n\"http://{ONION}.onion\"\n\"http://{ONION}.onion\"\n)\n"
+        ))
+        .expect("ok");
+        c.merge_str(
+            Path::new("60.conf"),
+            &format!("SDWDATE_POOL_TWO=(\n\"http://{ONION}.onion\"\n)\n"),
+        )
+        .expect("ok");
+        assert_eq!(c.pools[2].len(), 1);
+    }
+
+    #[test]
+    fn bad_lines_name_file_and_line() {
+        for (text, line, needle) in [
+            ("FOO=1".to_owned(), 1, "unknown key `FOO`"),
+            ("\nMAX_FAILURE_RATIO=abc".to_owned(), 2, "not a number"),
+            ("MAX_FAILURE_RATIO=2".to_owned(), 1, "outside"),
+            ("RANDOMIZE_TIME=yes".to_owned(), 1, "true or false"),
+            ("PROXY_IP=localhost".to_owned(), 1, "IP address"),
+            ("PROXY_PORT=0".to_owned(), 1, "port"),
+            ("SDWDATE_POOL_THREE=(".to_owned(), 1, "unknown pool"),
+            (
+                "SDWDATE_POOL_ZERO=(\n\"http://example.com # x\"\n)".to_owned(),
+                2,
+                "not an onion",
+            ),
+            (
+                "SDWDATE_POOL_ZERO=(\n\"http://short.onion\"\n)".to_owned(),
+                2,
+                "v3 onion",
+            ),
+            (
+                "SDWDATE_POOL_ZERO=(\n\"ftp://x.onion\"\n)".to_owned(),
+                2,
+                "http://",
+            ),
+            (
+                "SDWDATE_POOL_ZERO=(\nhttp://x.onion\n)".to_owned(),
+                2,
+                "not a member",
+            ),
+            (
+                format!("SDWDATE_POOL_ZERO=(\n\"http://{ONION}.onion:99999\"\n)"),
+                2,
+                "not a port",
+            ),
+            ("SDWDATE_POOL_ZERO=(\n[\n]\n)".to_owned(), 3, "empty"),
+            ("SDWDATE_POOL_ZERO=(\n[\n[\n".to_owned(), 3, "nested"),
+            ("SDWDATE_POOL_ZERO=(\n]\n)".to_owned(), 2, "without"),
+            (
+                format!("\n\nSDWDATE_POOL_ZERO=(\n\"http://{ONION}.onion\"\n"),
+                3,
+                "not closed",
+            ),
+            ("just words".to_owned(), 1, "neither"),
+        ] {
+            let msg = parse(&text).expect_err(&text).to_string();
+            assert!(
+                msg.starts_with(&format!("/etc/sdwdate.d/50_user.conf:{line}: ")),
+                "{text:?}: {msg}"
+            );
+            assert!(msg.contains(needle), "{text:?}: {msg}");
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! `sdwdate`: wires the config, transport, clock and status files to the daemon loop.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{CommandFactory, Parser, Subcommand};
+
+use sdwdate::clock::{Clock, DryRunClock, SystemClock};
+use sdwdate::config::Config;
+use sdwdate::control::ControlPort;
+use sdwdate::daemon::{os_rng, Daemon, RoundResult};
+use sdwdate::status::StatusDir;
+use sdwdate::transport::socks::Socks;
+
+const EXAMPLES: &str = "\
+Examples:
+  sdwdate                           run as the daemon (systemd starts it as user sdwdate)
+  sdwdate --once --dry-run          one round, print the offset, change nothing
+  sdwdate --proxy 10.152.152.10:9108 --once --dry-run
+  sdwdate check-config
+
+Exit codes:
+  0  success (--once: the round succeeded)
+  1  the round failed (--once) or an error
+  2  usage error";
+
+#[derive(Debug, Parser)]
+#[command(name = "sdwdate", version, about = "Secure distributed web date: the clock from onion time sources over Tor", after_help = EXAMPLES)]
+struct Cli {
+    /// Directory of *.conf files in upstream's format, read in lexical order.
+    #[arg(long, global = true, default_value = "/etc/sdwdate.d")]
+    config_dir: PathBuf,
+    /// Log what would be done to the clock; change nothing. Allowed as root.
+    #[arg(long)]
+    dry_run: bool,
+    /// Run one round and exit (the correction is stepped, not slewed).
+    #[arg(long)]
+    once: bool,
+    /// Tor's SocksPort. Default: PROXY_IP/PROXY_PORT, else the Whonix gateway's 9108, else 127.0.0.1:9050.
+    #[arg(long, value_name = "HOST:PORT")]
+    proxy: Option<SocketAddr>,
+    /// Tor ControlPort for the consensus bound ("none" to skip).
+    #[arg(long, value_name = "HOST:PORT|none", default_value = "127.0.0.1:9051")]
+    control_port: String,
+    /// Cookie file for the control port (default: the one Tor names in PROTOCOLINFO).
+    #[arg(long)]
+    control_cookie: Option<PathBuf>,
+    /// Per-fetch timeout in seconds.
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+    /// Status files for other tools.
+    #[arg(long, default_value = "/run/sdwdate")]
+    run_dir: PathBuf,
+    /// Persistent state (time-replay protection).
+    #[arg(long, default_value = "/var/lib/sdwdate")]
+    state_dir: PathBuf,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Validate the configuration only.
+    CheckConfig,
+    /// Print the man page (roff).
+    #[command(hide = true)]
+    Man,
+}
+
+fn default_proxy(cfg: &Config) -> SocketAddr {
+    let whonix_ws = Path::new("/usr/share/anon-ws-base-files/workstation").exists();
+    let whonix_gw = Path::new("/usr/share/anon-gw-base-files/gateway").exists();
+    let (ip, port) = match (whonix_ws, whonix_gw) {
+        (true, _) => (IpAddr::V4(Ipv4Addr::new(10, 152, 152, 10)), 9108),
+        (false, true) => (IpAddr::V4(Ipv4Addr::LOCALHOST), 9108),
+        _ => (IpAddr::V4(Ipv4Addr::LOCALHOST), 9050),
+    };
+    SocketAddr::new(cfg.proxy_ip.unwrap_or(ip), cfg.proxy_port.unwrap_or(port))
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("sdwdate: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.cmd {
+        Some(Cmd::Man) => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(Cmd::CheckConfig) => {
+            let cfg = Config::load_dir(&cli.config_dir)?;
+            let n: Vec<usize> = cfg.pools.iter().map(Vec::len).collect();
+            println!(
+                "sdwdate: configuration OK (pools of {} / {} / {} members, proxy {})",
+                n[0],
+                n[1],
+                n[2],
+                default_proxy(&cfg)
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        None => {}
+    }
+    if nix::unistd::geteuid().is_root() && !cli.dry_run {
+        bail!("refusing to run as root: the sdwdate unit runs it as user sdwdate with only CAP_SYS_TIME (use --dry-run to test as root)");
+    }
+    let cfg = Config::load_dir(&cli.config_dir)?;
+    let proxy = cli.proxy.unwrap_or_else(|| default_proxy(&cfg));
+    let control = match cli.control_port.as_str() {
+        "none" => None,
+        a => Some(ControlPort {
+            addr: a
+                .parse()
+                .with_context(|| format!("--control-port {a}: not HOST:PORT"))?,
+            cookie: cli.control_cookie.clone(),
+            timeout: Duration::from_secs(10),
+        }),
+    };
+    let clock: Arc<dyn Clock> = if cli.dry_run {
+        Arc::new(DryRunClock)
+    } else {
+        Arc::new(SystemClock)
+    };
+    let status = StatusDir {
+        run_dir: cli.run_dir,
+        state_dir: cli.state_dir,
+    };
+    status
+        .init()
+        .with_context(|| format!("cannot create {}", status.run_dir.display()))?;
+    log::info!(
+        "proxy {proxy}, timeout {} s{}",
+        cli.timeout,
+        if cli.dry_run { ", dry run" } else { "" }
+    );
+    let transport = Socks {
+        proxy,
+        timeout: Duration::from_secs(cli.timeout),
+    };
+    let mut daemon = Daemon::new(cfg, transport, clock, status, os_rng());
+    daemon.control = control;
+    daemon.minimum_files = vec![
+        "/etc/minimum-unixtime".into(),
+        "/usr/local/etc/minimum-unixtime".into(),
+    ];
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let result = rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = daemon.run(cli.once) => Ok::<_, std::io::Error>(Some(r)),
+            _ = term.recv() => Ok(None),
+            _ = tokio::signal::ctrl_c() => Ok(None),
+        }
+    })?;
+    Ok(match result {
+        Some(RoundResult::Success { offset, .. }) => {
+            println!("sdwdate: success, offset {offset:+.3} s");
+            ExitCode::SUCCESS
+        }
+        Some(RoundResult::Failed(why)) => {
+            println!("sdwdate: failed: {why}");
+            ExitCode::from(1)
+        }
+        None => ExitCode::SUCCESS,
+    })
+}
+
+fn init_logging() {
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let ok = journal
+        && systemd_journal_logger::JournalLog::new()
+            .map(|l| l.install().is_ok())
+            .unwrap_or(false);
+    if !ok {
+        let _ = log::set_logger(&StderrLog);
+    }
+    log::set_max_level(log::LevelFilter::Info);
+}
+
+struct StderrLog;
+
+impl log::Log for StderrLog {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        m.target().starts_with("sdwdate")
+    }
+    fn log(&self, r: &log::Record) {
+        if self.enabled(r.metadata()) {
+            eprintln!(
+                "sdwdate: {}: {}",
+                r.level().as_str().to_lowercase(),
+                r.args()
+            );
+        }
+    }
+    fn flush(&self) {}
+}

@@ -1,0 +1,325 @@
+//! One round, sans-IO: which sources to ask next, what to make of each answer, and when the
+//! round is over. The shell fetches; this decides.
+
+use std::fmt;
+use std::time::Duration;
+
+use rand::Rng;
+
+use crate::bounds::{Bounds, OutOfBounds};
+use crate::config::Source;
+use crate::pools::Pools;
+
+/// What a fetch brought back.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Answer {
+    /// The `Date` header, unix seconds (1 s resolution: the true time is in [remote, remote+1)).
+    pub remote: i64,
+    /// Local wall-clock time when the response head arrived, unix seconds.
+    pub local_at_reply: f64,
+    /// From sending the request to the response head (circuit set-up excluded).
+    pub round_trip: Duration,
+}
+
+impl Answer {
+    /// `remote - local`, as upstream computes it.
+    pub fn raw_diff(&self) -> f64 {
+        self.remote as f64 - self.local_at_reply
+    }
+    /// The better estimate: the server stamped its time about half a round trip before the
+    /// reply arrived, and a truncated `Date` is on average 0.5 s behind.
+    pub fn lag_cleaned_diff(&self) -> f64 {
+        self.raw_diff() + self.round_trip.as_secs_f64() / 2.0 + 0.5
+    }
+}
+
+/// One fetch to make: pool and member index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub pool: usize,
+    pub member: usize,
+    pub source: Source,
+}
+
+/// Why an answer did not count.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rejection {
+    Fetch(String),
+    Bounds(OutOfBounds),
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rejection::Fetch(e) => f.write_str(e),
+            Rejection::Bounds(b) => b.fmt(f),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    Accepted { diff: f64 },
+    Rejected(Rejection),
+}
+
+/// How a round ends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// One accepted diff per pool; the median is the correction.
+    Success {
+        diffs: [f64; 3],
+        median: f64,
+    },
+    Failed(String),
+}
+
+#[derive(Debug)]
+pub struct Round {
+    pools: Pools,
+    tried: [Vec<bool>; 3],
+    accepted: [Option<f64>; 3],
+    in_flight: [bool; 3],
+    failures: usize,
+    allowed_failures: usize,
+    bounds: Bounds,
+    failed: Option<String>,
+}
+
+impl Round {
+    pub fn new(pools: Pools, allowed_failures: usize, bounds: Bounds) -> Round {
+        let tried = [0, 1, 2].map(|i| vec![false; pools.0[i].len()]);
+        Round {
+            pools,
+            tried,
+            accepted: [None; 3],
+            in_flight: [false; 3],
+            failures: 0,
+            allowed_failures,
+            bounds,
+            failed: None,
+        }
+    }
+
+    /// For every pool that still needs an answer and has none in flight: a random untried
+    /// member. A pool with no untried member left fails the round.
+    pub fn next_requests(&mut self, rng: &mut impl Rng) -> Vec<Request> {
+        let mut out = Vec::new();
+        for pool in 0..3 {
+            if self.failed.is_some() || self.accepted[pool].is_some() || self.in_flight[pool] {
+                continue;
+            }
+            let untried: Vec<usize> = (0..self.tried[pool].len())
+                .filter(|i| !self.tried[pool][*i])
+                .collect();
+            if untried.is_empty() {
+                self.failed = Some(format!(
+                    "pool {pool}: every member was tried and none gave a valid time"
+                ));
+                return Vec::new();
+            }
+            let member = untried[rng.random_range(0..untried.len())];
+            self.tried[pool][member] = true;
+            self.in_flight[pool] = true;
+            out.push(Request {
+                pool,
+                member,
+                source: self.pools.0[pool][member].clone(),
+            });
+        }
+        out
+    }
+
+    /// Feeds the result of a request.
+    pub fn answer(&mut self, req: &Request, result: Result<Answer, String>) -> Verdict {
+        self.in_flight[req.pool] = false;
+        let verdict = match result {
+            Err(e) => Verdict::Rejected(Rejection::Fetch(e)),
+            Ok(a) => match self.bounds.check(a.remote) {
+                Err(b) => Verdict::Rejected(Rejection::Bounds(b)),
+                Ok(()) => Verdict::Accepted {
+                    diff: a.lag_cleaned_diff(),
+                },
+            },
+        };
+        match &verdict {
+            Verdict::Accepted { diff } => self.accepted[req.pool] = Some(*diff),
+            Verdict::Rejected(_) => {
+                self.failures += 1;
+                if self.failures > self.allowed_failures && self.failed.is_none() {
+                    self.failed = Some(format!(
+                        "maximum allowed number of failures ({}) exceeded, giving up",
+                        self.allowed_failures
+                    ));
+                }
+            }
+        }
+        verdict
+    }
+
+    /// `None` while the round goes on.
+    pub fn outcome(&self) -> Option<Outcome> {
+        if let Some(f) = &self.failed {
+            return Some(Outcome::Failed(f.clone()));
+        }
+        match self.accepted {
+            [Some(a), Some(b), Some(c)] => Some(Outcome::Success {
+                diffs: [a, b, c],
+                median: median([a, b, c]),
+            }),
+            _ => None,
+        }
+    }
+
+    pub fn failures(&self) -> usize {
+        self.failures
+    }
+}
+
+/// The middle of three: one liar, fast or slow, cannot move it outside the honest answers.
+pub fn median(mut d: [f64; 3]) -> f64 {
+    d.sort_by(f64::total_cmp);
+    d[1]
+}
+
+/// The new time must not fall below the minimum time minus 100 s (replay protection).
+pub fn check_floor(now: f64, offset: f64, minimum: i64) -> Result<(), String> {
+    let new = now + offset;
+    if new < (minimum - 100) as f64 {
+        return Err(format!(
+            "the new time {} would be before the minimum time {} minus 100 s (replay protection)",
+            crate::bounds::utc(new as i64),
+            crate::bounds::utc(minimum)
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bounds::EXPIRY;
+    use crate::config::Scheme;
+    use rand::SeedableRng;
+
+    const NOW: f64 = 1_800_000_000.0;
+
+    fn pools(sizes: [usize; 3]) -> Pools {
+        let src = |p: usize, m: usize| Source {
+            scheme: Scheme::Http,
+            host: format!("p{p}m{m}"),
+            port: 80,
+            path: "/".into(),
+            comment: String::new(),
+        };
+        Pools([0, 1, 2].map(|p| (0..sizes[p]).map(|m| src(p, m)).collect()))
+    }
+
+    fn bounds() -> Bounds {
+        Bounds {
+            minimum: 1_700_000_000,
+            expiry: EXPIRY,
+            consensus: Some((NOW as i64 - 3600, NOW as i64 + 7200)),
+        }
+    }
+
+    fn answer(offset: i64) -> Answer {
+        Answer {
+            remote: NOW as i64 + offset,
+            local_at_reply: NOW,
+            round_trip: Duration::from_millis(400),
+        }
+    }
+
+    /// Runs a round where `source_offset(pool, member)` gives each source's answer.
+    fn run(
+        sizes: [usize; 3],
+        allowed: usize,
+        seed: u64,
+        source: impl Fn(usize, usize) -> Result<i64, String>,
+    ) -> (Outcome, usize) {
+        let mut r = Round::new(pools(sizes), allowed, bounds());
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed);
+        let mut asked = 0;
+        for _ in 0..100 {
+            if let Some(o) = r.outcome() {
+                return (o, asked);
+            }
+            for req in r.next_requests(&mut rng) {
+                asked += 1;
+                let res = source(req.pool, req.member).map(answer);
+                r.answer(&req, res);
+            }
+        }
+        panic!("round did not end");
+    }
+
+    #[test]
+    fn honest_sources_give_the_offset() {
+        let (o, asked) = run([5, 5, 5], 0, 1, |_, _| Ok(30));
+        let Outcome::Success { median, .. } = o else {
+            panic!("{o:?}")
+        };
+        assert!((median - 30.7).abs() < 1e-9, "{median}"); // +0.2 half rtt, +0.5 truncation
+        assert_eq!(asked, 3);
+    }
+
+    #[test]
+    fn a_liar_is_rejected_and_another_member_asked() {
+        for seed in 0..50 {
+            // member 0 of every pool says +1 day: outside the consensus window.
+            let (o, asked) = run([3, 3, 3], 3, seed, |_, m| {
+                Ok(if m == 0 { 86_400 } else { 30 })
+            });
+            let Outcome::Success { diffs, .. } = o else {
+                panic!("{o:?}")
+            };
+            assert!(diffs.iter().all(|d| (d - 30.7).abs() < 1e-9));
+            assert!((3..=6).contains(&asked));
+        }
+    }
+
+    #[test]
+    fn failure_budget_and_exhausted_pools() {
+        // A whole pool dead: fails once its members are used up.
+        let (o, _) = run([3, 2, 3], 10, 3, |p, _| {
+            if p == 1 {
+                Err("dead".into())
+            } else {
+                Ok(0)
+            }
+        });
+        assert!(
+            matches!(&o, Outcome::Failed(m) if m.contains("pool 1")),
+            "{o:?}"
+        );
+        // More failures than allowed ends the round even with members left.
+        let (o, asked) = run([9, 9, 9], 1, 4, |_, m| {
+            if m < 4 {
+                Err("dead".into())
+            } else {
+                Ok(0)
+            }
+        });
+        if let Outcome::Failed(m) = &o {
+            assert!(m.contains("maximum allowed number of failures (1)"));
+        } else {
+            // Only possible when at most one dead member was picked.
+            assert!(asked <= 4, "{o:?} after {asked}");
+        }
+    }
+
+    #[test]
+    fn median_is_robust_to_one_outlier() {
+        assert_eq!(median([1.0, 100_000.0, 2.0]), 2.0);
+        assert_eq!(median([-5e9, 1.0, 2.0]), 1.0);
+        assert_eq!(median([3.0, 3.0, 3.0]), 3.0);
+    }
+
+    #[test]
+    fn replay_floor() {
+        assert!(check_floor(NOW, 0.0, NOW as i64).is_ok());
+        assert!(check_floor(NOW, -99.0, NOW as i64).is_ok());
+        assert!(check_floor(NOW, -101.0, NOW as i64).is_err());
+    }
+}

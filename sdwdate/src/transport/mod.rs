@@ -1,0 +1,109 @@
+//! Getting an HTTP response head from an onion service over Tor.
+
+pub mod socks;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::clock::Clock;
+use crate::config::{Scheme, Source};
+use crate::http;
+use crate::round::Answer;
+
+/// A way to reach onion services. `isolation` is unique per fetch: no two fetches may share
+/// a circuit, so one malicious relay cannot see or shape more than one source.
+pub trait Transport: Send + Sync {
+    fn fetch(
+        &self,
+        source: &Source,
+        isolation: &str,
+        clock: &dyn Clock,
+    ) -> impl Future<Output = Result<Answer, String>> + Send;
+}
+
+/// Runs the HTTP exchange on an established stream (plain or TLS).
+pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+    source: &Source,
+    clock: &dyn Clock,
+) -> Result<Answer, String> {
+    let started = Instant::now();
+    s.write_all(&http::request(&source.host, &source.path))
+        .await
+        .map_err(|e| format!("sending the request: {e}"))?;
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 2048];
+    let end = loop {
+        let n = s
+            .read(&mut chunk)
+            .await
+            .map_err(|e| format!("reading the response: {e}"))?;
+        if n == 0 {
+            return Err(if buf.is_empty() {
+                "connection closed without an answer".into()
+            } else {
+                "response ended inside its head".into()
+            });
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = http::head_end(&buf) {
+            break end;
+        }
+        if buf.len() > http::MAX_HEAD {
+            return Err(http::HttpError::Oversized.to_string());
+        }
+    };
+    let local_at_reply = clock.now();
+    let round_trip = started.elapsed();
+    let remote = http::parse_date(&buf[..end]).map_err(|e| e.to_string())?;
+    Ok(Answer {
+        remote,
+        local_at_reply,
+        round_trip,
+    })
+}
+
+/// TLS (for https:// onions) with Mozilla's roots compiled in, ring as the provider.
+pub async fn exchange_maybe_tls<S>(
+    s: S,
+    source: &Source,
+    clock: &dyn Clock,
+) -> Result<Answer, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    match source.scheme {
+        Scheme::Http => exchange(s, source, clock).await,
+        Scheme::Https => {
+            let roots = rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            };
+            let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS: {e}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+            let name = rustls::pki_types::ServerName::try_from(source.host.clone())
+                .map_err(|e| format!("TLS name: {e}"))?;
+            let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+                .connect(name, s)
+                .await
+                .map_err(|e| format!("TLS handshake: {e}"))?;
+            exchange(tls, source, clock).await
+        }
+    }
+}
+
+/// Bounds a fetch in time; a slow source is a failed source.
+pub async fn with_timeout<F: Future<Output = Result<Answer, String>>>(
+    timeout: Duration,
+    f: F,
+) -> Result<Answer, String> {
+    tokio::time::timeout(timeout, f)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {} s (slow)", timeout.as_secs())))
+}
