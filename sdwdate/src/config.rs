@@ -270,12 +270,14 @@ impl Config {
                             members,
                         }
                     }
-                    "[" => return Err(err(
-                        n,
-                        format!(
+                    "[" => {
+                        return Err(err(
+                            n,
+                            format!(
                             "nested `[` (the group opened on line {group_started} is not closed)"
                         ),
-                    )),
+                        ))
+                    }
                     ")" => {
                         return Err(err(
                             n,

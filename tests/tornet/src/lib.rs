@@ -1,0 +1,581 @@
+#![doc = include_str!("../README.md")]
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Seconds per voting round. 15, not chutney's 10: see ../../../shared/notes/tor-testnet.md
+/// (the onion-service time period is 24 x this, and arti needs it to be whole minutes >= 5).
+pub const VOTING_INTERVAL: u64 = 15;
+/// Consensus lifetime in voting intervals: 20 x 15 s = a 5-minute valid-after..valid-until
+/// window, wide enough for time sources that are a little off to pass the consensus bound.
+pub const INTERVALS_VALID: u64 = 20;
+
+/// How a time source answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behaviour {
+    /// A `Date` header this many seconds away from the true time.
+    Offset(i64),
+    /// `Date: yesterday at noon`.
+    Malformed,
+    /// 64 KiB of headers before the `Date`.
+    Oversized,
+    /// Waits this long before answering.
+    Slow(Duration),
+    /// Closes the connection without a word.
+    Dead,
+}
+
+/// One onion service in front of a local HTTP server whose answer the test controls.
+#[derive(Debug, Clone)]
+pub struct TimeSource {
+    pub hostname: String,
+    pub behaviour: Arc<Mutex<Behaviour>>,
+    /// Requests that reached the HTTP server.
+    pub hits: Arc<AtomicUsize>,
+}
+
+impl TimeSource {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.hostname)
+    }
+    pub fn set(&self, b: Behaviour) {
+        if let Ok(mut g) = self.behaviour.lock() {
+            *g = b;
+        }
+    }
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+/// Identities of a node, for clients (arti) that need fallbacks.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub nick: String,
+    pub or_port: u16,
+    pub dir_port: u16,
+    /// RSA identity, hex.
+    pub rsa: String,
+    /// Ed25519 identity, unpadded base64.
+    pub ed25519: String,
+    /// Authorities only: the v3 identity (hex).
+    pub v3ident: Option<String>,
+}
+
+/// A private Tor network on 127.0.0.1: 3 directory authorities, 3 exit relays, an
+/// onion-service host with one onion per time source, and a client with SocksPort and
+/// ControlPort. Every process is killed and every file removed on drop.
+#[derive(Debug)]
+pub struct TorNet {
+    pub dir: PathBuf,
+    pub socks: SocketAddr,
+    pub control: SocketAddr,
+    pub sources: Vec<TimeSource>,
+    pub authorities: Vec<Node>,
+    pub relays: Vec<Node>,
+    children: Vec<(String, Child)>,
+    stop: Arc<AtomicBool>,
+}
+
+fn free_ports(n: usize) -> io::Result<Vec<u16>> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<io::Result<_>>()?;
+    listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect()
+}
+
+fn run(cmd: &mut Command) -> io::Result<String> {
+    let out = cmd.stdin(Stdio::null()).output()?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Is a tor binary here? Tests skip loudly without one (and fail in CI).
+pub fn require_tor(test: &str) -> bool {
+    let ok = Command::new("tor")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test}: needs Debian's tor (scripts/test.sh installs it), and CI=true forbids skipping");
+    }
+    eprintln!(
+        "\n*** SKIPPED {test}: no `tor` binary. Run scripts/test.sh, which installs it. ***\n"
+    );
+    false
+}
+
+impl TorNet {
+    /// Brings the network up with one onion service per behaviour and waits until the client
+    /// can reach every onion (typically 15-40 s; gives up after `budget`).
+    pub fn start(behaviours: &[Behaviour], budget: Duration) -> io::Result<TorNet> {
+        let started = Instant::now();
+        let dir = std::env::temp_dir().join(format!(
+            "tornet-{}-{}",
+            std::process::id(),
+            started.elapsed().as_nanos()
+        ));
+        fs::create_dir_all(&dir)?;
+        let ports = free_ports(14 + behaviours.len())?;
+        let mut net = TorNet {
+            dir: dir.clone(),
+            socks: SocketAddr::from(([127, 0, 0, 1], ports[12])),
+            control: SocketAddr::from(([127, 0, 0, 1], ports[13])),
+            sources: Vec::new(),
+            authorities: Vec::new(),
+            relays: Vec::new(),
+            children: Vec::new(),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        let empty = dir.join("empty-torrc");
+        fs::write(&empty, "")?;
+
+        // Keys and fingerprints, in parallel (RSA key generation is the slow part).
+        let nodes: Vec<(String, u16, u16, bool)> = (0..6)
+            .map(|i| {
+                (
+                    if i < 3 {
+                        format!("a{}", i + 1)
+                    } else {
+                        format!("r{}", i - 2)
+                    },
+                    ports[2 * i],
+                    ports[2 * i + 1],
+                    i < 3,
+                )
+            })
+            .collect();
+        let made: Vec<io::Result<Node>> = std::thread::scope(|s| {
+            let handles: Vec<_> = nodes
+                .iter()
+                .map(|(nick, or, dirp, auth)| {
+                    let (d, empty) = (dir.join(nick), &empty);
+                    s.spawn(move || make_node(&d, empty, nick, *or, *dirp, *auth))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(io::Error::other("keygen panicked")))
+                })
+                .collect()
+        });
+        for n in made {
+            let n = n?;
+            if n.v3ident.is_some() {
+                net.authorities.push(n);
+            } else {
+                net.relays.push(n);
+            }
+        }
+
+        // The time sources' HTTP servers.
+        let mut http_ports = Vec::new();
+        for (i, b) in behaviours.iter().enumerate() {
+            let port = ports[14 + i];
+            let src = TimeSource {
+                hostname: String::new(),
+                behaviour: Arc::new(Mutex::new(b.clone())),
+                hits: Arc::new(AtomicUsize::new(0)),
+            };
+            serve(port, src.clone(), Arc::clone(&net.stop))?;
+            http_ports.push(port);
+            net.sources.push(src);
+        }
+
+        // torrcs and start-up.
+        let dir_authority: String = net
+            .authorities
+            .iter()
+            .map(|a| {
+                format!(
+                    "DirAuthority {} orport={} no-v2 v3ident={} 127.0.0.1:{} {}\n",
+                    a.nick,
+                    a.or_port,
+                    a.v3ident.as_deref().unwrap_or_default(),
+                    a.dir_port,
+                    a.rsa
+                )
+            })
+            .collect();
+        let common = |nick: &str, d: &Path| {
+            format!(
+                "TestingTorNetwork 1\nDataDirectory {}\nRunAsDaemon 0\nNickname {nick}\nLog notice file {}/notice.log\n\
+                 SafeLogging 0\nShutdownWaitLength 0\nAssumeReachable 1\nPathsNeededToBuildCircuits 0.25\n\
+                 ContactInfo {nick}@test.invalid\n{dir_authority}",
+                d.display(),
+                d.display()
+            )
+        };
+        let all: Vec<Node> = net
+            .authorities
+            .iter()
+            .chain(net.relays.iter())
+            .cloned()
+            .collect();
+        for n in &all {
+            let d = dir.join(&n.nick);
+            let mut t = common(&n.nick, &d);
+            t += &format!(
+                "SocksPort 0\nAddress 127.0.0.1\nORPort 127.0.0.1:{}\nDirPort 127.0.0.1:{}\nV3AuthNIntervalsValid {INTERVALS_VALID}\n",
+                n.or_port, n.dir_port
+            );
+            if n.v3ident.is_some() {
+                t += &format!(
+                    "AuthoritativeDirectory 1\nV3AuthoritativeDirectory 1\nExitRelay 0\nExitPolicy reject *:*\n\
+                     TestingV3AuthInitialVotingInterval 5\nTestingV3AuthInitialVoteDelay 2\nTestingV3AuthInitialDistDelay 2\n\
+                     V3AuthVotingInterval {VOTING_INTERVAL}\nV3AuthVoteDelay 2\nV3AuthDistDelay 2\n\
+                     TestingDirAuthVoteExit *\nTestingDirAuthVoteGuard *\nTestingDirAuthVoteHSDir *\nTestingMinExitFlagThreshold 0\n"
+                );
+            } else {
+                t += "ExitRelay 1\nExitPolicyRejectPrivate 0\nExitPolicy accept 127.0.0.0/8:*\nExitPolicy accept *:*\n";
+            }
+            net.spawn_tor(&n.nick, &d, &t)?;
+        }
+        let hs = dir.join("hs");
+        let mut t = common("hs", &hs) + "SocksPort 0\n";
+        for (i, port) in http_ports.iter().enumerate() {
+            t += &format!(
+                "HiddenServiceDir {}/onion{i}\nHiddenServicePort 80 127.0.0.1:{port}\n",
+                hs.display()
+            );
+        }
+        net.spawn_tor("hs", &hs, &t)?;
+        let c = dir.join("client");
+        let t = common("client", &c)
+            + &format!(
+                "SocksPort {}\nControlPort {}\nCookieAuthentication 0\n",
+                net.socks, net.control
+            );
+        net.spawn_tor("client", &c, &t)?;
+
+        // Readiness: onion hostnames, a consensus with every relay, the client bootstrapped,
+        // and every onion reachable through it.
+        let deadline = started + budget;
+        for (i, src) in net.sources.iter_mut().enumerate() {
+            let path = hs.join(format!("onion{i}/hostname"));
+            src.hostname = wait_for(deadline, "onion hostname", || {
+                fs::read_to_string(&path).ok().map(|s| s.trim().to_owned())
+            })?;
+        }
+        let a1 = net.authorities[0].dir_port;
+        wait_for(deadline, "a consensus listing all 6 relays", || {
+            (consensus_relays(a1) >= 6).then_some(())
+        })?;
+        let log = c.join("notice.log");
+        wait_for(deadline, "the client's Bootstrapped 100%", || {
+            fs::read_to_string(&log)
+                .ok()
+                .filter(|l| l.contains("Bootstrapped 100%"))
+                .map(drop)
+        })?;
+        // Probe every onion each pass. A lookup that ran before the descriptor was uploaded
+        // makes tor skip those HSDirs for a while, so a failed pass ends with NEWNYM, which
+        // purges the client's onion-service state.
+        let (socks, control) = (net.socks, net.control);
+        let mut pending: Vec<String> = net.sources.iter().map(|s| s.hostname.clone()).collect();
+        wait_for(deadline, "every onion reachable", || {
+            pending.retain(|h| !socks_probe(socks, h, Duration::from_secs(10)));
+            if pending.is_empty() {
+                return Some(());
+            }
+            control_command(control, "SIGNAL NEWNYM");
+            None
+        })
+        .map_err(|e| io::Error::new(e.kind(), format!("{e}: {pending:?}")))?;
+        for s in &net.sources {
+            s.hits.store(0, Ordering::SeqCst);
+        }
+        eprintln!(
+            "tornet: up in {:.1} s ({} onions) at {}",
+            started.elapsed().as_secs_f64(),
+            net.sources.len(),
+            dir.display()
+        );
+        Ok(net)
+    }
+
+    fn spawn_tor(&mut self, nick: &str, d: &Path, torrc: &str) -> io::Result<()> {
+        fs::create_dir_all(d)?;
+        set_mode(d, 0o700)?;
+        let rc = d.join("torrc");
+        fs::write(&rc, torrc)?;
+        let mut cmd = Command::new("tor");
+        cmd.arg("--defaults-torrc")
+            .arg(self.dir.join("empty-torrc"))
+            .arg("-f")
+            .arg(&rc);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(d.join("stderr.log"))?);
+        // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill the child when
+        // the spawning thread dies, so no tor outlives a crashed test.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        self.children.push((nick.to_owned(), cmd.spawn()?));
+        Ok(())
+    }
+
+    /// The last lines of a node's notice log, for test failure messages.
+    pub fn log_tail(&self, nick: &str, lines: usize) -> String {
+        let text = fs::read_to_string(self.dir.join(nick).join("notice.log")).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+impl Drop for TorNet {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for (_, c) in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::env::var_os("TORNET_KEEP").is_none() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn set_mode(p: &Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(p, fs::Permissions::from_mode(mode))
+}
+
+fn make_node(
+    d: &Path,
+    empty: &Path,
+    nick: &str,
+    or_port: u16,
+    dir_port: u16,
+    authority: bool,
+) -> io::Result<Node> {
+    fs::create_dir_all(d.join("keys"))?;
+    set_mode(d, 0o700)?;
+    let mut v3ident = None;
+    if authority {
+        let mut child = Command::new("tor-gencert")
+            .current_dir(d.join("keys"))
+            .args([
+                "--create-identity-key",
+                "-m",
+                "12",
+                "-a",
+                &format!("127.0.0.1:{dir_port}"),
+                "--passphrase-fd",
+                "0",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        child
+            .stdin
+            .take()
+            .ok_or_else(|| io::Error::other("stdin"))?
+            .write_all(b"\n")?;
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            return Err(io::Error::other(format!(
+                "tor-gencert: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        let cert = fs::read_to_string(d.join("keys/authority_certificate"))?;
+        v3ident = cert
+            .lines()
+            .find_map(|l| l.strip_prefix("fingerprint "))
+            .map(|s| s.trim().to_owned());
+    }
+    run(Command::new("tor")
+        .arg("--list-fingerprint")
+        .arg("-f")
+        .arg(empty)
+        .arg("--defaults-torrc")
+        .arg(empty)
+        .arg("--DataDirectory")
+        .arg(d)
+        .args(["--ORPort", &or_port.to_string(), "--Nickname", nick])
+        .stdout(Stdio::null()))?;
+    let field = |f: &str| -> io::Result<String> {
+        let text = fs::read_to_string(d.join(f))?;
+        text.split_whitespace()
+            .nth(1)
+            .map(str::to_owned)
+            .ok_or_else(|| io::Error::other(format!("{f}: {text}")))
+    };
+    Ok(Node {
+        nick: nick.to_owned(),
+        or_port,
+        dir_port,
+        rsa: field("fingerprint")?,
+        ed25519: field("fingerprint-ed25519")?,
+        v3ident,
+    })
+}
+
+fn wait_for<T>(deadline: Instant, what: &str, mut f: impl FnMut() -> Option<T>) -> io::Result<T> {
+    loop {
+        if let Some(v) = f() {
+            return Ok(v);
+        }
+        if Instant::now() >= deadline {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("tornet: timed out waiting for {what}"),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Relays in the authority's current microdescriptor consensus.
+fn consensus_relays(dir_port: u16) -> usize {
+    let Ok(mut s) = TcpStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], dir_port)),
+        Duration::from_secs(2),
+    ) else {
+        return 0;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let req =
+        "GET /tor/status-vote/current/consensus-microdesc HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    if s.write_all(req.as_bytes()).is_err() {
+        return 0;
+    }
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body.lines().filter(|l| l.starts_with("r ")).count()
+}
+
+/// Does a SOCKS5 CONNECT to `host:80` through Tor succeed? (The onion's descriptor is
+/// published and its backend accepts; what the backend then says is the test's business.)
+pub fn socks_probe(proxy: SocketAddr, host: &str, timeout: Duration) -> bool {
+    let attempt = || -> io::Result<bool> {
+        let mut s = TcpStream::connect_timeout(&proxy, timeout)?;
+        s.set_read_timeout(Some(timeout))?;
+        s.set_write_timeout(Some(timeout))?;
+        s.write_all(&[5, 1, 0])?;
+        let mut r = [0u8; 2];
+        s.read_exact(&mut r)?;
+        let mut req = vec![
+            5,
+            1,
+            0,
+            3,
+            u8::try_from(host.len()).map_err(io::Error::other)?,
+        ];
+        req.extend_from_slice(host.as_bytes());
+        req.extend_from_slice(&80u16.to_be_bytes());
+        s.write_all(&req)?;
+        let mut rep = [0u8; 10];
+        s.read_exact(&mut rep)?;
+        Ok(rep[1] == 0)
+    };
+    attempt().unwrap_or(false)
+}
+
+/// Sends one command to the client's ControlPort (no authentication in this network).
+pub fn control_command(control: SocketAddr, cmd: &str) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&control, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(format!("AUTHENTICATE\r\n{cmd}\r\nQUIT\r\n").as_bytes())
+        .ok()?;
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    Some(out)
+}
+
+/// The HTTP server behind one onion: a thread per connection, bounded by the stop flag.
+fn serve(port: u16, src: TimeSource, stop: Arc<AtomicBool>) -> io::Result<()> {
+    let l = TcpListener::bind(("127.0.0.1", port))?;
+    l.set_nonblocking(true)?;
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::SeqCst) {
+            match l.accept() {
+                Ok((s, _)) => {
+                    let src = src.clone();
+                    std::thread::spawn(move || answer(s, &src));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    });
+    Ok(())
+}
+
+fn answer(mut s: TcpStream, src: &TimeSource) {
+    let _ = s.set_nonblocking(false);
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut req = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 16_384 {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => req.extend_from_slice(&buf[..n]),
+        }
+    }
+    src.hits.fetch_add(1, Ordering::SeqCst);
+    let behaviour = src
+        .behaviour
+        .lock()
+        .map(|b| b.clone())
+        .unwrap_or(Behaviour::Dead);
+    let date = |offset: i64| {
+        let now = SystemTime::now();
+        let t = if offset >= 0 {
+            now + Duration::from_secs(offset as u64)
+        } else {
+            now - Duration::from_secs(offset.unsigned_abs())
+        };
+        httpdate::fmt_http_date(t)
+    };
+    let head = match behaviour {
+        Behaviour::Dead => return,
+        Behaviour::Offset(o) => format!(
+            "HTTP/1.1 200 OK\r\nDate: {}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+            date(o)
+        ),
+        Behaviour::Malformed => {
+            "HTTP/1.1 200 OK\r\nDate: yesterday at noon\r\nConnection: close\r\n\r\n".to_owned()
+        }
+        Behaviour::Oversized => format!(
+            "HTTP/1.1 200 OK\r\nX-Padding: {}\r\nDate: {}\r\nConnection: close\r\n\r\n",
+            "a".repeat(64 * 1024),
+            date(0)
+        ),
+        Behaviour::Slow(d) => {
+            std::thread::sleep(d);
+            format!(
+                "HTTP/1.1 200 OK\r\nDate: {}\r\nConnection: close\r\n\r\n",
+                date(0)
+            )
+        }
+    };
+    let _ = s.write_all(head.as_bytes());
+}
