@@ -194,7 +194,7 @@ impl TorNet {
             let port = ports[14 + i];
             let src = TimeSource {
                 hostname: String::new(),
-                behaviour: Arc::new(Mutex::new(b.clone())),
+                behaviour: Arc::new(Mutex::new(*b)),
                 hits: Arc::new(AtomicUsize::new(0)),
             };
             serve(port, src.clone(), Arc::clone(&net.stop))?;
@@ -544,7 +544,7 @@ fn answer(mut s: TcpStream, src: &TimeSource) {
     let behaviour = src
         .behaviour
         .lock()
-        .map(|b| b.clone())
+        .map(|b| *b)
         .unwrap_or(Behaviour::Dead);
     let date = |offset: i64| {
         let now = SystemTime::now();
