@@ -9,48 +9,79 @@ OUT=$ROOT/target/debian
 ARCH=$(dpkg --print-architecture)
 mkdir -p "$OUT"
 
-cargo build --release --locked -p anon-firewall
+cargo build --release --locked -p anon-firewall -p sdwdate
 
 version() { # the crate's version from its Cargo.toml
   sed -n 's/^version = "\(.*\)"/\1/p' "$1/Cargo.toml" | head -n1
 }
 
-build_firewall() {
-  local v; v=$(version firewall)
-  local d; d=$(mktemp -d)
-  local src=packaging/debian/anon-firewall
-  install -Dm755 target/release/anon-firewall "$d/usr/sbin/anon-firewall"
-  install -Dm644 "$src/anon-firewall.service" "$d/usr/lib/systemd/system/anon-firewall.service"
-  install -Dm644 "$src/anon-firewall-timesync.path" "$d/usr/lib/systemd/system/anon-firewall-timesync.path"
-  install -Dm644 "$src/anon-firewall-timesync.service" "$d/usr/lib/systemd/system/anon-firewall-timesync.service"
-  install -Dm644 "$src/30_default.toml" "$d/etc/anon-firewall.d/30_default.toml"
-  mkdir -p "$d/usr/share/man/man8" "$d/usr/share/doc/anon-firewall"
-  target/release/anon-firewall man | gzip -9n > "$d/usr/share/man/man8/anon-firewall.8.gz"
-  install -m644 firewall/README.md "$d/usr/share/doc/anon-firewall/README.md"
-  mkdir -p "$d/DEBIAN"
-  cat > "$d/DEBIAN/control" <<CTL
-Package: anon-firewall
-Version: $v
-Architecture: $ARCH
-Maintainer: anon-daemons developers <anon-daemons@localhost>
-Depends: nftables, libc6
-Section: net
-Priority: optional
-Description: fail-closed nftables firewall for Whonix gateways and workstations
- Builds the nftables ruleset for the host's role (gateway: transparent proxy into
- Tor, only the Tor user reaches the internet; workstation: only the gateway) and
- loads it in one transaction. Any error leaves the host in lockdown.
-CTL
-  echo /etc/anon-firewall.d/30_default.toml > "$d/DEBIAN/conffiles"
+# pack NAME VERSION DEPENDS DESCRIPTION STAGE [CONFFILE...]: the control files and dpkg-deb.
+pack() {
+  local name=$1 v=$2 depends=$3 desc=$4 d=$5; shift 5
+  mkdir -p "$d/DEBIAN" "$d/usr/share/doc/$name"
+  {
+    echo "Package: $name"; echo "Version: $v"; echo "Architecture: $ARCH"
+    echo "Maintainer: anon-daemons developers <anon-daemons@localhost>"
+    echo "Depends: $depends"; echo "Section: net"; echo "Priority: optional"
+    echo "Description: $desc"
+  } > "$d/DEBIAN/control"
+  : > "$d/DEBIAN/conffiles"
+  local c; for c in "$@"; do echo "$c" >> "$d/DEBIAN/conffiles"; done
   cat > "$d/DEBIAN/postinst" <<'SH'
 #!/bin/sh
 set -e
+# Units are installed, never enabled here: `systemctl enable --now NAME` when wanted.
+if [ "$1" = configure ]; then
+  for f in /usr/lib/sysusers.d/PKG.conf; do [ -e "$f" ] && systemd-sysusers "$f" || true; done
+  for f in /usr/lib/tmpfiles.d/PKG.conf; do [ -e "$f" ] && systemd-tmpfiles --create "$f" || true; done
+fi
 if [ -d /run/systemd/system ]; then systemctl --system daemon-reload >/dev/null || true; fi
 SH
+  sed -i "s/PKG/$name/g" "$d/DEBIAN/postinst"
   chmod 755 "$d/DEBIAN/postinst"
-  dpkg-deb --root-owner-group --build "$d" "$OUT/anon-firewall_${v}_${ARCH}.deb" >/dev/null
+  dpkg-deb --root-owner-group --build "$d" "$OUT/${name}_${v}_${ARCH}.deb" >/dev/null
   rm -rf "$d"
-  echo "$OUT/anon-firewall_${v}_${ARCH}.deb"
+  echo "$OUT/${name}_${v}_${ARCH}.deb"
+}
+
+build_firewall() {
+  local d; d=$(mktemp -d)
+  local src=packaging/debian/anon-firewall
+  install -Dm755 target/release/anon-firewall "$d/usr/sbin/anon-firewall"
+  local u; for u in anon-firewall.service anon-firewall-timesync.path anon-firewall-timesync.service; do
+    install -Dm644 "$src/$u" "$d/usr/lib/systemd/system/$u"
+  done
+  install -Dm644 "$src/30_default.toml" "$d/etc/anon-firewall.d/30_default.toml"
+  mkdir -p "$d/usr/share/man/man8"
+  target/release/anon-firewall man | gzip -9n > "$d/usr/share/man/man8/anon-firewall.8.gz"
+  install -Dm644 firewall/README.md "$d/usr/share/doc/anon-firewall/README.md"
+  pack anon-firewall "$(version firewall)" "nftables, libc6" \
+    "fail-closed nftables firewall for Whonix gateways and workstations
+ Builds the nftables ruleset for the host's role (gateway: transparent proxy into
+ Tor, only the Tor user reaches the internet; workstation: only the gateway) and
+ loads it in one transaction. Any error leaves the host in lockdown." \
+    "$d" /etc/anon-firewall.d/30_default.toml
+}
+
+build_sdwdate() {
+  local d; d=$(mktemp -d)
+  local src=packaging/debian/sdwdate
+  install -Dm755 target/release/sdwdate "$d/usr/bin/sdwdate"
+  install -Dm644 "$src/sdwdate.service" "$d/usr/lib/systemd/system/sdwdate.service"
+  install -Dm644 "$src/sdwdate.sysusers" "$d/usr/lib/sysusers.d/sdwdate.conf"
+  install -Dm644 "$src/sdwdate.tmpfiles" "$d/usr/lib/tmpfiles.d/sdwdate.conf"
+  install -Dm644 "$src/30_default.conf" "$d/etc/sdwdate.d/30_default.conf"
+  mkdir -p "$d/usr/share/man/man8"
+  target/release/sdwdate man | gzip -9n > "$d/usr/share/man/man8/sdwdate.8.gz"
+  install -Dm644 sdwdate/README.md "$d/usr/share/doc/sdwdate/README.md"
+  install -Dm644 "$src/copyright" "$d/usr/share/doc/sdwdate/copyright"
+  pack sdwdate "$(version sdwdate)" "libc6, tor | anon-gw-anonymizer-config | anon-ws-base-files" \
+    "secure time from onion time sources over Tor
+ Sets the clock from the HTTP Date headers of onion services in three pools of
+ independent organisations (median of one answer per pool), over Tor with one
+ circuit per source. Drop-in for upstream sdwdate: same config and status files." \
+    "$d" /etc/sdwdate.d/30_default.conf
 }
 
 build_firewall
+build_sdwdate

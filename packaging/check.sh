@@ -1,32 +1,56 @@
 #!/usr/bin/env bash
-# Builds the packages and checks them: contents, units (systemd-analyze verify and its
-# offline security score), and that the shipped default config is valid.
+# Builds the packages and checks them: contents, units (systemd-analyze verify and the
+# offline security score), and that the shipped default configs are valid.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-deb=$("$ROOT/packaging/build-debs.sh" | tail -n1)
+mapfile -t debs < <("$ROOT/packaging/build-debs.sh" | grep '\.deb$')
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-dpkg-deb -x "$deb" "$tmp"
-for f in usr/sbin/anon-firewall usr/lib/systemd/system/anon-firewall.service \
-         usr/lib/systemd/system/anon-firewall-timesync.path etc/anon-firewall.d/30_default.toml \
-         usr/share/man/man8/anon-firewall.8.gz; do
-  [ -e "$tmp/$f" ] || { echo "FAIL: $deb lacks /$f" >&2; exit 1; }
-done
-dpkg-deb -f "$deb" Depends | grep -q nftables || { echo "FAIL: no Depends on nftables" >&2; exit 1; }
-# The unit must say what the issue asks for.
-u=$tmp/usr/lib/systemd/system/anon-firewall.service
-for line in Type=oneshot RemainAfterExit=yes DefaultDependencies=no Before=network-pre.target \
-            Wants=network-pre.target WantedBy=sysinit.target; do
-  grep -q "^${line%%=*}=.*${line#*=}" "$u" || { echo "FAIL: $u lacks $line" >&2; exit 1; }
-done
-if command -v systemd-analyze >/dev/null; then
-  # verify resolves ExecStart= inside --root, so the packaged binary is what gets checked.
-  # Only the targets of the host's systemd are missing under --root; anything else fails.
-  problems=$(systemd-analyze verify --man=no --root="$tmp" "$u" "$tmp/usr/lib/systemd/system/anon-firewall-timesync.path" \
-      "$tmp/usr/lib/systemd/system/anon-firewall-timesync.service" 2>&1 | grep -v 'Unit .*\.target not found' || true)
-  [ -z "$problems" ] || { echo "FAIL: systemd-analyze verify: $problems" >&2; exit 1; }
-  systemd-analyze security --offline=true --root="$tmp" anon-firewall.service 2>/dev/null | tail -n1
-fi
-# The shipped defaults parse (workstation: the gateway needs the debian-tor user to exist).
-"$tmp/usr/sbin/anon-firewall" --config-dir "$tmp/etc/anon-firewall.d" check-config --role workstation
-zcat "$tmp/usr/share/man/man8/anon-firewall.8.gz" | grep -q 'anon\\-firewall' || { echo "FAIL: man page" >&2; exit 1; }
-echo "packaging: OK ($deb)"
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+deb_of() { local d; for d in "${debs[@]}"; do case $(basename "$d") in "$1"_*) echo "$d"; return;; esac; done; fail "no $1 package"; }
+
+# extract NAME FILE...: unpacks the package into $tmp/NAME and checks the files are there.
+extract() {
+  local name=$1; shift
+  local deb; deb=$(deb_of "$name")
+  mkdir -p "$tmp/$name"; dpkg-deb -x "$deb" "$tmp/$name"
+  local f; for f in "$@"; do [ -e "$tmp/$name/$f" ] || fail "$deb lacks /$f"; done
+  zcat "$tmp/$name/usr/share/man/man8/$name.8.gz" | grep -q "^.TH" || fail "$name: man page"
+  echo "$deb: $(dpkg-deb -f "$deb" Depends)"
+}
+
+# units ROOT UNIT...: systemd-analyze verify (only the host's targets may be missing under
+# --root) and the exposure score of the first unit.
+units() {
+  local root=$1; shift
+  command -v systemd-analyze >/dev/null || return 0
+  local paths=() u; for u in "$@"; do paths+=("$root/usr/lib/systemd/system/$u"); done
+  local problems
+  problems=$(systemd-analyze verify --man=no --root="$root" "${paths[@]}" 2>&1 | grep -v 'Unit .*\.target not found\|Unit .*\.service not found' || true)
+  [ -z "$problems" ] || fail "systemd-analyze verify: $problems"
+  systemd-analyze security --offline=true --root="$root" "$1" 2>/dev/null | tail -n1
+}
+
+# unit_has FILE KEY=VALUE...: the unit says what the issues ask for.
+unit_has() {
+  local u=$1; shift
+  local l; for l in "$@"; do grep -q "^${l%%=*}=.*${l#*=}" "$u" || fail "$u lacks $l"; done
+}
+
+# anon-firewall
+extract anon-firewall usr/sbin/anon-firewall usr/lib/systemd/system/anon-firewall.service \
+  usr/lib/systemd/system/anon-firewall-timesync.path etc/anon-firewall.d/30_default.toml
+unit_has "$tmp/anon-firewall/usr/lib/systemd/system/anon-firewall.service" Type=oneshot RemainAfterExit=yes \
+  DefaultDependencies=no Before=network-pre.target Wants=network-pre.target WantedBy=sysinit.target
+units "$tmp/anon-firewall" anon-firewall.service anon-firewall-timesync.path anon-firewall-timesync.service
+# (workstation: the gateway role needs the debian-tor user to exist)
+"$tmp/anon-firewall/usr/sbin/anon-firewall" --config-dir "$tmp/anon-firewall/etc/anon-firewall.d" check-config --role workstation
+
+# sdwdate
+extract sdwdate usr/bin/sdwdate usr/lib/systemd/system/sdwdate.service usr/lib/sysusers.d/sdwdate.conf \
+  usr/lib/tmpfiles.d/sdwdate.conf etc/sdwdate.d/30_default.conf
+unit_has "$tmp/sdwdate/usr/lib/systemd/system/sdwdate.service" Type=notify User=sdwdate \
+  AmbientCapabilities=CAP_SYS_TIME CapabilityBoundingSet=CAP_SYS_TIME WatchdogSec=
+units "$tmp/sdwdate" sdwdate.service
+"$tmp/sdwdate/usr/bin/sdwdate" --config-dir "$tmp/sdwdate/etc/sdwdate.d" check-config
+echo "packaging: OK"

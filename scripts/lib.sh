@@ -38,6 +38,6 @@ ensure_debs() {
 
 # The packages the tests and the demo use: nft, ip, sysctl, setpriv, timeout, systemd-analyze.
 base_setup() {
-  ensure_debs nftables iproute2 procps util-linux coreutils bash systemd tor
+  ensure_debs nftables iproute2 procps util-linux coreutils bash systemd tor time
   command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 2; }
 }

@@ -15,6 +15,8 @@ pub const VOTING_INTERVAL: u64 = 15;
 /// Consensus lifetime in voting intervals: 20 x 15 s = a 5-minute valid-after..valid-until
 /// window, wide enough for time sources that are a little off to pass the consensus bound.
 pub const INTERVALS_VALID: u64 = 20;
+/// How long one attempt to get every onion reachable may take before a restart.
+const ATTEMPT: Duration = Duration::from_secs(45);
 
 /// How a time source answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,57 +253,57 @@ impl TorNet {
             }
             net.spawn_tor(&n.nick, &d, &t)?;
         }
-        let hs = dir.join("hs");
-        let mut t = common("hs", &hs) + "SocksPort 0\n";
-        for (i, port) in http_ports.iter().enumerate() {
-            t += &format!(
-                "HiddenServiceDir {}/onion{i}\nHiddenServicePort 80 127.0.0.1:{port}\n",
-                hs.display()
-            );
-        }
-        net.spawn_tor("hs", &hs, &t)?;
-        let c = dir.join("client");
-        let t = common("client", &c)
-            + &format!(
-                "SocksPort {}\nControlPort {}\nCookieAuthentication 0\n",
-                net.socks, net.control
-            );
-        net.spawn_tor("client", &c, &t)?;
-
-        // Readiness: onion hostnames, a consensus with every relay, the client bootstrapped,
-        // and every onion reachable through it.
+        // Gate (notes/tor-testnet.md, pitfall 2): the onion host and the client start only
+        // once the consensus lists every relay; an early, empty consensus confuses them.
         let deadline = started + budget;
-        for (i, src) in net.sources.iter_mut().enumerate() {
-            let path = hs.join(format!("onion{i}/hostname"));
-            src.hostname = wait_for(deadline, "onion hostname", || {
-                fs::read_to_string(&path).ok().map(|s| s.trim().to_owned())
-            })?;
-        }
         let a1 = net.authorities[0].dir_port;
         wait_for(deadline, "a consensus listing all 6 relays", || {
             (consensus_relays(a1) >= 6).then_some(())
         })?;
-        let log = c.join("notice.log");
-        wait_for(deadline, "the client's Bootstrapped 100%", || {
-            fs::read_to_string(&log)
-                .ok()
-                .filter(|l| l.contains("Bootstrapped 100%"))
-                .map(drop)
-        })?;
-        // Probe every onion each pass. A lookup that ran before the descriptor was uploaded
-        // makes tor skip those HSDirs for a while, so a failed pass ends with NEWNYM, which
-        // purges the client's onion-service state.
-        let (socks, control) = (net.socks, net.control);
-        let mut pending: Vec<String> = net.sources.iter().map(|s| s.hostname.clone()).collect();
-        wait_for(deadline, "every onion reachable", || {
-            pending.retain(|h| !socks_probe(socks, h, Duration::from_secs(10)));
-            if pending.is_empty() {
-                return Some(());
+        let hs = dir.join("hs");
+        let mut hs_torrc = common("hs", &hs) + "SocksPort 0\n";
+        for (i, port) in http_ports.iter().enumerate() {
+            hs_torrc += &format!(
+                "HiddenServiceDir {}/onion{i}\nHiddenServicePort 80 127.0.0.1:{port}\n",
+                hs.display()
+            );
+        }
+        let c = dir.join("client");
+        let client_torrc = common("client", &c)
+            + &format!(
+                "SocksPort {}\nControlPort {}\nCookieAuthentication 0\n",
+                net.socks, net.control
+            );
+        // In a network this small an onion sometimes stays unreachable for minutes (the
+        // client and the host disagree on the HSDirs while the first consensuses change).
+        // Restarting both with fresh state (the onion keys are kept) settles it quickly.
+        for attempt in 1.. {
+            net.spawn_tor("hs", &hs, &hs_torrc)?;
+            net.spawn_tor("client", &c, &client_torrc)?;
+            let attempt_deadline = (Instant::now() + ATTEMPT).min(deadline);
+            match net.wait_ready(&hs, &c, attempt_deadline) {
+                Ok(()) => break,
+                Err(e) if Instant::now() + Duration::from_secs(15) < deadline => {
+                    eprintln!(
+                        "tornet: attempt {attempt}: {e}; restarting the onion host and the client"
+                    );
+                    net.kill("hs");
+                    net.kill("client");
+                    let _ = fs::remove_dir_all(&c);
+                    for entry in fs::read_dir(&hs)?.flatten() {
+                        if !entry.file_name().to_string_lossy().starts_with("onion") {
+                            let p = entry.path();
+                            let _ = if p.is_dir() {
+                                fs::remove_dir_all(&p)
+                            } else {
+                                fs::remove_file(&p)
+                            };
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
             }
-            control_command(control, "SIGNAL NEWNYM");
-            None
-        })
-        .map_err(|e| io::Error::new(e.kind(), format!("{e}: {pending:?}")))?;
+        }
         for s in &net.sources {
             s.hits.store(0, Ordering::SeqCst);
         }
@@ -312,6 +314,52 @@ impl TorNet {
             dir.display()
         );
         Ok(net)
+    }
+
+    /// Onion hostnames known, the client bootstrapped, every onion reachable through it.
+    fn wait_ready(&mut self, hs: &Path, client: &Path, deadline: Instant) -> io::Result<()> {
+        for (i, src) in self.sources.iter_mut().enumerate() {
+            let path = hs.join(format!("onion{i}/hostname"));
+            src.hostname = wait_for(deadline, "onion hostname", || {
+                fs::read_to_string(&path).ok().map(|s| s.trim().to_owned())
+            })?;
+        }
+        let log = client.join("notice.log");
+        wait_for(deadline, "the client's Bootstrapped 100%", || {
+            fs::read_to_string(&log)
+                .ok()
+                .filter(|l| l.contains("Bootstrapped 100%"))
+                .map(drop)
+        })?;
+        // A lookup that ran before the descriptor was uploaded makes tor skip those HSDirs for
+        // a while, so a pass with failures ends with NEWNYM, which purges that state.
+        let (socks, control) = (self.socks, self.control);
+        let mut pending: Vec<String> = self.sources.iter().map(|s| s.hostname.clone()).collect();
+        wait_for(deadline, "every onion reachable", || {
+            pending.retain(|h| !socks_probe(socks, h, Duration::from_secs(10)));
+            if pending.is_empty() {
+                return Some(());
+            }
+            control_command(control, "SIGNAL NEWNYM");
+            None
+        })
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("{e}: {} still unreachable", pending.len()),
+            )
+        })
+    }
+
+    fn kill(&mut self, nick: &str) {
+        self.children.retain_mut(|(n, c)| {
+            if n != nick {
+                return true;
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+            false
+        });
     }
 
     fn spawn_tor(&mut self, nick: &str, d: &Path, torrc: &str) -> io::Result<()> {
@@ -541,11 +589,7 @@ fn answer(mut s: TcpStream, src: &TimeSource) {
         }
     }
     src.hits.fetch_add(1, Ordering::SeqCst);
-    let behaviour = src
-        .behaviour
-        .lock()
-        .map(|b| *b)
-        .unwrap_or(Behaviour::Dead);
+    let behaviour = src.behaviour.lock().map(|b| *b).unwrap_or(Behaviour::Dead);
     let date = |offset: i64| {
         let now = SystemTime::now();
         let t = if offset >= 0 {

@@ -1,0 +1,80 @@
+//! The command line without a network: config errors, check-config, the root refusal.
+
+use std::process::Command;
+
+fn sdwdate(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_sdwdate"))
+        .args(args)
+        .env_remove("JOURNAL_STREAM")
+        .output()
+        .expect("run sdwdate")
+}
+
+fn conf_dir(tag: &str, text: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("sdwdate-cli-{}-{tag}", std::process::id()));
+    std::fs::create_dir_all(&d).expect("mkdir");
+    std::fs::write(d.join("50_user.conf"), text).expect("write");
+    d
+}
+
+#[test]
+fn check_config_accepts_upstreams_default_pools() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/debian/sdwdate");
+    let out = sdwdate(&["--config-dir", dir, "check-config"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("pools of 14 / 7 / 23 members"));
+}
+
+#[test]
+fn a_bad_line_is_an_error_with_file_and_line_and_nothing_runs() {
+    let d = conf_dir("bad", "MAX_FAILURE_RATIO=0.34\nMAX_FAILURES=3\n");
+    for args in [
+        vec!["check-config"],
+        vec![
+            "--once",
+            "--dry-run",
+            "--control-port",
+            "none",
+            "--proxy",
+            "127.0.0.1:9",
+        ],
+    ] {
+        let mut a = vec![
+            "--config-dir",
+            d.to_str().expect("utf8"),
+            "--run-dir",
+            "/nonexistent/run",
+        ];
+        a.extend(args);
+        let out = sdwdate(&a);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains(&format!(
+                "{}:2: unknown key `MAX_FAILURES`",
+                d.join("50_user.conf").display()
+            )),
+            "{err}"
+        );
+    }
+    std::fs::remove_dir_all(&d).expect("cleanup");
+}
+
+#[test]
+fn refuses_to_run_as_root_without_dry_run() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("*** SKIPPED refuses_to_run_as_root_without_dry_run: not root ***");
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "CI runs the tests as root"
+        );
+        return;
+    }
+    let out = sdwdate(&["--once", "--config-dir", "/nonexistent"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to run as root"));
+}
