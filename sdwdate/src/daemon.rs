@@ -300,3 +300,127 @@ pub fn os_rng() -> ChaCha20Rng {
     use rand::SeedableRng;
     ChaCha20Rng::from_os_rng()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Member, Source};
+    use crate::round::Answer;
+    use rand::SeedableRng;
+    use std::sync::Mutex;
+
+    const ONION: &str = "abcdefghijklmnopqrstuvwxyz234567abcdefghijklmnopqrstuvwx.onion";
+
+    /// Every source answers `offset` seconds ahead of the fake clock; isolation strings are recorded.
+    struct FakeTransport {
+        offset: f64,
+        isolation: Mutex<Vec<String>>,
+    }
+
+    impl Transport for FakeTransport {
+        async fn fetch(
+            &self,
+            _s: &Source,
+            isolation: &str,
+            clock: &dyn Clock,
+        ) -> Result<Answer, String> {
+            self.isolation
+                .lock()
+                .map_err(|e| e.to_string())?
+                .push(isolation.to_owned());
+            let now = clock.now();
+            Ok(Answer {
+                remote: (now + self.offset).floor() as i64,
+                local_at_reply: now,
+                round_trip: Duration::ZERO,
+            })
+        }
+    }
+
+    /// A clock that records what was done to it.
+    #[derive(Default)]
+    struct FakeClock {
+        steps: Mutex<Vec<f64>>,
+        nudges: Mutex<Vec<i64>>,
+    }
+
+    impl Clock for FakeClock {
+        fn now(&self) -> f64 {
+            1_900_000_000.25
+        }
+        fn step(&self, offset: f64) -> Result<(), String> {
+            self.steps.lock().map_err(|e| e.to_string())?.push(offset);
+            Ok(())
+        }
+        fn nudge(&self, ns: i64) -> Result<(), String> {
+            self.nudges.lock().map_err(|e| e.to_string())?.push(ns);
+            Ok(())
+        }
+    }
+
+    fn config() -> Config {
+        let src = Source::parse_url(&format!("http://{ONION}"), "").expect("url");
+        let mut cfg = Config::default();
+        cfg.pools = [0, 1, 2].map(|_| vec![Member::One(src.clone())]);
+        cfg
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn first_success_steps_later_ones_slew_and_every_fetch_is_isolated() {
+        let dir = std::env::temp_dir().join(format!("sdw-daemon-{}", std::process::id()));
+        let status = StatusDir {
+            run_dir: dir.join("run"),
+            state_dir: dir.join("state"),
+        };
+        status.init().expect("init");
+        let clock = Arc::new(FakeClock::default());
+        let transport = FakeTransport {
+            offset: 2.0,
+            isolation: Mutex::new(Vec::new()),
+        };
+        let mut d = Daemon::new(
+            config(),
+            transport,
+            clock.clone(),
+            status,
+            ChaCha20Rng::seed_from_u64(9),
+        );
+
+        let r = d.round().await;
+        let RoundResult::Success {
+            offset,
+            stepped: true,
+        } = r
+        else {
+            panic!("{r:?}")
+        };
+        // remote = floor(now + 2) = now + 1.75; +0.5 for the truncated Date header.
+        assert!((offset - 2.25).abs() < 1e-6, "{offset}");
+        assert_eq!(clock.steps.lock().expect("lock").as_slice(), &[offset]);
+
+        let r = d.round().await;
+        assert!(
+            matches!(r, RoundResult::Success { stepped: false, .. }),
+            "{r:?}"
+        );
+        // Let the slew run to its end (paused time advances instantly).
+        tokio::time::sleep(Duration::from_secs(1000)).await;
+        let nudges = clock.nudges.lock().expect("lock").clone();
+        assert_eq!(nudges.iter().sum::<i64>(), 2_250_000_000);
+        assert!(nudges.iter().all(|n| *n <= 5_000_000));
+        assert_eq!(
+            clock.steps.lock().expect("lock").len(),
+            1,
+            "a later success must not step"
+        );
+
+        let iso = d.transport.isolation.lock().expect("lock").clone();
+        let unique: std::collections::HashSet<_> = iso.iter().collect();
+        assert_eq!(
+            (iso.len(), unique.len()),
+            (6, 6),
+            "one circuit per fetch: {iso:?}"
+        );
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+}
