@@ -360,9 +360,7 @@ mod tests {
 
     fn config() -> Config {
         let src = Source::parse_url(&format!("http://{ONION}"), "").expect("url");
-        let mut cfg = Config::default();
-        cfg.pools = [0, 1, 2].map(|_| vec![Member::One(src.clone())]);
-        cfg
+        Config { pools: [0, 1, 2].map(|_| vec![Member::One(src.clone())]), ..Config::default() }
     }
 
     #[tokio::test(start_paused = true)]
