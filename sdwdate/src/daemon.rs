@@ -360,7 +360,10 @@ mod tests {
 
     fn config() -> Config {
         let src = Source::parse_url(&format!("http://{ONION}"), "").expect("url");
-        Config { pools: [0, 1, 2].map(|_| vec![Member::One(src.clone())]), ..Config::default() }
+        Config {
+            pools: [0, 1, 2].map(|_| vec![Member::One(src.clone())]),
+            ..Config::default()
+        }
     }
 
     #[tokio::test(start_paused = true)]

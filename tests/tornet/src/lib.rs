@@ -2,7 +2,7 @@
 
 use std::fs;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -70,12 +70,14 @@ pub struct Node {
     pub v3ident: Option<String>,
 }
 
-/// A private Tor network on 127.0.0.1: 3 directory authorities, 3 exit relays, an
+/// A private Tor network on 127.0.0.1 (or another local address): 3 directory authorities, 3 exit relays, an
 /// onion-service host with one onion per time source, and a client with SocksPort and
 /// ControlPort. Every process is killed and every file removed on drop.
 #[derive(Debug)]
 pub struct TorNet {
     pub dir: PathBuf,
+    /// The address every node listens on.
+    pub addr: Ipv4Addr,
     pub socks: SocketAddr,
     pub control: SocketAddr,
     pub sources: Vec<TimeSource>,
@@ -85,9 +87,9 @@ pub struct TorNet {
     stop: Arc<AtomicBool>,
 }
 
-fn free_ports(n: usize) -> io::Result<Vec<u16>> {
+fn free_ports(addr: Ipv4Addr, n: usize) -> io::Result<Vec<u16>> {
     let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .map(|_| TcpListener::bind((addr, 0)))
         .collect::<io::Result<_>>()?;
     listeners
         .iter()
@@ -129,6 +131,18 @@ impl TorNet {
     /// Brings the network up with one onion service per behaviour and waits until the client
     /// can reach every onion (typically 15-40 s; gives up after `budget`).
     pub fn start(behaviours: &[Behaviour], budget: Duration) -> io::Result<TorNet> {
+        TorNet::start_on(Ipv4Addr::LOCALHOST, behaviours, budget)
+    }
+
+    /// As [`TorNet::start`], with every node on `addr` instead of 127.0.0.1 (the demo puts
+    /// the network on the internet namespace's 198.51.100.1, where the gateway reaches it).
+    /// The calling thread's network namespace is the network's: start it from a thread that
+    /// joined the namespace, and keep that thread alive as long as the network.
+    pub fn start_on(
+        addr: Ipv4Addr,
+        behaviours: &[Behaviour],
+        budget: Duration,
+    ) -> io::Result<TorNet> {
         let started = Instant::now();
         let dir = std::env::temp_dir().join(format!(
             "tornet-{}-{}",
@@ -136,11 +150,12 @@ impl TorNet {
             started.elapsed().as_nanos()
         ));
         fs::create_dir_all(&dir)?;
-        let ports = free_ports(14 + behaviours.len())?;
+        let ports = free_ports(addr, 14 + behaviours.len())?;
         let mut net = TorNet {
             dir: dir.clone(),
-            socks: SocketAddr::from(([127, 0, 0, 1], ports[12])),
-            control: SocketAddr::from(([127, 0, 0, 1], ports[13])),
+            socks: SocketAddr::from((addr, ports[12])),
+            control: SocketAddr::from((addr, ports[13])),
+            addr,
             sources: Vec::new(),
             authorities: Vec::new(),
             relays: Vec::new(),
@@ -170,7 +185,7 @@ impl TorNet {
                 .iter()
                 .map(|(nick, or, dirp, auth)| {
                     let (d, empty) = (dir.join(nick), &empty);
-                    s.spawn(move || make_node(&d, empty, nick, *or, *dirp, *auth))
+                    s.spawn(move || make_node(&d, empty, addr, nick, *or, *dirp, *auth))
                 })
                 .collect();
             handles
@@ -210,7 +225,7 @@ impl TorNet {
             .iter()
             .map(|a| {
                 format!(
-                    "DirAuthority {} orport={} no-v2 v3ident={} 127.0.0.1:{} {}\n",
+                    "DirAuthority {} orport={} no-v2 v3ident={} {addr}:{} {}\n",
                     a.nick,
                     a.or_port,
                     a.v3ident.as_deref().unwrap_or_default(),
@@ -238,7 +253,7 @@ impl TorNet {
             let d = dir.join(&n.nick);
             let mut t = common(&n.nick, &d);
             t += &format!(
-                "SocksPort 0\nAddress 127.0.0.1\nORPort 127.0.0.1:{}\nDirPort 127.0.0.1:{}\nV3AuthNIntervalsValid {INTERVALS_VALID}\n",
+                "SocksPort 0\nAddress {addr}\nORPort {addr}:{}\nDirPort {addr}:{}\nV3AuthNIntervalsValid {INTERVALS_VALID}\n",
                 n.or_port, n.dir_port
             );
             if n.v3ident.is_some() {
@@ -258,7 +273,7 @@ impl TorNet {
         let deadline = started + budget;
         let a1 = net.authorities[0].dir_port;
         wait_for(deadline, "a consensus listing all 6 relays", || {
-            (consensus_relays(a1) >= 6).then_some(())
+            (consensus_relays(addr, a1) >= 6).then_some(())
         })?;
         let hs = dir.join("hs");
         let mut hs_torrc = common("hs", &hs) + "SocksPort 0\n";
@@ -389,6 +404,32 @@ impl TorNet {
         Ok(())
     }
 
+    /// torrc lines that make another tor (e.g. a Whonix gateway's) a client of this network;
+    /// add its own ports. `data_dir` must exist and be private to that tor's user.
+    pub fn client_torrc(&self, nick: &str, data_dir: &Path) -> String {
+        let auths: String = self
+            .authorities
+            .iter()
+            .map(|a| {
+                format!(
+                    "DirAuthority {} orport={} no-v2 v3ident={} {}:{} {}\n",
+                    a.nick,
+                    a.or_port,
+                    a.v3ident.as_deref().unwrap_or_default(),
+                    self.addr,
+                    a.dir_port,
+                    a.rsa
+                )
+            })
+            .collect();
+        format!(
+            "TestingTorNetwork 1\nDataDirectory {}\nRunAsDaemon 0\nNickname {nick}\nLog notice file {}/notice.log\n\
+             SafeLogging 0\nShutdownWaitLength 0\nPathsNeededToBuildCircuits 0.25\n{auths}",
+            data_dir.display(),
+            data_dir.display()
+        )
+    }
+
     /// The last lines of a node's notice log, for test failure messages.
     pub fn log_tail(&self, nick: &str, lines: usize) -> String {
         let text = fs::read_to_string(self.dir.join(nick).join("notice.log")).unwrap_or_default();
@@ -418,6 +459,7 @@ fn set_mode(p: &Path, mode: u32) -> io::Result<()> {
 fn make_node(
     d: &Path,
     empty: &Path,
+    addr: Ipv4Addr,
     nick: &str,
     or_port: u16,
     dir_port: u16,
@@ -434,7 +476,7 @@ fn make_node(
                 "-m",
                 "12",
                 "-a",
-                &format!("127.0.0.1:{dir_port}"),
+                &format!("{addr}:{dir_port}"),
                 "--passphrase-fd",
                 "0",
             ])
@@ -503,11 +545,10 @@ fn wait_for<T>(deadline: Instant, what: &str, mut f: impl FnMut() -> Option<T>) 
 }
 
 /// Relays in the authority's current microdescriptor consensus.
-fn consensus_relays(dir_port: u16) -> usize {
-    let Ok(mut s) = TcpStream::connect_timeout(
-        &SocketAddr::from(([127, 0, 0, 1], dir_port)),
-        Duration::from_secs(2),
-    ) else {
+fn consensus_relays(addr: Ipv4Addr, dir_port: u16) -> usize {
+    let Ok(mut s) =
+        TcpStream::connect_timeout(&SocketAddr::from((addr, dir_port)), Duration::from_secs(2))
+    else {
         return 0;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(5)));

@@ -1,0 +1,451 @@
+//! The demo, "Whonix in a box": the internet / gateway / workstation topology in network
+//! namespaces, a private Tor network on the internet side, the gateway's Tor (TransPort,
+//! DnsPort, SocksPorts) running as the Tor user, anon-firewall on both sides, and sdwdate on
+//! the workstation through the gateway's SocksPort 9108. Every way out is probed, a short
+//! report printed, and everything torn down.
+//!
+//! Usage: whonix-in-a-box --firewall PATH/anon-firewall --sdwdate PATH/sdwdate
+
+use std::fs::File;
+use std::io;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitCode, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anon_netns::{
+    tcp_connect_as, udp_received, Netns, TempDir, Topology, GATEWAY_EXT_IP, GATEWAY_IP,
+    INTERNET_IP, INTERNET_IP6, WORKSTATION_IP,
+};
+use anon_tornet::{Behaviour, TorNet};
+
+/// The gateway's Tor runs as this uid; the firewall lets only it out.
+const TOR_UID: u32 = 64001;
+const USER_UID: u32 = 64002;
+const WAIT: Duration = Duration::from_millis(600);
+
+fn sa(ip: impl Into<IpAddr>, port: u16) -> SocketAddr {
+    SocketAddr::new(ip.into(), port)
+}
+
+struct Report {
+    failed: usize,
+}
+
+impl Report {
+    fn check(&mut self, ok: bool, what: &str) {
+        println!("  [{}] {what}", if ok { "PASS" } else { "FAIL" });
+        if !ok {
+            self.failed += 1;
+        }
+    }
+}
+
+struct Bins {
+    firewall: PathBuf,
+    sdwdate: PathBuf,
+}
+
+fn firewall(bins: &Bins, ns: &Netns, cfg_dir: &Path, run_dir: &Path) -> io::Result<(bool, String)> {
+    let out = ns
+        .command(&bins.firewall)
+        .arg("--config-dir")
+        .arg(cfg_dir)
+        .arg("--run-dir")
+        .arg(run_dir)
+        .arg("apply")
+        .output()?;
+    let text = String::from_utf8_lossy(if out.status.success() {
+        &out.stdout
+    } else {
+        &out.stderr
+    });
+    Ok((
+        out.status.success(),
+        text.trim().lines().last().unwrap_or_default().to_owned(),
+    ))
+}
+
+/// The private Tor network lives on its own thread inside the internet namespace: its
+/// processes inherit that thread's namespace and die with it.
+struct TorNetThread {
+    stop: mpsc::Sender<()>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+struct NetInfo {
+    urls: Vec<String>,
+    client_torrc: String,
+    up_in: Duration,
+}
+
+impl TorNetThread {
+    fn start(internet: &Netns, gw_data_dir: PathBuf) -> io::Result<(TorNetThread, NetInfo)> {
+        let ns_file = format!("/run/netns/{}", internet.name());
+        let (ready_tx, ready_rx) = mpsc::channel::<io::Result<NetInfo>>();
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let handle = std::thread::spawn(move || {
+            let started = Instant::now();
+            let net = File::open(&ns_file)
+                .and_then(|f| {
+                    nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                        .map_err(io::Error::from)
+                })
+                .and_then(|()| {
+                    // Source 0 lies by a day; it is alone in pool 0, so the median must outvote it.
+                    let sources = [
+                        Behaviour::Offset(86_400),
+                        Behaviour::Offset(0),
+                        Behaviour::Offset(0),
+                        Behaviour::Offset(0),
+                    ];
+                    TorNet::start_on(INTERNET_IP, &sources, Duration::from_secs(150))
+                });
+            match net {
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+                Ok(net) => {
+                    let info = NetInfo {
+                        urls: net.sources.iter().map(|s| s.url()).collect(),
+                        client_torrc: net.client_torrc("gateway", &gw_data_dir),
+                        up_in: started.elapsed(),
+                    };
+                    let _ = ready_tx.send(Ok(info));
+                    let _ = stop_rx.recv();
+                    drop(net);
+                }
+            }
+        });
+        let info = ready_rx
+            .recv()
+            .map_err(|_| io::Error::other("Tor network thread died"))??;
+        Ok((
+            TorNetThread {
+                stop: stop_tx,
+                handle: Some(handle),
+            },
+            info,
+        ))
+    }
+}
+
+impl Drop for TorNetThread {
+    fn drop(&mut self) {
+        let _ = self.stop.send(());
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// The gateway's tor process, killed on drop.
+struct GatewayTor(Child);
+
+impl Drop for GatewayTor {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_gateway_tor(gw: &Netns, data: &Path, client_torrc: &str) -> io::Result<GatewayTor> {
+    std::fs::create_dir_all(data)?;
+    let ports = format!(
+        "SocksPort {GATEWAY_IP}:9050\nSocksPort {GATEWAY_IP}:9108 IsolateDestAddr IsolateDestPort\n\
+         TransPort {GATEWAY_IP}:9040\nDNSPort {GATEWAY_IP}:5300\n"
+    );
+    std::fs::write(data.join("torrc"), format!("{client_torrc}{ports}"))?;
+    std::fs::write(data.join("empty"), "")?;
+    let uid = nix::unistd::Uid::from_raw(TOR_UID);
+    let gid = nix::unistd::Gid::from_raw(TOR_UID);
+    for p in [data.to_path_buf(), data.join("torrc"), data.join("empty")] {
+        nix::unistd::chown(&p, Some(uid), Some(gid)).map_err(io::Error::from)?;
+    }
+    std::fs::set_permissions(data, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    let child = gw
+        .command("setpriv")
+        .args([
+            &format!("--reuid={TOR_UID}"),
+            &format!("--regid={TOR_UID}"),
+            "--clear-groups",
+            "tor",
+            "--defaults-torrc",
+        ])
+        .arg(data.join("empty"))
+        .arg("-f")
+        .arg(data.join("torrc"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    Ok(GatewayTor(child))
+}
+
+fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    false
+}
+
+/// A DNS query for example.com from the workstation; any answer counts (the private Tor
+/// network has no real DNS, so Tor answers with an error code, but it answers).
+fn dns_answered(ws: &Netns, server: SocketAddr) -> io::Result<Option<u8>> {
+    ws.enter(|| -> io::Result<Option<u8>> {
+        let s = UdpSocket::bind("0.0.0.0:0")?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut q = vec![0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        for label in ["example", "com"] {
+            q.push(label.len() as u8);
+            q.extend_from_slice(label.as_bytes());
+        }
+        q.extend_from_slice(&[0, 0, 1, 0, 1]);
+        s.send_to(&q, server)?;
+        let mut buf = [0u8; 512];
+        match s.recv_from(&mut buf) {
+            Ok((n, _)) if n >= 4 && buf[..2] == [0x12, 0x34] => Ok(Some(buf[3] & 0x0f)),
+            _ => Ok(None),
+        }
+    })?
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .map(PathBuf::from)
+    };
+    let (Some(firewall), Some(sdwdate)) = (arg("--firewall"), arg("--sdwdate")) else {
+        eprintln!("usage: whonix-in-a-box --firewall PATH/anon-firewall --sdwdate PATH/sdwdate");
+        return ExitCode::from(2);
+    };
+    match demo(&Bins { firewall, sdwdate }) {
+        Ok(0) => {
+            println!("\nAll checks passed.");
+            ExitCode::SUCCESS
+        }
+        Ok(n) => {
+            println!("\n{n} check(s) failed.");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("whonix-in-a-box: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn demo(bins: &Bins) -> io::Result<usize> {
+    let mut r = Report { failed: 0 };
+    println!("Whonix in a box: internet / gateway / workstation in network namespaces\n");
+    let t = Topology::up("demo")?;
+    println!("topology: internet {INTERNET_IP}  <->  gateway {GATEWAY_EXT_IP} | {GATEWAY_IP}  <->  workstation {WORKSTATION_IP}");
+
+    let scratch = TempDir::new("demo")?;
+    let gw_tor_dir = scratch.path().join("gateway-tor");
+    let (_net, info) = TorNetThread::start(&t.internet, gw_tor_dir.clone())?;
+    println!(
+        "internet: a private Tor network (3 authorities, 3 exits, 4 onion time sources) on {INTERNET_IP}, up in {:.0} s",
+        info.up_in.as_secs_f64()
+    );
+
+    let server = t.internet.tcp_listen(sa(INTERNET_IP, 80))?;
+    let server6 = t.internet.tcp_listen(sa(INTERNET_IP6, 80))?;
+    let udp_server = t.internet.udp_bind(sa(INTERNET_IP, 9999))?;
+    let icmp = t.internet.icmp_observer(false)?;
+
+    let dirs: Vec<PathBuf> = ["gw-cfg", "gw-run", "ws-cfg", "ws-run", "sdw-cfg"]
+        .iter()
+        .map(|d| scratch.path().join(d))
+        .collect();
+    for d in &dirs {
+        std::fs::create_dir_all(d)?;
+    }
+    std::fs::write(
+        dirs[0].join("50_demo.toml"),
+        format!("role = \"gateway\"\ntor_user = {TOR_UID}\n"),
+    )?;
+    std::fs::write(dirs[2].join("50_demo.toml"), "role = \"workstation\"\n")?;
+
+    println!("\nanon-firewall apply:");
+    let started = Instant::now();
+    let (ok, msg) = firewall(bins, &t.gateway, &dirs[0], &dirs[1])?;
+    r.check(
+        ok,
+        &format!("gateway: {msg} ({} ms)", started.elapsed().as_millis()),
+    );
+    let (ok, msg) = firewall(bins, &t.workstation, &dirs[2], &dirs[3])?;
+    r.check(ok, &format!("workstation: {msg}"));
+
+    println!("\nthe gateway's Tor (uid {TOR_UID}; TransPort 9040, DnsPort 5300, SocksPorts 9050 and 9108):");
+    let _gw_tor = start_gateway_tor(&t.gateway, &gw_tor_dir, &info.client_torrc)?;
+    let log = gw_tor_dir.join("notice.log");
+    let started = Instant::now();
+    let up = wait_for(Duration::from_secs(90), || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("Bootstrapped 100%"))
+    });
+    r.check(
+        up,
+        &format!(
+            "bootstrapped through the firewall in {:.1} s",
+            started.elapsed().as_secs_f64()
+        ),
+    );
+
+    println!("\nworkstation -> internet:");
+    let c = t
+        .workstation
+        .tcp_connect(sa(INTERNET_IP, 80), Duration::from_secs(5));
+    let mut got = Vec::new();
+    wait_for(Duration::from_secs(20), || {
+        got.extend(server.accept_all(Duration::from_millis(200)));
+        !got.is_empty()
+    });
+    let peers: Vec<String> = got.iter().map(|a| a.peer.ip().to_string()).collect();
+    let via_tor = c.is_ok()
+        && !got.is_empty()
+        && got
+            .iter()
+            .all(|a| a.peer.ip() != IpAddr::from(WORKSTATION_IP));
+    r.check(via_tor, &format!("TCP to {INTERNET_IP}:80 arrives through a Tor exit (the server saw {peers:?}, never {WORKSTATION_IP})"));
+    let rcode = dns_answered(&t.workstation, sa(GATEWAY_IP, 53))?;
+    let rcode = rcode.map(|c| match c {
+        0 => "NOERROR".to_owned(),
+        2 => "SERVFAIL: this network has no DNS".to_owned(),
+        3 => "NXDOMAIN".to_owned(),
+        c => format!("rcode {c}"),
+    });
+    r.check(
+        rcode.is_some(),
+        &format!(
+            "DNS to {GATEWAY_IP}:53 is answered by Tor's DnsPort ({})",
+            rcode.as_deref().unwrap_or("no answer")
+        ),
+    );
+    let other = t
+        .workstation
+        .udp_send(sa(INTERNET_IP, 53), b"dns?")
+        .is_err();
+    r.check(
+        other,
+        &format!("DNS to another resolver ({INTERNET_IP}:53) is refused on the workstation"),
+    );
+    let _ = t.workstation.udp_send(sa(INTERNET_IP, 9999), b"leak?");
+    t.workstation.ping(INTERNET_IP.into(), 2)?;
+    let _ = t.workstation.tcp_connect(sa(INTERNET_IP6, 80), WAIT);
+    let (u, i, s6) = (
+        udp_received(&udp_server, WAIT).len(),
+        icmp.echo_requests(WAIT),
+        server6.accept_all(WAIT).len(),
+    );
+    r.check(
+        u + i + s6 == 0,
+        &format!(
+            "UDP, ICMP and IPv6 reach nothing (internet saw {u} UDP, {i} ICMP, {s6} IPv6 TCP)"
+        ),
+    );
+
+    println!("\nsdwdate on the workstation, through the gateway's SocksPort 9108 (dry run):");
+    let pools = format!(
+        "SDWDATE_POOL_ZERO=(\n\"{} # lies by a day\"\n)\nSDWDATE_POOL_ONE=(\n\"{}\"\n\"{}\"\n)\nSDWDATE_POOL_TWO=(\n\"{}\"\n)\n",
+        info.urls[0], info.urls[1], info.urls[2], info.urls[3]
+    );
+    std::fs::write(dirs[4].join("30_demo.conf"), pools)?;
+    let started = Instant::now();
+    let out = t
+        .workstation
+        .command(&bins.sdwdate)
+        .arg("--config-dir")
+        .arg(&dirs[4])
+        .arg("--run-dir")
+        .arg(scratch.path().join("sdw-run"))
+        .arg("--state-dir")
+        .arg(scratch.path().join("sdw-state"))
+        .args([
+            "--proxy",
+            "10.152.152.10:9108",
+            "--control-port",
+            "none",
+            "--timeout",
+            "60",
+            "--once",
+            "--dry-run",
+        ])
+        .env_remove("JOURNAL_STREAM")
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let offset: Option<f64> = stdout
+        .split("offset ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok());
+    for line in String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.contains("pool ") || l.contains("median"))
+    {
+        println!("      {}", line.trim_start_matches("sdwdate: "));
+    }
+    r.check(
+        out.status.success() && offset.is_some_and(|o| o.abs() < 2.0),
+        &format!("the clock is right: offset {} ({:.1} s); the source lying by a day is outvoted by the median", offset.map_or("-".into(), |o| format!("{o:+.3} s")), started.elapsed().as_secs_f64()),
+    );
+    let status = std::fs::read_to_string(scratch.path().join("sdw-run/status")).unwrap_or_default();
+    r.check(
+        status.contains("\"icon\": \"success\""),
+        &format!("/run/sdwdate/status: {status}"),
+    );
+
+    println!("\ngateway -> internet:");
+    let user = tcp_connect_as(
+        &t.gateway,
+        USER_UID,
+        sa(INTERNET_IP, 80),
+        Duration::from_secs(2),
+    )?;
+    let root = t
+        .gateway
+        .tcp_connect(sa(INTERNET_IP, 80), Duration::from_secs(2))
+        .is_ok();
+    r.check(
+        !user && !root,
+        "root and an ordinary user are rejected (only Tor gets out)",
+    );
+
+    println!("\ninternet -> gateway:");
+    let c = t
+        .internet
+        .tcp_connect(sa(GATEWAY_EXT_IP, 9050), Duration::from_secs(1));
+    r.check(
+        c.is_err(),
+        "a connection to the SocksPort from outside is dropped",
+    );
+
+    println!("\nfail closed:");
+    std::fs::write(dirs[0].join("60_typo.toml"), "allow_incomming_ssh = true\n")?;
+    let (ok, msg) = firewall(bins, &t.gateway, &dirs[0], &dirs[1])?;
+    r.check(
+        !ok && dirs[1].join("failed.status").exists(),
+        &format!("a typo in the config is refused: {msg}"),
+    );
+    let before = server.accept_all(Duration::ZERO).len();
+    let ws = t
+        .workstation
+        .tcp_connect(sa(INTERNET_IP, 80), Duration::from_secs(2))
+        .is_ok();
+    let after = server.accept_all(Duration::from_secs(2)).len();
+    r.check(
+        !ws && before + after == 0,
+        "... and the gateway is in lockdown: the workstation gets nowhere",
+    );
+
+    println!("\nteardown: Tor processes stopped, namespaces removed.");
+    Ok(r.failed)
+}
