@@ -251,19 +251,26 @@ impl<T: Transport> Daemon<T> {
                     } else {
                         ""
                     };
+                    let next = if once {
+                        String::new()
+                    } else {
+                        format!(" Next run in {} minutes.", sleep.as_secs() / 60)
+                    };
                     self.set_status(
                         Icon::Success,
-                        &format!("Success. Time offset {offset:+.3} s, clock {how}{dry}. Next run in {} minutes.", sleep.as_secs() / 60),
+                        &format!("Success. Time offset {offset:+.3} s, clock {how}{dry}.{next}"),
                     );
                     sleep
                 }
                 RoundResult::Failed(why) => {
                     failures += 1;
                     let sleep = schedule::after_failure(failures, &mut self.rng);
-                    self.set_status(
-                        Icon::Error,
-                        &format!("Failed: {why}. Retrying in {} s.", sleep.as_secs()),
-                    );
+                    let next = if once {
+                        String::new()
+                    } else {
+                        format!(" Retrying in {} s.", sleep.as_secs())
+                    };
+                    self.set_status(Icon::Error, &format!("Failed: {why}.{next}"));
                     error!("round failed: {why}");
                     sleep
                 }
