@@ -1,0 +1,272 @@
+//! The shell: read grabbed devices, schedule with the core, write virtual devices.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use evdev::uinput::VirtualDevice;
+use evdev::{Device, EventType, InputEvent};
+use log::{info, warn};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use rand_chacha::ChaCha20Rng;
+use tokio::sync::mpsc;
+
+use crate::devices::{classify, event_nodes, make_virtual, Kind};
+use crate::schedule::{EscDetector, Event, Frame, KeysDown, Micros, Queue, EV_SYN, SYN_REPORT};
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub max_delay: Duration,
+    pub start_delay: Duration,
+    /// Explicit devices; empty means every keyboard (and pointer) under `input_dir`, with hotplug.
+    pub devices: Vec<PathBuf>,
+    pub no_mouse: bool,
+    pub esc_combo: Vec<u16>,
+    pub input_dir: PathBuf,
+}
+
+type DevId = u32;
+
+enum Msg {
+    Frame(DevId, Vec<Event>, Micros),
+    Gone(DevId),
+}
+
+struct Output {
+    path: PathBuf,
+    vdev: VirtualDevice,
+    down: KeysDown,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+struct State {
+    epoch: Instant,
+    next_id: DevId,
+    outputs: HashMap<DevId, Output>,
+    tx: mpsc::UnboundedSender<Msg>,
+    opts: Options,
+}
+
+impl State {
+    fn now(&self) -> Micros {
+        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// Grabs `path` if it is a device kloak handles and creates its virtual twin.
+    fn attach(&mut self, path: &Path, explicit: bool) -> anyhow::Result<bool> {
+        if self.outputs.values().any(|o| o.path == path) {
+            return Ok(false);
+        }
+        let mut dev =
+            Device::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        match classify(&dev) {
+            Some(Kind::Keyboard) => {}
+            Some(Kind::Pointer) if !self.opts.no_mouse => {}
+            _ if explicit => anyhow::bail!("{} is neither a keyboard nor a mouse", path.display()),
+            _ => return Ok(false),
+        }
+        let vdev = make_virtual(&dev)
+            .with_context(|| format!("cannot create a virtual device for {}", path.display()))?;
+        dev.grab().with_context(|| {
+            format!(
+                "cannot grab {} (is another program grabbing it?)",
+                path.display()
+            )
+        })?;
+        let id = self.next_id;
+        self.next_id += 1;
+        let (tx, epoch) = (self.tx.clone(), self.epoch);
+        let mut stream = dev.into_event_stream()?;
+        let reader = tokio::spawn(async move {
+            let mut frame = Vec::new();
+            loop {
+                match stream.next_event().await {
+                    Ok(ev) => {
+                        frame.push(Event {
+                            kind: ev.event_type().0,
+                            code: ev.code(),
+                            value: ev.value(),
+                        });
+                        if ev.event_type() == EventType::SYNCHRONIZATION && ev.code() == SYN_REPORT
+                        {
+                            let now =
+                                u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
+                            if tx
+                                .send(Msg::Frame(id, std::mem::take(&mut frame), now))
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                    }
+                    Err(_) => {
+                        let _ = tx.send(Msg::Gone(id));
+                        return;
+                    }
+                }
+            }
+        });
+        info!("grabbed {} ({})", path.display(), stream_name(path));
+        self.outputs.insert(
+            id,
+            Output {
+                path: path.to_owned(),
+                vdev,
+                down: KeysDown::default(),
+                reader,
+            },
+        );
+        Ok(true)
+    }
+
+    fn emit(&mut self, f: Frame<DevId>) {
+        let Some(out) = self.outputs.get_mut(&f.device) else {
+            return;
+        };
+        out.down.track(&f.events);
+        // `emit` appends the SYN_REPORT itself.
+        let events: Vec<InputEvent> = f
+            .events
+            .iter()
+            .filter(|e| !(e.kind == EV_SYN && e.code == SYN_REPORT))
+            .map(|e| InputEvent::new(e.kind, e.code, e.value))
+            .collect();
+        if let Err(e) = out.vdev.emit(&events) {
+            warn!(
+                "cannot write to the virtual device of {}: {e}",
+                out.path.display()
+            );
+        }
+    }
+
+    /// Releases every key still down on every virtual device and drops all grabs.
+    fn shutdown(&mut self, queue: &mut Queue<DevId>) {
+        for f in queue.drain() {
+            self.emit(f);
+        }
+        for out in self.outputs.values_mut() {
+            let release = out.down.release_all();
+            if !release.is_empty() {
+                let ev: Vec<InputEvent> = release
+                    .iter()
+                    .filter(|e| e.kind != EV_SYN)
+                    .map(|e| InputEvent::new(e.kind, e.code, e.value))
+                    .collect();
+                let _ = out.vdev.emit(&ev);
+            }
+            out.reader.abort();
+        }
+        self.outputs.clear();
+    }
+}
+
+fn stream_name(path: &Path) -> String {
+    Device::open(path)
+        .ok()
+        .and_then(|d| d.name().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// Runs until SIGTERM/SIGINT or the escape combination.
+pub async fn run(opts: Options, mut rng: ChaCha20Rng) -> anyhow::Result<()> {
+    // Let the user release the keys that started kloak before anything is grabbed.
+    tokio::time::sleep(opts.start_delay).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let max = u64::try_from(opts.max_delay.as_micros()).unwrap_or(u64::MAX);
+    let mut state = State {
+        epoch: Instant::now(),
+        next_id: 0,
+        outputs: HashMap::new(),
+        tx,
+        opts: opts.clone(),
+    };
+    let mut queue: Queue<DevId> = Queue::new(max);
+    let mut esc = EscDetector::new(opts.esc_combo.clone());
+
+    let hotplug = opts.devices.is_empty();
+    if hotplug {
+        for p in event_nodes(&opts.input_dir) {
+            if let Err(e) = state.attach(&p, false) {
+                warn!("{e:#}");
+            }
+        }
+    } else {
+        for p in &opts.devices {
+            state.attach(p, true)?;
+        }
+    }
+    if state.outputs.is_empty() && !hotplug {
+        anyhow::bail!("no device to protect");
+    }
+    let inotify = if hotplug {
+        let i = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
+        i.add_watch(
+            &opts.input_dir,
+            AddWatchFlags::IN_CREATE | AddWatchFlags::IN_ATTRIB,
+        )?;
+        Some(i)
+    } else {
+        None
+    };
+    info!(
+        "protecting {} device(s), max delay {} ms",
+        state.outputs.len(),
+        opts.max_delay.as_millis()
+    );
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let far = Duration::from_secs(3600);
+    let mut hotplug_tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        let wake = queue
+            .next_release()
+            .map_or(state.epoch.elapsed() + far, Duration::from_micros);
+        let sleep = tokio::time::sleep_until((state.epoch + wake).into());
+        tokio::select! {
+            msg = rx.recv() => match msg {
+                Some(Msg::Frame(id, events, at)) => {
+                    let escape = events.iter().any(|e| esc.feed(e));
+                    queue.push(id, events, at, &mut rng);
+                    if escape {
+                        info!("escape combination: releasing every device");
+                        break;
+                    }
+                }
+                Some(Msg::Gone(id)) => {
+                    queue.forget(&id);
+                    if let Some(out) = state.outputs.remove(&id) {
+                        info!("{} went away", out.path.display());
+                    }
+                }
+                None => break,
+            },
+            () = sleep => {
+                let now = state.now();
+                for f in queue.pop_due(now) {
+                    state.emit(f);
+                }
+            }
+            _ = hotplug_tick.tick(), if inotify.is_some() => {
+                // inotify is non-blocking; a tick every 250 ms covers a new device well within a second.
+                let names: Vec<PathBuf> = inotify.as_ref().and_then(|i| i.read_events().ok()).unwrap_or_default()
+                    .into_iter().filter_map(|e| e.name).map(|n| opts.input_dir.join(n)).collect();
+                for p in names.into_iter().filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("event"))) {
+                    // udev may still be setting permissions: try a few times.
+                    for _ in 0..5 {
+                        match state.attach(&p, false) {
+                            Ok(_) => break,
+                            Err(e) => { warn!("{e:#}"); tokio::time::sleep(Duration::from_millis(100)).await; }
+                        }
+                    }
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    state.shutdown(&mut queue);
+    info!("stopped; every grab released");
+    Ok(())
+}

@@ -1,0 +1,96 @@
+//! Finding input devices and making the virtual device that stands in for each.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use evdev::uinput::VirtualDevice;
+use evdev::{AbsInfo, Device, KeyCode, RelativeAxisCode, UinputAbsSetup};
+
+/// Virtual devices are named with this prefix, so that kloak never grabs its own output.
+pub const NAME_PREFIX: &str = "kloak: ";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Keyboard,
+    Pointer,
+}
+
+/// What a device is, if kloak should take it.
+pub fn classify(dev: &Device) -> Option<Kind> {
+    if dev.name().is_some_and(|n| n.starts_with(NAME_PREFIX)) {
+        return None;
+    }
+    let keys = dev.supported_keys();
+    let has = |k: KeyCode| keys.is_some_and(|s| s.contains(k));
+    if has(KeyCode::KEY_A) && has(KeyCode::KEY_Z) && has(KeyCode::KEY_SPACE) {
+        return Some(Kind::Keyboard);
+    }
+    let rel = dev.supported_relative_axes();
+    let moves = rel.is_some_and(|r| {
+        r.contains(RelativeAxisCode::REL_X) && r.contains(RelativeAxisCode::REL_Y)
+    });
+    let touches = dev.supported_absolute_axes().is_some()
+        && (has(KeyCode::BTN_TOUCH) || has(KeyCode::BTN_LEFT));
+    if (moves && has(KeyCode::BTN_LEFT)) || touches {
+        return Some(Kind::Pointer);
+    }
+    None
+}
+
+/// `/dev/input/event*`, sorted.
+pub fn event_nodes(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    v.retain(|p| {
+        p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("event"))
+    });
+    v.sort();
+    v
+}
+
+/// A uinput device with the same capabilities (keys, relative and absolute axes with their
+/// ranges, properties, switches, misc) and identity as `dev`, so layouts and pointer
+/// settings keep working. The kernel's own autorepeat is not enabled on it: the real
+/// device's repeat events are forwarded (delayed) instead, so repeats are not doubled.
+pub fn make_virtual(dev: &Device) -> io::Result<VirtualDevice> {
+    let name = format!("{NAME_PREFIX}{}", dev.name().unwrap_or("input device"));
+    let mut b = VirtualDevice::builder()?
+        .name(&name)
+        .input_id(dev.input_id());
+    if let Some(keys) = dev.supported_keys() {
+        b = b.with_keys(keys)?;
+    }
+    if let Some(rel) = dev.supported_relative_axes() {
+        b = b.with_relative_axes(rel)?;
+    }
+    if let Some(abs) = dev.supported_absolute_axes() {
+        let state = dev.get_abs_state()?;
+        for axis in abs.iter() {
+            let s = state[usize::from(axis.0)];
+            let info = AbsInfo::new(s.value, s.minimum, s.maximum, s.fuzz, s.flat, s.resolution);
+            b = b.with_absolute_axis(&UinputAbsSetup::new(axis, info))?;
+        }
+    }
+    b = b.with_properties(dev.properties())?;
+    if let Some(sw) = dev.supported_switches() {
+        b = b.with_switches(sw)?;
+    }
+    if let Some(msc) = dev.misc_properties() {
+        b = b.with_msc(msc)?;
+    }
+    b.build()
+}
+
+/// Parses an escape combination like `KEY_RIGHTSHIFT,KEY_ESC`.
+pub fn parse_combo(s: &str) -> Result<Vec<u16>, String> {
+    s.split([',', '+'])
+        .map(|k| {
+            let k = k.trim();
+            k.parse::<KeyCode>()
+                .map(|c| c.code())
+                .map_err(|_| format!("`{k}` is not a key name (e.g. KEY_RIGHTSHIFT)"))
+        })
+        .collect()
+}

@@ -1,0 +1,143 @@
+//! `kloak`: parse options, run the daemon or the simulator.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{CommandFactory, Parser, Subcommand};
+use rand::SeedableRng;
+
+use kloak::daemon::{run, Options};
+use kloak::devices::parse_combo;
+use kloak::simulate;
+
+const EXAMPLES: &str = "\
+Examples:
+  kloak                              protect every keyboard and mouse (as root)
+  kloak -d 200 --no-mouse            keyboards only, delays up to 200 ms
+  kloak -r /dev/input/event3         only this device
+  kloak simulate -d 100 < typing.tsv release times the core would choose
+
+Escape: Right Shift + Esc releases every device and exits (-k to change).
+Exit codes: 0 stopped normally, 1 error, 2 usage error.";
+
+#[derive(Debug, Parser)]
+#[command(name = "kloak", version, about = "Keystroke and mouse timing anonymization", after_help = EXAMPLES)]
+struct Cli {
+    /// Maximum delay in milliseconds.
+    #[arg(short = 'd', long = "delay", default_value_t = 100, global = true)]
+    delay: u64,
+    /// Wait this long (ms) before grabbing, so the keys that started kloak are released.
+    #[arg(short = 's', long = "start-delay", default_value_t = 500)]
+    start_delay: u64,
+    /// Devices to protect (repeatable). Default: every keyboard and mouse, with hotplug.
+    #[arg(short = 'r', long = "device")]
+    devices: Vec<PathBuf>,
+    /// Leave mice and touchpads alone.
+    #[arg(long)]
+    no_mouse: bool,
+    /// Escape combination, key names joined by commas.
+    #[arg(
+        short = 'k',
+        long = "esc-key-combo",
+        default_value = "KEY_RIGHTSHIFT,KEY_ESC"
+    )]
+    esc_key_combo: String,
+    /// Where input devices appear.
+    #[arg(long, default_value = "/dev/input", hide = true)]
+    input_dir: PathBuf,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Read `time_us type code value` lines on stdin, print the release times kloak would choose.
+    Simulate {
+        /// Seed for a reproducible run (default: from the OS).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+    /// Print the man page (roff).
+    #[command(hide = true)]
+    Man,
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    match real_main(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kloak: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<()> {
+    match cli.cmd {
+        Some(Cmd::Man) => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(())
+        }
+        Some(Cmd::Simulate { seed }) => {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text)?;
+            let events = simulate::parse(&text).context("stdin")?;
+            let mut rng = seed.map_or_else(
+                rand_chacha::ChaCha20Rng::from_os_rng,
+                rand_chacha::ChaCha20Rng::seed_from_u64,
+            );
+            print!(
+                "{}",
+                simulate::render(&simulate::run(&events, cli.delay * 1000, &mut rng))
+            );
+            Ok(())
+        }
+        None => {
+            let esc_combo = parse_combo(&cli.esc_key_combo)
+                .map_err(anyhow::Error::msg)
+                .context("--esc-key-combo")?;
+            let opts = Options {
+                max_delay: Duration::from_millis(cli.delay),
+                start_delay: Duration::from_millis(cli.start_delay),
+                devices: cli.devices,
+                no_mouse: cli.no_mouse,
+                esc_combo,
+                input_dir: cli.input_dir,
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(run(opts, rand_chacha::ChaCha20Rng::from_os_rng()))
+        }
+    }
+}
+
+fn init_logging() {
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let ok = journal
+        && systemd_journal_logger::JournalLog::new()
+            .map(|l| l.install().is_ok())
+            .unwrap_or(false);
+    if !ok {
+        let _ = log::set_logger(&StderrLog);
+    }
+    log::set_max_level(log::LevelFilter::Info);
+}
+
+struct StderrLog;
+
+impl log::Log for StderrLog {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        m.target().starts_with("kloak")
+    }
+    fn log(&self, r: &log::Record) {
+        if self.enabled(r.metadata()) {
+            eprintln!("kloak: {}: {}", r.level().as_str().to_lowercase(), r.args());
+        }
+    }
+    fn flush(&self) {}
+}
