@@ -41,3 +41,37 @@ base_setup() {
   ensure_debs nftables iproute2 procps util-linux coreutils bash systemd tor time
   command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 2; }
 }
+
+# The VM tier: qemu (from bookworm-backports, since the preinstalled qemu-utils is the
+# backports one), busybox-static, cpio, xz, and Debian's stock kernel unpacked into a cache
+# outside the repository (nothing is installed into /boot). Prints the cache directory.
+vm_setup() {
+  if ! dpkg-query -W -f='${Status}' qemu-system-x86 2>/dev/null | grep -q 'ok installed'; then
+    local codename; codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
+    if ! apt-cache policy 2>/dev/null | grep -q "${codename}-backports"; then
+      # Reuse the mirror this machine already uses for Debian.
+      local uri; uri=$(grep -m1 '^URIs:' /etc/apt/sources.list.d/debian.sources 2>/dev/null | awk '{print $2}')
+      [ -n "$uri" ] || uri=$(grep -m1 -o 'https\?://[^ ]*debian/\? ' /etc/apt/sources.list | tr -d ' ')
+      printf 'Types: deb\nURIs: %s\nSuites: %s-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+        "$uri" "$codename" > /etc/apt/sources.list.d/anon-daemons-backports.sources
+      apt-get update -qq
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends -t "${codename}-backports" qemu-system-x86 >/dev/null
+  fi
+  ensure_debs busybox-static cpio xz-utils kmod
+  local cache=${ANON_VM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/anon-daemons/vm}
+  mkdir -p "$cache"
+  # The newest Debian 6.12 kernel image (unsigned: the same kernel, without the signature shim).
+  local pkg; pkg=$(apt-cache search --names-only '^linux-image-6\.12\.[0-9]+\+deb[0-9]+-amd64-unsigned$' | awk '{print $1}' | sort -V | tail -n1)
+  [ -n "$pkg" ] || { echo "no Debian 6.12 kernel package found" >&2; return 1; }
+  if [ ! -d "$cache/$pkg" ]; then
+    local tmp; tmp=$(mktemp -d); chmod 755 "$tmp"  # apt downloads as user _apt
+    # The package ships no modules.dep (depmod runs at install time): make it here.
+    (cd "$tmp" && apt-get download -q "$pkg" >/dev/null && dpkg-deb -x ./*.deb "$cache/$pkg.partial") &&
+      depmod -b "$cache/$pkg.partial" "$(ls "$cache/$pkg.partial/lib/modules")" &&
+      mv "$cache/$pkg.partial" "$cache/$pkg"
+    rm -rf "$tmp"
+  fi
+  ln -sfn "$cache/$pkg" "$cache/current"
+  echo "$cache/current"
+}

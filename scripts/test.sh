@@ -9,6 +9,7 @@ if [ "$(id -u)" != 0 ]; then
   echo "*** not root: the namespace tests will be SKIPPED (loudly). Run with sudo for the full suite. ***" >&2
 else
   stage setup base_setup
+  stage vm-setup vm_setup
 fi
 t0=$SECONDS
 stage fmt cargo fmt --all -- --check

@@ -1,0 +1,349 @@
+//! Runs inside the VM as root: creates fake devices with uinput, runs kloak, and checks
+//! what comes out of kloak's virtual devices. Prints `KLOAK-VMTEST PASS|FAIL name ...` lines
+//! and `KLOAK-VMTEST DONE pass=N fail=M`.
+//!
+//! Usage: kloak-vmtest PATH/TO/kloak
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use evdev::uinput::VirtualDevice;
+use evdev::{AttributeSet, Device, EventType, InputEvent, KeyCode, RelativeAxisCode};
+
+const MAX_DELAY_MS: u64 = 100;
+/// TCG is slow and the guest has one CPU: the bound checked is max delay + this.
+const TOLERANCE_MS: u64 = 150;
+
+struct Results {
+    pass: usize,
+    fail: usize,
+}
+
+impl Results {
+    fn check(&mut self, name: &str, ok: bool, detail: String) {
+        if ok {
+            self.pass += 1;
+            println!("KLOAK-VMTEST PASS {name} {detail}");
+        } else {
+            self.fail += 1;
+            println!("KLOAK-VMTEST FAIL {name}: {detail}");
+        }
+    }
+}
+
+fn keyboard(name: &str) -> std::io::Result<VirtualDevice> {
+    let mut keys = AttributeSet::<KeyCode>::new();
+    for k in 1..=120u16 {
+        keys.insert(KeyCode::new(k));
+    }
+    VirtualDevice::builder()?
+        .name(name)
+        .with_keys(&keys)?
+        .build()
+}
+
+fn mouse(name: &str) -> std::io::Result<VirtualDevice> {
+    let mut keys = AttributeSet::<KeyCode>::new();
+    keys.insert(KeyCode::BTN_LEFT);
+    keys.insert(KeyCode::BTN_RIGHT);
+    let mut rel = AttributeSet::<RelativeAxisCode>::new();
+    rel.insert(RelativeAxisCode::REL_X);
+    rel.insert(RelativeAxisCode::REL_Y);
+    VirtualDevice::builder()?
+        .name(name)
+        .with_keys(&keys)?
+        .with_relative_axes(&rel)?
+        .build()
+}
+
+/// The /dev/input node of the device called `name`, waiting up to `wait`.
+fn find(name: &str, wait: Duration) -> Option<PathBuf> {
+    let deadline = Instant::now() + wait;
+    loop {
+        for (path, dev) in evdev::enumerate() {
+            if dev.name() == Some(name) {
+                return Some(path);
+            }
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A reader thread: every event with the instant it was read; `Err` once the device is gone.
+fn reader(path: &Path) -> std::io::Result<mpsc::Receiver<Result<(Instant, InputEvent), String>>> {
+    let mut dev = Device::open(path)?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || loop {
+        match dev.fetch_events() {
+            Ok(evs) => {
+                let now = Instant::now();
+                for e in evs {
+                    if tx.send(Ok((now, e))).is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e.to_string()));
+                return;
+            }
+        }
+    });
+    Ok(rx)
+}
+
+/// Key events (not SYN) received within `wait` after the last one.
+fn drain_keys(
+    rx: &mpsc::Receiver<Result<(Instant, InputEvent), String>>,
+    wait: Duration,
+) -> (Vec<(Instant, u16, i32)>, bool) {
+    let mut out = Vec::new();
+    let mut gone = false;
+    while let Ok(msg) = rx.recv_timeout(wait) {
+        match msg {
+            Ok((t, e)) if e.event_type() == EventType::KEY => out.push((t, e.code(), e.value())),
+            Ok(_) => {}
+            Err(_) => {
+                gone = true;
+                break;
+            }
+        }
+    }
+    (out, gone)
+}
+
+fn press(dev: &mut VirtualDevice, code: u16, value: i32) {
+    let _ = dev.emit(&[InputEvent::new(EventType::KEY.0, code, value)]);
+}
+
+fn start_kloak(kloak: &str) -> std::io::Result<Child> {
+    Command::new(kloak)
+        .args(["-d", &MAX_DELAY_MS.to_string(), "-s", "0"])
+        .spawn()
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    sorted
+        .get(((sorted.len() as f64 - 1.0) * p).round() as usize)
+        .copied()
+        .unwrap_or(0)
+}
+
+fn main() {
+    let kloak = std::env::args().nth(1).unwrap_or_else(|| "/kloak".into());
+    let mut r = Results { pass: 0, fail: 0 };
+    if let Err(e) = run(&kloak, &mut r) {
+        r.check("harness", false, e.to_string());
+    }
+    println!("KLOAK-VMTEST DONE pass={} fail={}", r.pass, r.fail);
+}
+
+fn run(kloak: &str, r: &mut Results) -> std::io::Result<()> {
+    let mut kb = keyboard("fake keyboard")?;
+    let _mouse = mouse("fake mouse")?;
+    let kb_path = find("fake keyboard", Duration::from_secs(5))
+        .ok_or_else(|| std::io::Error::other("fake keyboard node"))?;
+    let raw = reader(&kb_path)?;
+
+    // kloak grabs both fakes and creates their twins.
+    let mut child = start_kloak(kloak)?;
+    let twin = find("kloak: fake keyboard", Duration::from_secs(10));
+    let mouse_twin = find("kloak: fake mouse", Duration::from_secs(2));
+    r.check(
+        "devices",
+        twin.is_some() && mouse_twin.is_some(),
+        format!("keyboard twin {twin:?}, mouse twin {mouse_twin:?}"),
+    );
+    let twin = twin.ok_or_else(|| std::io::Error::other("no twin"))?;
+    let out = reader(&twin)?;
+    std::thread::sleep(Duration::from_millis(300));
+
+    // Type: 60 key frames, bursts (no pause) and ordinary typing (30 ms).
+    let mut sent = Vec::new();
+    // (The input core drops events that do not change a key's state, so every frame here
+    // presses or releases: Q down, Q up, W down, W up, ...)
+    for i in 0..60u16 {
+        let code = 16 + (i / 2 % 10); // KEY_Q ..
+        let value = i32::from(i % 2 == 0);
+        let t = Instant::now();
+        press(&mut kb, code, value);
+        sent.push((t, code, value));
+        if i % 10 >= 5 {
+            std::thread::sleep(Duration::from_millis(30));
+        }
+    }
+    let (got, _) = drain_keys(&out, Duration::from_millis(1500));
+    let same = got.iter().map(|g| (g.1, g.2)).collect::<Vec<_>>()
+        == sent.iter().map(|s| (s.1, s.2)).collect::<Vec<_>>();
+    r.check(
+        "order",
+        same,
+        format!(
+            "sent {} key events, kloak emitted {} in {}",
+            sent.len(),
+            got.len(),
+            if same {
+                "the same order"
+            } else {
+                "a DIFFERENT sequence"
+            }
+        ),
+    );
+    let mut delays: Vec<u64> = sent
+        .iter()
+        .zip(&got)
+        .map(|(s, g)| g.0.saturating_duration_since(s.0).as_millis() as u64)
+        .collect();
+    delays.sort_unstable();
+    let max = delays.last().copied().unwrap_or(u64::MAX);
+    r.check(
+        "delay-bound",
+        same && max <= MAX_DELAY_MS + TOLERANCE_MS,
+        format!(
+            "p50={} ms p99={} ms max={} ms (bound {} + {} ms)",
+            percentile(&delays, 0.5),
+            percentile(&delays, 0.99),
+            max,
+            MAX_DELAY_MS,
+            TOLERANCE_MS
+        ),
+    );
+    println!(
+        "KLOAK-VMTEST LATENCY p50={} p99={} max={} n={}",
+        percentile(&delays, 0.5),
+        percentile(&delays, 0.99),
+        max,
+        delays.len()
+    );
+    let spread = delays.first().copied().unwrap_or(0) + 20 < max;
+    r.check(
+        "delays-random",
+        spread,
+        format!(
+            "min {} ms, max {max} ms",
+            delays.first().copied().unwrap_or(0)
+        ),
+    );
+    let (leaked, _) = drain_keys(&raw, Duration::from_millis(200));
+    r.check(
+        "grabbed",
+        leaked.is_empty(),
+        format!(
+            "{} events reached another reader of the grabbed device",
+            leaked.len()
+        ),
+    );
+
+    // Hotplug: a keyboard created now is covered within a second.
+    let t0 = Instant::now();
+    let mut kb2 = keyboard("fake keyboard 2")?;
+    let twin2 = find("kloak: fake keyboard 2", Duration::from_secs(3));
+    let took = t0.elapsed();
+    let mut hot_ok = false;
+    if let Some(p) = &twin2 {
+        let out2 = reader(p)?;
+        std::thread::sleep(Duration::from_millis(100));
+        press(&mut kb2, 30, 1);
+        press(&mut kb2, 30, 0);
+        let (g, _) = drain_keys(&out2, Duration::from_millis(800));
+        hot_ok = g.iter().map(|x| (x.1, x.2)).collect::<Vec<_>>() == vec![(30, 1), (30, 0)];
+    }
+    r.check(
+        "hotplug",
+        hot_ok && took <= Duration::from_millis(1500),
+        format!(
+            "twin after {} ms, events through it: {hot_ok}",
+            took.as_millis()
+        ),
+    );
+
+    // SIGKILL while a key is held: the kernel destroys the twin and releases the key.
+    press(&mut kb, 30, 1);
+    let (held, _) = drain_keys(&out, Duration::from_millis(400));
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::SIGKILL,
+    );
+    let _ = child.wait();
+    let (after, gone) = drain_keys(&out, Duration::from_millis(800));
+    let released = after.iter().any(|a| a.1 == 30 && a.2 == 0);
+    let twin_gone = find("kloak: fake keyboard", Duration::ZERO).is_none();
+    r.check(
+        "sigkill",
+        held.iter().any(|h| h.1 == 30 && h.2 == 1) && released && gone && twin_gone,
+        format!(
+            "held seen {}, key-up on the twin {released}, twin destroyed {}",
+            held.len(),
+            gone && twin_gone
+        ),
+    );
+    press(&mut kb, 30, 0);
+    let (free, _) = drain_keys(&raw, Duration::from_millis(300));
+    let dev = Device::open(&kb_path)?;
+    let down = dev.get_key_state()?.iter().count();
+    r.check(
+        "ungrabbed-after-kill",
+        free.iter().any(|f| f.1 == 30) && down == 0,
+        format!("original device readable again, {down} keys down"),
+    );
+
+    // SIGTERM while a key is held: kloak releases it on its twin before it goes.
+    let mut child = start_kloak(kloak)?;
+    let twin = find("kloak: fake keyboard", Duration::from_secs(10))
+        .ok_or_else(|| std::io::Error::other("no twin after restart"))?;
+    let out = reader(&twin)?;
+    std::thread::sleep(Duration::from_millis(200));
+    press(&mut kb, 48, 1);
+    let (held, _) = drain_keys(&out, Duration::from_millis(400));
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::SIGTERM,
+    );
+    let status = child.wait()?;
+    let (after, _) = drain_keys(&out, Duration::from_millis(800));
+    r.check(
+        "sigterm",
+        status.success()
+            && held.iter().any(|h| h.1 == 48 && h.2 == 1)
+            && after.iter().any(|a| a.1 == 48 && a.2 == 0),
+        format!(
+            "exit {status}, key-up emitted by kloak: {}",
+            after.iter().any(|a| a.1 == 48 && a.2 == 0)
+        ),
+    );
+    press(&mut kb, 48, 0);
+
+    // Escape combination: kloak exits and lets go.
+    let mut child = start_kloak(kloak)?;
+    let _ = find("kloak: fake keyboard", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(200));
+    let _ = drain_keys(&raw, Duration::from_millis(50));
+    press(&mut kb, KeyCode::KEY_RIGHTSHIFT.code(), 1);
+    press(&mut kb, KeyCode::KEY_ESC.code(), 1);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut exited = None;
+    while Instant::now() < deadline && exited.is_none() {
+        exited = child.try_wait()?;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    press(&mut kb, KeyCode::KEY_ESC.code(), 0);
+    press(&mut kb, KeyCode::KEY_RIGHTSHIFT.code(), 0);
+    let (free, _) = drain_keys(&raw, Duration::from_millis(300));
+    r.check(
+        "escape",
+        exited.is_some_and(|s| s.success()) && !free.is_empty(),
+        format!(
+            "kloak exited: {exited:?}; the device delivers to others again: {}",
+            !free.is_empty()
+        ),
+    );
+    if exited.is_none() {
+        let _ = child.kill();
+    }
+    Ok(())
+}

@@ -1,0 +1,65 @@
+//! Boots Debian's stock kernel in qemu (TCG) with kloak and the guest test program, and
+//! requires every guest check to pass. Nothing is grabbed on this machine.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[test]
+fn kloak_in_a_booted_kernel() {
+    let Some(kernel) = anon_vm::require_vm("kloak_in_a_booted_kernel") else {
+        return;
+    };
+    let vmtest = PathBuf::from(env!("CARGO_BIN_EXE_kloak-vmtest"));
+    // `cargo test --workspace` builds kloak next to this package's binary.
+    let kloak = vmtest.parent().expect("target dir").join("kloak");
+    assert!(
+        kloak.exists(),
+        "{} is missing: run `cargo test --workspace`",
+        kloak.display()
+    );
+    let console = anon_vm::Vm::new(kernel)
+        .module("evdev")
+        .module("uinput")
+        .file("/kloak", &kloak)
+        .file("/kloak-vmtest", &vmtest)
+        .run("/kloak-vmtest /kloak\n", Duration::from_secs(240))
+        .expect("boot the VM");
+    let text = &console.text;
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("KLOAK-VMTEST"))
+        .collect();
+    eprintln!(
+        "VM run: {:.1} s\n{}",
+        console.wall.as_secs_f64(),
+        lines.join("\n")
+    );
+    assert!(text.contains("VM-READY"), "the guest did not boot:\n{text}");
+    assert!(
+        !text.contains("insmod") || !text.contains("failed"),
+        "a module failed to load:\n{text}"
+    );
+    assert!(
+        text.contains("KLOAK-VMTEST DONE pass=") && !text.contains("KLOAK-VMTEST FAIL"),
+        "guest checks failed:\n{text}"
+    );
+    for name in [
+        "devices",
+        "order",
+        "delay-bound",
+        "delays-random",
+        "grabbed",
+        "hotplug",
+        "sigkill",
+        "ungrabbed-after-kill",
+        "sigterm",
+        "escape",
+    ] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(&format!("KLOAK-VMTEST PASS {name} "))),
+            "check {name} missing:\n{text}"
+        );
+    }
+}
