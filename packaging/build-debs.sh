@@ -9,7 +9,7 @@ OUT=$ROOT/target/debian
 ARCH=$(dpkg --print-architecture)
 mkdir -p "$OUT"
 
-cargo build --release --locked -p anon-firewall -p sdwdate
+cargo build --release --locked -p anon-firewall -p sdwdate -p kloak
 
 version() { # the crate's version from its Cargo.toml
   sed -n 's/^version = "\(.*\)"/\1/p' "$1/Cargo.toml" | head -n1
@@ -83,5 +83,22 @@ build_sdwdate() {
     "$d" /etc/sdwdate.d/30_default.conf
 }
 
+build_kloak() {
+  local d; d=$(mktemp -d)
+  local src=packaging/debian/kloak
+  install -Dm755 target/release/kloak "$d/usr/sbin/kloak"
+  install -Dm644 "$src/kloak.service" "$d/usr/lib/systemd/system/kloak.service"
+  mkdir -p "$d/usr/share/man/man8"
+  target/release/kloak man | gzip -9n > "$d/usr/share/man/man8/kloak.8.gz"
+  install -Dm644 kloak/README.md "$d/usr/share/doc/kloak/README.md"
+  pack kloak "$(version kloak)" "libc6" \
+    "keystroke and mouse timing anonymization
+ Grabs keyboards and mice through evdev and re-emits their events through uinput
+ after random, order-preserving delays, so that typing rhythm no longer identifies
+ the user. Works under X11, any Wayland compositor and the console." \
+    "$d"
+}
+
 build_firewall
 build_sdwdate
+build_kloak

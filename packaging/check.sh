@@ -53,4 +53,9 @@ unit_has "$tmp/sdwdate/usr/lib/systemd/system/sdwdate.service" Type=notify User=
   AmbientCapabilities=CAP_SYS_TIME CapabilityBoundingSet=CAP_SYS_TIME WatchdogSec=
 units "$tmp/sdwdate" sdwdate.service
 "$tmp/sdwdate/usr/bin/sdwdate" --config-dir "$tmp/sdwdate/etc/sdwdate.d" check-config
+# kloak
+extract kloak usr/sbin/kloak usr/lib/systemd/system/kloak.service
+unit_has "$tmp/kloak/usr/lib/systemd/system/kloak.service" PrivateNetwork=yes CapabilityBoundingSet= DeviceAllow=/dev/uinput
+units "$tmp/kloak" kloak.service
+printf '1000 1 30 1\n1000 0 0 0\n' | "$tmp/kloak/usr/sbin/kloak" simulate --seed 1 | grep -q '^1000	1	30	1	' || fail "kloak simulate"
 echo "packaging: OK"

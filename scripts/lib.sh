@@ -75,3 +75,46 @@ vm_setup() {
   ln -sfn "$cache/$pkg" "$cache/current"
   echo "$cache/current"
 }
+
+# The Rust-enabled test kernel for tirdad (notes/kernel-vm.md): Debian's linux-source-6.12
+# built with CONFIG_RUST (LLVM=-19, bindgen-cli from crates.io, rust-src), about 17 minutes on
+# 2 cores, cached outside the repository keyed by kernel version, config, rustc and bindgen.
+# Prints the kernel tree's directory (bzImage in arch/x86/boot, ready for M= module builds).
+rust_kernel_setup() {
+  ensure_debs clang-19 lld-19 llvm-19 libclang-19-dev linux-source-6.12 flex bison bc libelf-dev \
+    libssl-dev make cpio xz-utils kmod zstd gcc libc6-dev
+  rustup component list --installed 2>/dev/null | grep -q '^rust-src' || rustup component add rust-src >/dev/null
+  local bindgen_version=0.73.2
+  if ! bindgen --version 2>/dev/null | grep -q "$bindgen_version"; then
+    cargo install --locked --quiet bindgen-cli --version "$bindgen_version" >&2
+  fi
+  local src; src=$(ls /usr/src/linux-source-6.12.tar.* | head -n1)
+  local opts="64BIT PRINTK EARLY_PRINTK TTY SERIAL_8250 SERIAL_8250_CONSOLE BLK_DEV_INITRD RD_GZIP
+    BINFMT_ELF BINFMT_SCRIPT DEVTMPFS DEVTMPFS_MOUNT PROC_FS SYSFS FUTEX EPOLL SIGNALFD TIMERFD EVENTFD
+    MULTIUSER NET INET IPV6 PACKET UNIX MODULES MODULE_UNLOAD RUST SAMPLES SAMPLES_RUST KPROBES
+    FTRACE FUNCTION_TRACER DYNAMIC_FTRACE KALLSYMS KALLSYMS_ALL HYPERVISOR_GUEST PARAVIRT PVH
+    KERNEL_GZIP UNWINDER_ORC SMP SYN_COOKIES"
+  local key; key=$( (basename "$src"; dpkg-query -W -f='${Version}' linux-source-6.12; echo "$opts";
+    rustc --version; bindgen --version) | sha256sum | cut -c1-16)
+  local cache=${ANON_KERNEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/anon-daemons/rust-kernel}
+  local tree=$cache/$key/linux
+  if [ ! -f "$cache/$key/done" ]; then
+    rm -rf "$cache/$key"; mkdir -p "$cache/$key"
+    tar -C "$cache/$key" -xf "$src"
+    mv "$cache/$key"/linux-source-6.12 "$tree"
+    (
+      cd "$tree"
+      make -s LLVM=-19 tinyconfig
+      local a=""; for o in $opts; do a="$a -e $o"; done
+      # shellcheck disable=SC2086
+      scripts/config $a -m SAMPLE_RUST_MINIMAL -d KERNEL_XZ -d UNWINDER_GUESS -d MODVERSIONS \
+        -d MODULE_SIG -d CC_OPTIMIZE_FOR_SIZE -e CC_OPTIMIZE_FOR_PERFORMANCE
+      make -s LLVM=-19 olddefconfig
+      grep -q '^CONFIG_RUST=y' .config || { echo "CONFIG_RUST did not stick" >&2; exit 1; }
+      make -s LLVM=-19 -j"$(nproc)" >/dev/null
+    ) >&2 || return 1
+    touch "$cache/$key/done"
+  fi
+  ln -sfn "$cache/$key" "$cache/current"
+  echo "$tree"
+}
