@@ -2,7 +2,9 @@
 # Prints benchmark figures (recorded in the README's performance section):
 #  - anon-firewall: median time to build and to apply each ruleset (apply: inside a private
 #    network namespace, with the real nft);
-#  - sdwdate: time to the first successful round and peak RSS over the local Tor network.
+#  - sdwdate: time to the first successful round and peak RSS over the local Tor network;
+#  - kloak: the core's CPU time per 10,000 events and the delay distribution it adds
+#    (the daemon's latency in a booted kernel is printed by the VM test, tests/kloak-vm).
 # Needs root.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -11,3 +13,4 @@ cd "$ROOT"
 base_setup
 cargo bench --locked -p anon-firewall --bench ruleset
 cargo bench --locked -p sdwdate --bench first_round
+cargo bench --locked -p kloak --bench core

@@ -145,7 +145,7 @@ fn main() {
 
 fn run(kloak: &str, r: &mut Results) -> std::io::Result<()> {
     let mut kb = keyboard("fake keyboard")?;
-    let _mouse = mouse("fake mouse")?;
+    let mut mouse_dev = mouse("fake mouse")?;
     let kb_path = find("fake keyboard", Duration::from_secs(5))
         .ok_or_else(|| std::io::Error::other("fake keyboard node"))?;
     let raw = reader(&kb_path)?;
@@ -273,6 +273,34 @@ fn run(kloak: &str, r: &mut Results) -> std::io::Result<()> {
         "KLOAK-VMTEST CPU ms_per_10k={} (2000 events, {used} ms CPU, TCG)",
         used * 5
     );
+
+    // Mouse motion goes through its twin; queued motion may be merged, but adds up exactly.
+    if let Some(p) = &mouse_twin {
+        let mout = reader(p)?;
+        std::thread::sleep(Duration::from_millis(100));
+        for _ in 0..20 {
+            let _ = mouse_dev.emit(&[
+                InputEvent::new(EventType::RELATIVE.0, 0, 5),
+                InputEvent::new(EventType::RELATIVE.0, 1, -3),
+            ]);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let mut sum = (0i32, 0i32);
+        while let Ok(Ok((_, e))) = mout.recv_timeout(Duration::from_millis(500)) {
+            if e.event_type() == EventType::RELATIVE {
+                if e.code() == 0 {
+                    sum.0 += e.value()
+                } else if e.code() == 1 {
+                    sum.1 += e.value()
+                }
+            }
+        }
+        r.check(
+            "mouse",
+            sum == (100, -60),
+            format!("motion through the twin adds up to {sum:?} (sent (100, -60))"),
+        );
+    }
 
     // Hotplug: a keyboard created now is covered within a second.
     let t0 = Instant::now();
