@@ -219,6 +219,7 @@ pub async fn run(opts: Options, mut rng: ChaCha20Rng) -> anyhow::Result<()> {
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let far = Duration::from_secs(3600);
     let mut hotplug_tick = tokio::time::interval(Duration::from_millis(250));
+    let mut pending: Vec<(PathBuf, u8)> = Vec::new();
     loop {
         let wake = queue
             .next_release()
@@ -249,18 +250,31 @@ pub async fn run(opts: Options, mut rng: ChaCha20Rng) -> anyhow::Result<()> {
                 }
             }
             _ = hotplug_tick.tick(), if inotify.is_some() => {
-                // inotify is non-blocking; a tick every 250 ms covers a new device well within a second.
-                let names: Vec<PathBuf> = inotify.as_ref().and_then(|i| i.read_events().ok()).unwrap_or_default()
-                    .into_iter().filter_map(|e| e.name).map(|n| opts.input_dir.join(n)).collect();
-                for p in names.into_iter().filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("event"))) {
-                    // udev may still be setting permissions: try a few times.
-                    for _ in 0..5 {
-                        match state.attach(&p, false) {
-                            Ok(_) => break,
-                            Err(e) => { warn!("{e:#}"); tokio::time::sleep(Duration::from_millis(100)).await; }
-                        }
+                // inotify is non-blocking; a tick every 250 ms covers a new device well within
+                // a second. A node that cannot be opened yet (udev still setting permissions)
+                // is retried on the next ticks, never by blocking the event loop.
+                let names = inotify.as_ref().and_then(|i| i.read_events().ok()).unwrap_or_default();
+                for n in names.into_iter().filter_map(|e| e.name) {
+                    let p = opts.input_dir.join(n);
+                    if p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("event")) && !pending.iter().any(|(q, _)| *q == p) {
+                        pending.push((p, 0));
                     }
                 }
+                pending.retain_mut(|(p, tries)| {
+                    if !p.exists() {
+                        return false;
+                    }
+                    match state.attach(p, false) {
+                        Ok(_) => false,
+                        Err(e) => {
+                            *tries += 1;
+                            if *tries >= 8 {
+                                warn!("{e:#}");
+                            }
+                            *tries < 8
+                        }
+                    }
+                });
             }
             _ = term.recv() => break,
             _ = int.recv() => break,

@@ -324,6 +324,18 @@ fn run(kloak: &str, r: &mut Results) -> std::io::Result<()> {
             took.as_millis()
         ),
     );
+    // Unplugging it removes its twin; kloak carries on.
+    drop(kb2);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while find("kloak: fake keyboard 2", Duration::ZERO).is_some() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let alive = child.try_wait()?.is_none();
+    r.check(
+        "unplug",
+        find("kloak: fake keyboard 2", Duration::ZERO).is_none() && alive,
+        format!("twin removed, kloak still running: {alive}"),
+    );
 
     // SIGKILL while a key is held: the kernel destroys the twin and releases the key.
     press(&mut kb, 30, 1);
