@@ -18,9 +18,10 @@ version() { # the crate's version from its Cargo.toml
 # pack NAME VERSION DEPENDS DESCRIPTION STAGE [CONFFILE...]: the control files and dpkg-deb.
 pack() {
   local name=$1 v=$2 depends=$3 desc=$4 d=$5; shift 5
+  local arch=${PKG_ARCH:-$ARCH}
   mkdir -p "$d/DEBIAN" "$d/usr/share/doc/$name"
   {
-    echo "Package: $name"; echo "Version: $v"; echo "Architecture: $ARCH"
+    echo "Package: $name"; echo "Version: $v"; echo "Architecture: $arch"
     echo "Maintainer: anon-daemons developers <anon-daemons@localhost>"
     echo "Depends: $depends"; echo "Section: net"; echo "Priority: optional"
     echo "Description: $desc"
@@ -39,9 +40,9 @@ if [ -d /run/systemd/system ]; then systemctl --system daemon-reload >/dev/null 
 SH
   sed -i "s/PKG/$name/g" "$d/DEBIAN/postinst"
   chmod 755 "$d/DEBIAN/postinst"
-  dpkg-deb --root-owner-group --build "$d" "$OUT/${name}_${v}_${ARCH}.deb" >/dev/null
+  dpkg-deb --root-owner-group --build "$d" "$OUT/${name}_${v}_${arch}.deb" >/dev/null
   rm -rf "$d"
-  echo "$OUT/${name}_${v}_${ARCH}.deb"
+  echo "$OUT/${name}_${v}_${arch}.deb"
 }
 
 build_firewall() {
@@ -99,6 +100,28 @@ build_kloak() {
     "$d"
 }
 
+build_tirdad() {
+  local d; d=$(mktemp -d)
+  local v; v=$(sed -n 's/^PACKAGE_VERSION="\(.*\)"/\1/p' tirdad/dkms.conf)
+  local f; for f in Kbuild Makefile tirdad_main.rs tirdad_shim.c dkms.conf; do
+    install -Dm644 "tirdad/$f" "$d/usr/src/tirdad-$v/$f"
+  done
+  install -Dm644 tirdad/README.md "$d/usr/share/doc/tirdad-dkms/README.md"
+  PKG_ARCH=all pack tirdad-dkms "$v" "dkms" \
+    "random TCP initial sequence numbers (Rust kernel module, DKMS source)
+ Replaces the kernel's TCP ISN generator, whose output reveals the host's clock,
+ with a CSPRNG. Builds only for kernels with CONFIG_RUST=y (none of Debian's own
+ kernels today); DKMS skips the others." \
+    "$d"
+  d=$(mktemp -d)
+  install -Dm644 packaging/debian/tcp-timestamps-off/30_tcp-timestamps-off.conf "$d/usr/lib/sysctl.d/30_tcp-timestamps-off.conf"
+  PKG_ARCH=all pack tcp-timestamps-off "$v" "procps" \
+    "turn TCP timestamps off (they reveal uptime and clock skew)
+ A sysctl drop-in setting net.ipv4.tcp_timestamps = 0." \
+    "$d"
+}
+
 build_firewall
 build_sdwdate
 build_kloak
+build_tirdad

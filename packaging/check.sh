@@ -58,4 +58,13 @@ extract kloak usr/sbin/kloak usr/lib/systemd/system/kloak.service
 unit_has "$tmp/kloak/usr/lib/systemd/system/kloak.service" PrivateNetwork=yes CapabilityBoundingSet= DeviceAllow=/dev/uinput
 units "$tmp/kloak" kloak.service
 printf '1000 1 30 1\n1000 0 0 0\n' | "$tmp/kloak/usr/sbin/kloak" simulate --seed 1 | grep -q '^1000	1	30	1	' || fail "kloak simulate"
+# tirdad-dkms, tcp-timestamps-off (no man pages: a module source and a config file)
+for n in tirdad-dkms tcp-timestamps-off; do mkdir -p "$tmp/$n"; dpkg-deb -x "$(deb_of $n)" "$tmp/$n"; done
+[ -f "$tmp/tirdad-dkms/usr/src/tirdad-0.1.0/dkms.conf" ] || fail "tirdad-dkms lacks dkms.conf"
+grep -q 'BUILD_EXCLUSIVE_CONFIG="CONFIG_RUST' "$tmp/tirdad-dkms/usr/src/tirdad-0.1.0/dkms.conf" || fail "dkms.conf"
+# On a kernel without Rust the Makefile refuses and says why.
+mkdir -p "$tmp/norust"; echo 'CONFIG_KRETPROBES=y' > "$tmp/norust/.config"
+why=$(make -s -C "$tmp/tirdad-dkms/usr/src/tirdad-0.1.0" KDIR="$tmp/norust" 2>&1 || true)
+echo "$why" | grep -q 'not built with CONFIG_RUST=y' || fail "tirdad Makefile on a kernel without Rust: $why"
+grep -qx 'net.ipv4.tcp_timestamps = 0' "$tmp/tcp-timestamps-off/usr/lib/sysctl.d/30_tcp-timestamps-off.conf" || fail "sysctl drop-in"
 echo "packaging: OK"

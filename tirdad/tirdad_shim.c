@@ -1,0 +1,109 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The part of tirdad the Rust `kernel` crate cannot reach in 6.12: kretprobe registration
+ * and one read-only module parameter. No struct is mirrored in Rust; the handlers only move
+ * the probed function's return value through the architecture-neutral
+ * regs_return_value()/regs_set_return_value() and leave the new value to Rust.
+ */
+#include <linux/kprobes.h>
+#include <linux/module.h>
+#include <linux/moduleparam.h>
+#include <linux/ptrace.h>
+#include <linux/sysfs.h>
+
+u64 tirdad_new_seq_and_ts_off(u64 old);
+u32 tirdad_new_seq(void);
+u64 tirdad_replaced(void);
+int tirdad_shim_register(void);
+void tirdad_shim_unregister(void);
+
+/* 6.12.y: union tcp_seq_and_ts_off returned in one register. */
+static int combined_handler(struct kretprobe_instance *ri, struct pt_regs *regs)
+{
+	regs_set_return_value(regs, tirdad_new_seq_and_ts_off(regs_return_value(regs)));
+	return 0;
+}
+
+/* Older kernels: secure_tcp{,v6}_seq() returns the u32 ISN. */
+static int seq_handler(struct kretprobe_instance *ri, struct pt_regs *regs)
+{
+	regs_set_return_value(regs, tirdad_new_seq());
+	return 0;
+}
+
+struct hook {
+	const char *combined, *seq_only, *family;
+	struct kretprobe krp;
+	bool active;
+};
+
+static struct hook hooks[] = {
+	{ "secure_tcp_seq_and_ts_off", "secure_tcp_seq", "IPv4" },
+	{ "secure_tcpv6_seq_and_ts_off", "secure_tcpv6_seq", "IPv6" },
+};
+
+/* Probe the current symbol, else the older one. */
+static int hook_one(struct hook *h)
+{
+	int r;
+
+	memset(&h->krp, 0, sizeof(h->krp));
+	h->krp.kp.symbol_name = h->combined;
+	h->krp.handler = combined_handler;
+	h->krp.maxactive = 64;
+	r = register_kretprobe(&h->krp);
+	if (r == -ENOENT) {
+		memset(&h->krp, 0, sizeof(h->krp));
+		h->krp.kp.symbol_name = h->seq_only;
+		h->krp.handler = seq_handler;
+		h->krp.maxactive = 64;
+		r = register_kretprobe(&h->krp);
+	}
+	if (!r) {
+		h->active = true;
+		pr_info("tirdad: %s ISNs: hooked %s\n", h->family, h->krp.kp.symbol_name);
+	}
+	return r;
+}
+
+int tirdad_shim_register(void)
+{
+	int r = hook_one(&hooks[0]);
+
+	if (r) {
+		pr_err("tirdad: cannot hook %s or %s (error %d): this kernel is not supported, not loading\n",
+		       hooks[0].combined, hooks[0].seq_only, r);
+		return r;
+	}
+	r = hook_one(&hooks[1]);
+	if (r == -ENOENT) {
+		pr_info("tirdad: no IPv6 ISN generator in this kernel (IPv6 disabled?); IPv4 only\n");
+		return 0;
+	}
+	if (r) {
+		pr_err("tirdad: cannot hook the IPv6 ISN generator (error %d), not loading\n", r);
+		tirdad_shim_unregister();
+	}
+	return r;
+}
+
+void tirdad_shim_unregister(void)
+{
+	int i;
+
+	for (i = ARRAY_SIZE(hooks) - 1; i >= 0; i--) {
+		if (hooks[i].active) {
+			unregister_kretprobe(&hooks[i].krp);
+			hooks[i].active = false;
+		}
+	}
+}
+
+static int replaced_get(char *buf, const struct kernel_param *kp)
+{
+	return sysfs_emit(buf, "%llu\n", tirdad_replaced());
+}
+
+static const struct kernel_param_ops replaced_ops = { .get = replaced_get };
+module_param_cb(replaced, &replaced_ops, NULL, 0444);
+MODULE_PARM_DESC(replaced, "TCP initial sequence numbers replaced since the module was loaded");
