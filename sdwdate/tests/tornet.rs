@@ -171,7 +171,28 @@ fn end_to_end_over_a_local_tor_network() {
     let net = TorNet::start(&behaviours, Duration::from_secs(150))
         .unwrap_or_else(|e| panic!("tor network: {e}"));
 
-    // Three honest pools: success, status files, an offset within 2 s of the truth.
+    // Three honest pools: success, status files, an offset within 2 s of the truth. Meanwhile
+    // timesync-check --wait (another package, reading only the files) waits for it.
+    let tsc = std::env::current_exe()
+        .expect("exe")
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("timesync-check");
+    assert!(
+        tsc.exists(),
+        "{} is missing: run `cargo test --workspace`",
+        tsc.display()
+    );
+    let run_dir =
+        std::env::temp_dir().join(format!("sdwdate-e2e-{}-honest/run", std::process::id()));
+    let waiter = std::process::Command::new(&tsc)
+        .arg("--run-dir")
+        .arg(&run_dir)
+        .args(["--wait", "--timeout", "120"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("timesync-check --wait");
     let r = sdwdate(&net, [&[H[0]], &[H[1]], &[H[2]]], 30, "honest");
     assert_success(&r, "honest pools");
     assert!(
@@ -179,6 +200,30 @@ fn end_to_end_over_a_local_tor_network() {
         "the consensus bound must be used:\n{}",
         r.stderr()
     );
+    let waited = waiter.wait_with_output().expect("wait");
+    assert_eq!(
+        waited.status.code(),
+        Some(0),
+        "timesync-check --wait: {}",
+        String::from_utf8_lossy(&waited.stdout)
+    );
+    let out = std::process::Command::new(&tsc)
+        .arg("--run-dir")
+        .arg(&run_dir)
+        .arg("--state-dir")
+        .arg(r.dir.join("state"))
+        .args([
+            "--tor",
+            "--control-port",
+            &net.control.to_string(),
+            "--consensus-file",
+            "/nonexistent",
+        ])
+        .output()
+        .expect("timesync-check --tor");
+    let line = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{line}");
+    assert!(line.contains("inside Tor's consensus window"), "{line}");
     drop(r);
 
     // A lying source (+1 day) in every pool: rejected as "fast", another member asked, the

@@ -1,0 +1,163 @@
+//! `timesync-check`: one line and an exit code (see the man page).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{CommandFactory, Parser};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+
+use timesync_check::state::{judge, Files, Sync, Verdict};
+use timesync_check::tor;
+
+const EXAMPLES: &str = "\
+Examples:
+  timesync-check                        synced? (exit 0 synced, 1 pending, 2 failed, 3 not running)
+  timesync-check --wait --timeout 300   wait for sdwdate's first success, showing its progress
+  timesync-check --tor --json           also compare with Tor's consensus, as JSON";
+
+#[derive(Debug, Parser)]
+#[command(name = "timesync-check", version, about = "Is the clock synced by sdwdate?", after_help = EXAMPLES)]
+struct Cli {
+    /// sdwdate's status directory.
+    #[arg(long, default_value = "/run/sdwdate")]
+    run_dir: PathBuf,
+    /// sdwdate's persistent state (the replay-protection time, a lower bound for --tor).
+    #[arg(long, default_value = "/var/lib/sdwdate")]
+    state_dir: PathBuf,
+    /// Print JSON instead of a line.
+    #[arg(long)]
+    json: bool,
+    /// Wait for sdwdate's first success.
+    #[arg(long)]
+    wait: bool,
+    /// With --wait: give up after this many seconds (exit 1).
+    #[arg(long)]
+    timeout: Option<u64>,
+    /// Also check the clock against Tor's consensus window and the minimum time.
+    #[arg(long)]
+    tor: bool,
+    /// With --tor: Tor's ControlPort (NULL or cookie authentication).
+    #[arg(long, default_value = "127.0.0.1:9051")]
+    control_port: SocketAddr,
+    /// With --tor: cookie file for the control port.
+    #[arg(long)]
+    control_cookie: Option<PathBuf>,
+    /// With --tor: a cached consensus, used when the control port does not answer.
+    #[arg(long, default_value = "/var/lib/tor/cached-microdesc-consensus")]
+    consensus_file: PathBuf,
+    #[arg(long, hide = true)]
+    man: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.man {
+        let _ = clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
+    let mut v = if cli.wait {
+        wait(&cli)
+    } else {
+        judge(&Files::read(&cli.run_dir))
+    };
+    let mut tor_line = None;
+    if cli.tor {
+        let window = tor::window_from_control(cli.control_port, cli.control_cookie.as_deref())
+            .ok()
+            .or_else(|| {
+                std::fs::read_to_string(&cli.consensus_file)
+                    .ok()
+                    .and_then(|t| tor::window_from_consensus(&t))
+            });
+        let min = tor::minimum_time(&[
+            &cli.state_dir.join("time-replay-protection-utc-unixtime"),
+            Path::new("/etc/minimum-unixtime"),
+            Path::new("/usr/local/etc/minimum-unixtime"),
+        ]);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        match tor::check(now, window, min) {
+            Ok(l) => tor_line = Some(l),
+            Err(l) => {
+                tor_line = Some(l.clone());
+                v = Verdict {
+                    state: Sync::Failed,
+                    line: format!("{}; {l}", v.line),
+                };
+            }
+        }
+    }
+    if cli.json {
+        let j = serde_json::json!({"state": v.state.name(), "code": v.state.code(), "message": v.line, "tor": tor_line});
+        println!("{j}");
+    } else {
+        match &tor_line {
+            Some(t) if v.state != Sync::Failed => println!("{}; {t}", v.line),
+            _ => println!("{}", v.line),
+        }
+    }
+    ExitCode::from(v.state.code())
+}
+
+/// Waits for `first_success` (or `success`), printing sdwdate's progress when it changes.
+fn wait(cli: &Cli) -> Verdict {
+    let deadline = cli.timeout.map(|t| Instant::now() + Duration::from_secs(t));
+    // Watch the directory if it exists, else its parent until it appears.
+    let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok();
+    let flags = AddWatchFlags::IN_CREATE
+        | AddWatchFlags::IN_MOVED_TO
+        | AddWatchFlags::IN_CLOSE_WRITE
+        | AddWatchFlags::IN_ATTRIB;
+    let mut watching_dir = false;
+    let mut last_msg = None;
+    loop {
+        if let Some(i) = &inotify {
+            if !watching_dir {
+                if i.add_watch(&cli.run_dir, flags).is_ok() {
+                    watching_dir = true;
+                } else if let Some(parent) = cli.run_dir.parent() {
+                    let _ = i.add_watch(parent, AddWatchFlags::IN_CREATE);
+                }
+            }
+        }
+        let f = Files::read(&cli.run_dir);
+        if f.first_success || f.success {
+            return judge(&f);
+        }
+        if f.msg != last_msg {
+            if let Some(m) = &f.msg {
+                eprintln!("timesync-check: waiting; sdwdate: {m}");
+            }
+            last_msg.clone_from(&f.msg);
+        }
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if left == Some(Duration::ZERO) {
+            let v = judge(&f);
+            let state = if v.state == Sync::Synced {
+                Sync::Synced
+            } else {
+                Sync::Pending
+            };
+            return Verdict {
+                state,
+                line: format!("timed out waiting: {}", v.line),
+            };
+        }
+        // Sleep until inotify reports a change (bounded, so a missed event costs at most 1 s).
+        let wait_ms = left.map_or(1000, |l| l.as_millis().min(1000)) as u16;
+        match &inotify {
+            Some(i) => {
+                let mut fds = [nix::poll::PollFd::new(
+                    std::os::fd::AsFd::as_fd(i),
+                    nix::poll::PollFlags::POLLIN,
+                )];
+                let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(wait_ms));
+                let _ = i.read_events();
+            }
+            None => std::thread::sleep(Duration::from_millis(u64::from(wait_ms))),
+        }
+    }
+}

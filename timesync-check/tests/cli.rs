@@ -1,0 +1,178 @@
+//! Every state of a fake /run/sdwdate, --json, --wait and --tor, through the real binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+fn dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("tsc-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("mkdir");
+    d
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_timesync-check"))
+        .args(args)
+        .output()
+        .expect("run")
+}
+
+fn sdwdate_files(d: &Path, icon: &str, msg: &str, files: &[&str]) {
+    std::fs::write(
+        d.join("status"),
+        format!(r#"{{"icon": "{icon}", "message": "{msg}"}}"#),
+    )
+    .expect("w");
+    std::fs::write(d.join("msg"), msg).expect("w");
+    for f in ["success", "first_success", "fail"] {
+        let _ = std::fs::remove_file(d.join(f));
+    }
+    for f in files {
+        std::fs::write(d.join(f), "").expect("w");
+    }
+}
+
+#[test]
+fn every_state_has_its_exit_code_and_line() {
+    let d = dir("states");
+    let p = d.to_str().expect("utf8");
+    let out = run(&["--run-dir", "/nonexistent/sdwdate"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("not running"));
+    for (files, icon, code, needle) in [
+        (&[][..], "busy", 1, "not synced yet; sdwdate: Running"),
+        (
+            &["success", "first_success"][..],
+            "success",
+            0,
+            "clock synced by sdwdate",
+        ),
+        (&["first_success"][..], "busy", 0, "earlier this boot"),
+        (&["fail"][..], "error", 2, "sdwdate failed: Running"),
+        (
+            &["fail", "first_success"][..],
+            "error",
+            2,
+            "succeed earlier this boot",
+        ),
+    ] {
+        sdwdate_files(&d, icon, "Running", files);
+        let out = run(&["--run-dir", p]);
+        assert_eq!(out.status.code(), Some(code), "{files:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(needle),
+            "{files:?}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let j: serde_json::Value =
+            serde_json::from_slice(&run(&["--run-dir", p, "--json"]).stdout).expect("json");
+        assert_eq!(j["code"], code);
+    }
+    std::fs::remove_dir_all(&d).expect("cleanup");
+}
+
+#[test]
+fn wait_returns_as_soon_as_first_success_appears() {
+    let d = dir("wait");
+    sdwdate_files(&d, "busy", "Fetching", &[]);
+    let started = Instant::now();
+    let child = Command::new(env!("CARGO_BIN_EXE_timesync-check"))
+        .args([
+            "--run-dir",
+            d.to_str().expect("utf8"),
+            "--wait",
+            "--timeout",
+            "30",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(Duration::from_millis(1500));
+    std::fs::write(d.join("msg"), "Success").expect("w");
+    std::fs::write(d.join("first_success"), "").expect("w");
+    let written = Instant::now();
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        written.elapsed() < Duration::from_millis(900),
+        "took {:?} after first_success appeared",
+        written.elapsed()
+    );
+    assert!(started.elapsed() >= Duration::from_millis(1500));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("sdwdate: Fetching"),
+        "progress line"
+    );
+    // A timeout says pending.
+    let d2 = dir("wait2");
+    sdwdate_files(&d2, "busy", "Fetching", &[]);
+    let out = run(&[
+        "--run-dir",
+        d2.to_str().expect("utf8"),
+        "--wait",
+        "--timeout",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("timed out waiting"));
+    for x in [d, d2] {
+        std::fs::remove_dir_all(&x).expect("cleanup");
+    }
+}
+
+#[test]
+fn tor_bounds_from_a_cached_consensus() {
+    let d = dir("tor");
+    sdwdate_files(&d, "success", "ok", &["success", "first_success"]);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("now")
+        .as_secs() as i64;
+    let fmt = |t: i64| {
+        let out = Command::new("date")
+            .args(["-u", "-d", &format!("@{t}"), "+%Y-%m-%d %H:%M:%S"])
+            .output()
+            .expect("date");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let p = d.to_str().expect("utf8");
+    for (after, until, code, needle) in [
+        (now - 3600, now + 7200, 0, "inside Tor's consensus window"),
+        (
+            now - 4 * 3600,
+            now - 3600,
+            2,
+            "after Tor's consensus valid-until (fast)",
+        ),
+        (
+            now + 3600,
+            now + 4 * 3600,
+            2,
+            "before Tor's consensus valid-after (slow)",
+        ),
+    ] {
+        let c = d.join("consensus");
+        std::fs::write(
+            &c,
+            format!("valid-after {}\nvalid-until {}\n", fmt(after), fmt(until)),
+        )
+        .expect("w");
+        let out = run(&[
+            "--run-dir",
+            p,
+            "--state-dir",
+            p,
+            "--tor",
+            "--control-port",
+            "127.0.0.1:9",
+            "--consensus-file",
+            c.to_str().expect("utf8"),
+        ]);
+        let line = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(code), "{line}");
+        assert!(line.contains(needle), "{line}");
+    }
+    std::fs::remove_dir_all(&d).expect("cleanup");
+}
