@@ -73,6 +73,6 @@ impl Drop for Tirdad {
     fn drop(&mut self) {
         // SAFETY: registered in `init`; unregistering waits for running handlers.
         unsafe { tirdad_shim_unregister() };
-        pr_info!("random TCP ISNs disabled after {} connections\n", REPLACED.load(Ordering::Relaxed));
+        pr_info!("random TCP ISNs disabled after replacing {} ISNs\n", REPLACED.load(Ordering::Relaxed));
     }
 }

@@ -158,11 +158,129 @@ fn time_derived(values: &[u32], expected: &[u64], tol: i64) -> (usize, usize) {
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let v6 = args.next().as_deref() == Some("6");
-    let count: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(25);
-    if let Err(e) = run(v6, count) {
+    let mode = args.next().unwrap_or_default();
+    let n: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(25);
+    let r = match mode.as_str() {
+        "stats" => stats(n),
+        "rate" => {
+            rate(Duration::from_secs(n as u64)).map(|r| println!("ISNRATE per_second={r:.0}"))
+        }
+        "load" => rate(Duration::from_secs(n as u64)).map(drop),
+        fam => run(fam == "6", n),
+    };
+    if let Err(e) = r {
         println!("ISNPROBE error: {e}");
     }
+}
+
+/// One loopback connection from an ephemeral port, closed with RST.
+fn connect_once(listener: &Socket, server: SocketAddr) -> std::io::Result<()> {
+    let c = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    c.connect(&server.into())?;
+    let (a, _) = listener.accept()?;
+    a.set_linger(Some(Duration::ZERO))?;
+    c.set_linger(Some(Duration::ZERO))?;
+    Ok(())
+}
+
+fn listen(port: u16) -> std::io::Result<(Socket, SocketAddr)> {
+    let server = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let l = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    l.set_reuse_address(true)?;
+    l.bind(&server.into())?;
+    l.listen(128)?;
+    Ok((l, server))
+}
+
+/// Connections per second for `d` (the benchmark), or as background load.
+fn rate(d: Duration) -> std::io::Result<f64> {
+    let (l, server) = listen(5557)?;
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < d {
+        connect_once(&l, server)?;
+        n += 1;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Chi-square over 16 bins of a 4-bit field, and the lag-1 serial correlation.
+fn stats(n: usize) -> std::io::Result<()> {
+    let cap = packet_socket()?;
+    let big: libc::c_int = 32 << 20;
+    // SAFETY: a valid int option on a socket we own; SO_RCVBUFFORCE needs root, as this runs.
+    unsafe {
+        libc::setsockopt(
+            cap.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&raw const big).cast(),
+            4,
+        )
+    };
+    let (l, server) = listen(5556)?;
+    for _ in 0..n {
+        connect_once(&l, server)?;
+    }
+    let isns: Vec<u32> = capture_port(&cap, 5556);
+    let chi2 = |shift: u32| -> f64 {
+        let mut bins = [0f64; 16];
+        for v in &isns {
+            bins[((v >> shift) & 0xf) as usize] += 1.0;
+        }
+        let e = isns.len() as f64 / 16.0;
+        bins.iter().map(|b| (b - e) * (b - e) / e).sum()
+    };
+    let x: Vec<f64> = isns.iter().map(|v| f64::from(*v)).collect();
+    let mean = x.iter().sum::<f64>() / x.len().max(1) as f64;
+    let var: f64 = x.iter().map(|v| (v - mean) * (v - mean)).sum();
+    let cov: f64 = x.windows(2).map(|w| (w[0] - mean) * (w[1] - mean)).sum();
+    println!(
+        "ISNSTATS n={} chi2_high={:.1} chi2_low={:.1} corr={:.4}",
+        isns.len(),
+        chi2(28),
+        chi2(0),
+        cov / var.max(1.0)
+    );
+    Ok(())
+}
+
+/// SYN sequence numbers to `port` captured so far.
+fn capture_port(fd: &OwnedFd, port: u16) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_millis(800);
+    while Instant::now() < deadline {
+        // SAFETY: sockaddr_ll is plain data.
+        let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+        // SAFETY: buf and from are valid for the sizes given.
+        let n = unsafe {
+            libc::recvfrom(
+                fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                0,
+                (&raw mut from).cast(),
+                &mut len,
+            )
+        };
+        if n <= 0 {
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        }
+        let p = &buf[14..n as usize];
+        if from.sll_pkttype == libc::PACKET_OUTGOING || p.len() < 20 || p[0] >> 4 != 4 || p[9] != 6
+        {
+            continue;
+        }
+        let tcp = &p[usize::from(p[0] & 0x0f) * 4..];
+        if tcp.len() >= 20 && u16::from_be_bytes([tcp[2], tcp[3]]) == port && tcp[13] & 0x12 == 0x02
+        {
+            out.push(u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]));
+        }
+    }
+    out
 }
 
 fn run(v6: bool, count: usize) -> std::io::Result<()> {
