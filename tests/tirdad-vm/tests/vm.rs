@@ -84,7 +84,7 @@ fn tirdad_randomizes_isns_in_a_booted_kernel() {
         "VM run: {:.1} s\n{}",
         console.wall.as_secs_f64(),
         text.lines()
-            .filter(|l| l.contains("ISNPROBE")
+            .filter(|l| l.contains("ISN")
                 || l.contains("==")
                 || l.contains("tirdad")
                 || l.contains("REPLACED"))
