@@ -9,7 +9,7 @@ OUT=$ROOT/target/debian
 ARCH=$(dpkg --print-architecture)
 mkdir -p "$OUT"
 
-cargo build --release --locked -p anon-firewall -p sdwdate -p kloak
+cargo build --release --locked -p anon-firewall -p sdwdate -p kloak -p timesync-check
 
 version() { # the crate's version from its Cargo.toml
   sed -n 's/^version = "\(.*\)"/\1/p' "$1/Cargo.toml" | head -n1
@@ -121,7 +121,22 @@ build_tirdad() {
     "$d"
 }
 
+build_timesync_check() {
+  local d; d=$(mktemp -d)
+  install -Dm755 target/release/timesync-check "$d/usr/bin/timesync-check"
+  mkdir -p "$d/usr/share/man/man1"
+  target/release/timesync-check --man | gzip -9n > "$d/usr/share/man/man1/timesync-check.1.gz"
+  install -Dm644 timesync-check/README.md "$d/usr/share/doc/timesync-check/README.md"
+  pack timesync-check "$(version timesync-check)" "libc6" \
+    "say whether sdwdate has synced the clock
+ One line and an exit code (0 synced, 1 pending, 2 failed, 3 not running) from
+ sdwdate's status files; --wait for the first success; --tor to compare the clock
+ with Tor's consensus window." \
+    "$d"
+}
+
 build_firewall
 build_sdwdate
 build_kloak
 build_tirdad
+build_timesync_check

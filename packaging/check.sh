@@ -15,7 +15,7 @@ extract() {
   local deb; deb=$(deb_of "$name")
   mkdir -p "$tmp/$name"; dpkg-deb -x "$deb" "$tmp/$name"
   local f; for f in "$@"; do [ -e "$tmp/$name/$f" ] || fail "$deb lacks /$f"; done
-  zcat "$tmp/$name/usr/share/man/man8/$name.8.gz" | grep -q "^.TH" || fail "$name: man page"
+  zcat "$tmp/$name"/usr/share/man/man[18]/"$name".[18].gz | grep -q "^.TH" || fail "$name: man page"
   echo "$deb: $(dpkg-deb -f "$deb" Depends)"
 }
 
@@ -67,4 +67,8 @@ mkdir -p "$tmp/norust"; echo 'CONFIG_KRETPROBES=y' > "$tmp/norust/.config"
 why=$(make -s -C "$tmp/tirdad-dkms/usr/src/tirdad-0.1.0" KDIR="$tmp/norust" 2>&1 || true)
 echo "$why" | grep -q 'not built with CONFIG_RUST=y' || fail "tirdad Makefile on a kernel without Rust: $why"
 grep -qx 'net.ipv4.tcp_timestamps = 0' "$tmp/tcp-timestamps-off/usr/lib/sysctl.d/30_tcp-timestamps-off.conf" || fail "sysctl drop-in"
+# timesync-check
+extract timesync-check usr/bin/timesync-check
+set +e; "$tmp/timesync-check/usr/bin/timesync-check" --run-dir /nonexistent >/dev/null; rc=$?; set -e
+[ "$rc" = 3 ] || fail "timesync-check without sdwdate must exit 3, got $rc"
 echo "packaging: OK"
