@@ -183,18 +183,24 @@ impl<T: Transport> Daemon<T> {
             Icon::Busy,
             "Running. Fetching the time from onion sources over Tor.",
         );
+        // The time the sources agree on, taken before the clock moves: what replay
+        // protection records (a slew or a dry run has not corrected the clock yet).
+        let mut true_now = self.clock.now();
         let result = match self.fetch_round().await {
             Err(why) => RoundResult::Failed(why),
-            Ok(offset) => match self.set_clock(offset) {
-                Ok(stepped) => RoundResult::Success { offset, stepped },
-                Err(e) => RoundResult::Failed(e),
-            },
+            Ok(offset) => {
+                true_now = self.clock.now() + offset;
+                match self.set_clock(offset) {
+                    Ok(stepped) => RoundResult::Success { offset, stepped },
+                    Err(e) => RoundResult::Failed(e),
+                }
+            }
         };
         let written = match &result {
-            RoundResult::Success { .. } => self.status.succeeded().and_then(|()| {
-                self.status
-                    .write_replay_protection(self.clock.now().round() as i64)
-            }),
+            RoundResult::Success { .. } => self
+                .status
+                .succeeded()
+                .and_then(|()| self.status.write_replay_protection(true_now.floor() as i64)),
             RoundResult::Failed(_) => self.status.failed(),
         };
         if let Err(e) = written {
