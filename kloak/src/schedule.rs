@@ -64,6 +64,8 @@ pub struct Frame<D> {
     pub events: Vec<Event>,
     pub arrived: Micros,
     pub release: Micros,
+    /// A key release held back by the hold floor (may be pulled forward, see `Queue`).
+    pub held: bool,
 }
 
 impl<D> Frame<D> {
@@ -75,24 +77,98 @@ impl<D> Frame<D> {
     }
 }
 
+/// The hold-time rule: the release of an ordinary key is emitted no earlier than its emitted
+/// press plus a floor drawn from `[min, max]`, so every short tap looks the same length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HoldFloor {
+    pub min: Micros,
+    pub max: Micros,
+}
+
+/// Keys whose events keep upstream's rule and that pending releases never cross: Shift,
+/// Ctrl, Alt, AltGr, Meta, CapsLock (plus any the user names).
+pub const MODIFIERS: [u16; 9] = [42, 54, 29, 97, 56, 100, 125, 126, 58];
+
 /// Frames waiting for their release time, in release order.
 #[derive(Debug)]
 pub struct Queue<D> {
     scheduler: Scheduler,
     frames: VecDeque<Frame<D>>,
+    floor: Option<HoldFloor>,
+    modifiers: Vec<u16>,
+    /// Emitted press time of each key that is down, per device.
+    pressed: Vec<(D, u16, Micros)>,
+}
+
+/// The key of a frame that carries exactly one key event (scan codes may come along).
+fn single_key(events: &[Event]) -> Option<(u16, i32)> {
+    let mut keys = events.iter().filter(|e| e.kind == EV_KEY);
+    let k = keys.next()?;
+    keys.next().is_none().then_some((k.code, k.value))
 }
 
 impl<D: PartialEq + Clone> Queue<D> {
+    /// Upstream's rule only.
     pub fn new(max_delay: Micros) -> Queue<D> {
+        Queue::with_hold_floor(max_delay, None, &[])
+    }
+
+    /// Upstream's rule for presses and modifiers, and the hold floor for the releases of
+    /// ordinary keys. `extra_modifiers` are treated like Shift.
+    pub fn with_hold_floor(
+        max_delay: Micros,
+        floor: Option<HoldFloor>,
+        extra_modifiers: &[u16],
+    ) -> Queue<D> {
+        let mut modifiers = MODIFIERS.to_vec();
+        modifiers.extend_from_slice(extra_modifiers);
         Queue {
             scheduler: Scheduler::new(max_delay),
             frames: VecDeque::new(),
+            floor,
+            modifiers,
+            pressed: Vec::new(),
         }
     }
 
-    /// Adds a frame. Mouse motion arriving while the same device's previous motion frame is
-    /// still waiting is merged into it (relative motion adds up, nothing is lost), so a fast
-    /// mouse does not pile up frames and the pointer never lags more than `max_delay`.
+    fn is_ordinary(&self, code: u16) -> bool {
+        // Keyboard keys only: mouse and touch buttons (0x100 and up) keep upstream's rule.
+        code < 0x100 && !self.modifiers.contains(&code)
+    }
+
+    /// Inserts after every frame released at or before `at`.
+    fn insert(&mut self, frame: Frame<D>) {
+        let i = self
+            .frames
+            .iter()
+            .position(|f| f.release > frame.release)
+            .unwrap_or(self.frames.len());
+        self.frames.insert(i, frame);
+    }
+
+    /// Pulls held releases matching `pick` forward to `at` (just before a frame released then).
+    fn pull_forward(&mut self, at: Micros, pick: impl Fn(&D, u16) -> bool) {
+        let mut moved = Vec::new();
+        let mut i = 0;
+        while i < self.frames.len() {
+            let f = &self.frames[i];
+            let key = single_key(&f.events).map(|(c, _)| c);
+            if f.release > at && f.held && key.is_some_and(|c| pick(&f.device, c)) {
+                moved.extend(self.frames.remove(i));
+            } else {
+                i += 1;
+            }
+        }
+        for mut f in moved {
+            f.release = at;
+            self.insert(f);
+        }
+    }
+
+    /// Adds a frame and returns its release time. Mouse motion arriving while the same
+    /// device's previous motion frame is still waiting is merged into it (relative motion adds
+    /// up, nothing is lost), so a fast mouse does not pile up frames and the pointer never lags
+    /// more than `max_delay`.
     pub fn push(
         &mut self,
         device: D,
@@ -105,6 +181,7 @@ impl<D: PartialEq + Clone> Queue<D> {
             events,
             arrived: now,
             release: 0,
+            held: false,
         };
         if incoming.is_motion() {
             if let Some(last) = self.frames.back_mut() {
@@ -114,8 +191,47 @@ impl<D: PartialEq + Clone> Queue<D> {
                 }
             }
         }
+        let key = single_key(&incoming.events);
+        if let (Some(floor), Some((code, 0))) = (self.floor, key) {
+            if self.is_ordinary(code) {
+                // max(real release + U[0, max], emitted press + U[floor]).
+                let now = now.max(self.scheduler.last_now);
+                let mut release = now + rng.random_range(0..=self.scheduler.max_delay);
+                if let Some(i) = self
+                    .pressed
+                    .iter()
+                    .position(|(d, k, _)| *d == incoming.device && *k == code)
+                {
+                    let (_, _, pressed) = self.pressed.remove(i);
+                    release = release.max(pressed + rng.random_range(floor.min..=floor.max));
+                }
+                self.insert(Frame {
+                    release,
+                    held: true,
+                    ..incoming
+                });
+                return release;
+            }
+        }
         let release = self.scheduler.schedule(now, rng);
-        self.frames.push_back(Frame {
+        match key {
+            // A modifier: no held release may cross it (the text and shortcuts stay the same).
+            Some((code, _)) if self.modifiers.contains(&code) => {
+                self.pull_forward(release, |_, _| true)
+            }
+            // The same key again: its held release goes first (double letters stay double).
+            Some((code, 1)) => {
+                let dev = incoming.device.clone();
+                self.pull_forward(release, |d, k| *d == dev && k == code);
+            }
+            _ => {}
+        }
+        if let Some((code, 1)) = key {
+            self.pressed
+                .retain(|(d, k, _)| !(*d == incoming.device && *k == code));
+            self.pressed.push((incoming.device.clone(), code, release));
+        }
+        self.insert(Frame {
             release,
             ..incoming
         });
@@ -138,12 +254,14 @@ impl<D: PartialEq + Clone> Queue<D> {
 
     /// Everything still queued (on exit: nothing is lost).
     pub fn drain(&mut self) -> Vec<Frame<D>> {
+        self.pressed.clear();
         self.frames.drain(..).collect()
     }
 
     /// Drops the frames of a device that went away.
     pub fn forget(&mut self, device: &D) {
         self.frames.retain(|f| &f.device != device);
+        self.pressed.retain(|(d, _, _)| d != device);
     }
 
     pub fn len(&self) -> usize {
@@ -402,5 +520,274 @@ mod tests {
         down.track(&key(31, 2));
         assert_eq!(down.release_all(), key(31, 0));
         assert!(down.release_all().is_empty());
+    }
+}
+
+#[cfg(test)]
+mod hold_floor_tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha20Rng;
+
+    const MAX: Micros = 100_000;
+    const FLOOR: HoldFloor = HoldFloor {
+        min: 120_000,
+        max: 150_000,
+    };
+    const SHIFT: u16 = 42;
+    const CTRL: u16 = 29;
+    const CAPS: u16 = 58;
+    const SPACE: u16 = 57;
+    const LETTERS: &[(u16, char)] = &[
+        (16, 'q'),
+        (17, 'w'),
+        (18, 'e'),
+        (19, 'r'),
+        (20, 't'),
+        (21, 'y'),
+        (22, 'u'),
+        (23, 'i'),
+        (24, 'o'),
+        (25, 'p'),
+        (30, 'a'),
+        (31, 's'),
+        (32, 'd'),
+        (33, 'f'),
+        (34, 'g'),
+        (35, 'h'),
+        (36, 'j'),
+        (37, 'k'),
+        (38, 'l'),
+        (44, 'z'),
+        (45, 'x'),
+        (46, 'c'),
+        (47, 'v'),
+        (48, 'b'),
+        (49, 'n'),
+        (50, 'm'),
+    ];
+
+    /// A key-to-character model with Shift, CapsLock and Ctrl: the text and the shortcuts
+    /// that a sequence of key events produces (characters come from presses and repeats).
+    fn model(events: &[(u16, i32)]) -> (String, Vec<String>) {
+        let (mut text, mut shortcuts) = (String::new(), Vec::new());
+        let (mut shift, mut ctrl, mut caps) = (false, false, false);
+        for &(code, value) in events {
+            match (code, value) {
+                (SHIFT, v) => shift = v != 0,
+                (CTRL, v) => ctrl = v != 0,
+                (CAPS, 1) => caps = !caps,
+                (SPACE, 1 | 2) => text.push(' '),
+                (c, 1 | 2) => {
+                    if let Some((_, ch)) = LETTERS.iter().find(|(k, _)| *k == c) {
+                        if ctrl {
+                            shortcuts.push(format!("C-{ch}"));
+                        } else if shift ^ caps {
+                            text.push(ch.to_ascii_uppercase());
+                        } else {
+                            text.push(*ch);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        (text, shortcuts)
+    }
+
+    /// Random typing with rollover, double letters, Shift (released before or after the
+    /// letter), Ctrl shortcuts and CapsLock: (time, code, value), physically possible.
+    fn typing(rng: &mut ChaCha20Rng, actions: usize) -> Vec<(Micros, u16, i32)> {
+        struct Keys {
+            ev: Vec<(Micros, u16, i32)>,
+            free_at: std::collections::HashMap<u16, Micros>,
+        }
+        impl Keys {
+            /// Presses `code` at `at` (or once it is up again) and releases it after `hold`.
+            fn press(&mut self, code: u16, at: Micros) -> Micros {
+                let at = at.max(self.free_at.get(&code).copied().unwrap_or(0) + 1);
+                self.ev.push((at, code, 1));
+                self.free_at.insert(code, Micros::MAX);
+                at
+            }
+            fn release(&mut self, code: u16, at: Micros) {
+                self.ev.push((at, code, 0));
+                self.free_at.insert(code, at);
+            }
+            fn tap(&mut self, code: u16, at: Micros, hold: Micros) -> Micros {
+                let at = self.press(code, at);
+                self.release(code, at + hold);
+                at
+            }
+        }
+        let mut k = Keys {
+            ev: Vec::new(),
+            free_at: std::collections::HashMap::new(),
+        };
+        let mut t: Micros = 1_000_000;
+        for _ in 0..actions {
+            let letter = LETTERS[rng.random_range(0..LETTERS.len())].0;
+            let hold = rng.random_range(15_000..200_000);
+            match rng.random_range(0..10) {
+                0 => {
+                    // Shift + letter; Shift released before or after the letter.
+                    let s = k.press(SHIFT, t);
+                    let l = k.tap(letter, s + rng.random_range(5_000..60_000), hold);
+                    let up = if rng.random_bool(0.5) {
+                        l + hold / 2
+                    } else {
+                        l + hold + rng.random_range(1_000..50_000)
+                    };
+                    k.release(SHIFT, up);
+                    t = up.max(l + hold) + rng.random_range(1_000..80_000);
+                }
+                1 => {
+                    let c = k.press(CTRL, t);
+                    let l = k.tap(letter, c + 30_000, hold);
+                    k.release(CTRL, l + hold + 10_000);
+                    t = l + hold + 20_000;
+                }
+                2 => {
+                    t = k.tap(CAPS, t, rng.random_range(30_000..120_000))
+                        + rng.random_range(130_000..250_000)
+                }
+                3 => {
+                    // A double letter, fast.
+                    let a = k.tap(letter, t, rng.random_range(15_000..60_000));
+                    t = k.tap(letter, a + rng.random_range(70_000..130_000), hold)
+                        + rng.random_range(10_000..80_000);
+                }
+                4 => t = k.tap(SPACE, t, hold) + rng.random_range(20_000..150_000),
+                // Ordinary letters with rollover: the next press may come before this release.
+                _ => t = k.tap(letter, t, hold) + rng.random_range(5_000..150_000),
+            }
+        }
+        k.ev.sort_by_key(|e| e.0);
+        k.ev
+    }
+
+    /// Runs events through a queue the way the daemon does; returns (emitted events with
+    /// their release times).
+    fn run(
+        ev: &[(Micros, u16, i32)],
+        floor: Option<HoldFloor>,
+        seed: u64,
+    ) -> Vec<(Micros, u16, i32, Micros)> {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let mut q: Queue<u8> = Queue::with_hold_floor(MAX, floor, &[]);
+        let mut out = Vec::new();
+        let take = |out: &mut Vec<(Micros, u16, i32, Micros)>, frames: Vec<Frame<u8>>| {
+            for f in frames {
+                let (c, v) = single_key(&f.events).expect("one key per frame");
+                out.push((f.arrived, c, v, f.release));
+            }
+        };
+        for &(at, code, value) in ev {
+            take(&mut out, q.pop_due(at));
+            q.push(
+                0,
+                vec![
+                    Event {
+                        kind: EV_KEY,
+                        code,
+                        value,
+                    },
+                    Event {
+                        kind: EV_SYN,
+                        code: SYN_REPORT,
+                        value: 0,
+                    },
+                ],
+                at,
+                &mut rng,
+            );
+        }
+        take(&mut out, q.drain());
+        out
+    }
+
+    #[test]
+    fn text_and_shortcuts_are_identical_and_presses_bounded() {
+        for seed in 0..300 {
+            let mut rng = ChaCha20Rng::seed_from_u64(seed);
+            let ev = typing(&mut rng, 60);
+            let out = run(&ev, Some(FLOOR), seed);
+            assert_eq!(
+                out.len(),
+                ev.len(),
+                "seed {seed}: events lost or duplicated"
+            );
+            let input: Vec<(u16, i32)> = ev.iter().map(|e| (e.1, e.2)).collect();
+            let emitted: Vec<(u16, i32)> = out.iter().map(|e| (e.1, e.2)).collect();
+            assert_eq!(
+                model(&emitted),
+                model(&input),
+                "seed {seed}: typed text or shortcuts changed"
+            );
+            assert!(!model(&input).0.is_empty());
+            assert!(
+                out.windows(2).all(|w| w[0].3 <= w[1].3),
+                "emitted in release order"
+            );
+            for (arrived, code, value, release) in &out {
+                if *value != 0 || MODIFIERS.contains(code) {
+                    assert!(
+                        release - arrived <= MAX,
+                        "seed {seed}: press latency {} > max",
+                        release - arrived
+                    );
+                }
+            }
+            // Every key is released after it is pressed, and each press/release pair stays paired.
+            let mut down = std::collections::HashSet::new();
+            for (_, code, value, _) in &out {
+                match value {
+                    1 => assert!(down.insert(*code), "seed {seed}: key {code} pressed twice"),
+                    0 => assert!(
+                        down.remove(code),
+                        "seed {seed}: key {code} released while up"
+                    ),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn short_taps_are_emitted_with_a_hold_inside_the_floor() {
+        // Letters only (nothing pulls a release forward): every short tap looks the same.
+        let mut checked = 0;
+        for seed in 0..100 {
+            let mut rng = ChaCha20Rng::seed_from_u64(seed);
+            let mut t = 1_000_000;
+            let mut ev = Vec::new();
+            for i in 0..80 {
+                let code = LETTERS[i % LETTERS.len()].0;
+                let hold = rng.random_range(10_000..20_000);
+                ev.push((t, code, 1));
+                ev.push((t + hold, code, 0));
+                t += rng.random_range(40_000..200_000);
+            }
+            ev.sort_by_key(|e| e.0);
+            let out = run(&ev, Some(FLOOR), seed);
+            let mut pressed = std::collections::HashMap::new();
+            for (_, code, value, release) in &out {
+                if *value == 1 {
+                    pressed.insert(*code, *release);
+                } else if let Some(p) = pressed.remove(code) {
+                    let hold = release - p;
+                    assert!(
+                        (FLOOR.min..=FLOOR.max).contains(&hold),
+                        "seed {seed}: emitted hold {hold} outside the floor"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked >= 7000);
+        // Off: holds stay close to the real ones (0..max plus the real 10-20 ms).
+        let ev = vec![(1_000_000, 30, 1), (1_015_000, 30, 0)];
+        let out = run(&ev, None, 1);
+        assert!(out[1].3 - out[0].3 <= MAX + 15_000);
     }
 }
