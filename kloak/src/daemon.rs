@@ -13,11 +13,17 @@ use rand_chacha::ChaCha20Rng;
 use tokio::sync::mpsc;
 
 use crate::devices::{classify, event_nodes, make_virtual, Kind};
-use crate::schedule::{EscDetector, Event, Frame, KeysDown, Micros, Queue, EV_SYN, SYN_REPORT};
+use crate::schedule::{
+    EscDetector, Event, Frame, HoldFloor, KeysDown, Micros, Queue, EV_SYN, SYN_REPORT,
+};
 
 #[derive(Debug, Clone)]
 pub struct Options {
     pub max_delay: Duration,
+    /// The hold-time rule for ordinary keys (None: upstream's rule only).
+    pub hold_floor: Option<HoldFloor>,
+    /// Keys treated like modifiers besides Shift, Ctrl, Alt, AltGr, Meta, CapsLock.
+    pub extra_modifiers: Vec<u16>,
     pub start_delay: Duration,
     /// Explicit devices; empty means every keyboard (and pointer) under `input_dir`, with hotplug.
     pub devices: Vec<PathBuf>,
@@ -46,6 +52,8 @@ struct State {
     outputs: HashMap<DevId, Output>,
     tx: mpsc::UnboundedSender<Msg>,
     opts: Options,
+    /// The shortest autorepeat delay of the grabbed keyboards.
+    min_repeat_delay_ms: Option<u64>,
 }
 
 impl State {
@@ -65,6 +73,12 @@ impl State {
             Some(Kind::Pointer) if !self.opts.no_mouse => {}
             _ if explicit => anyhow::bail!("{} is neither a keyboard nor a mouse", path.display()),
             _ => return Ok(false),
+        }
+        if let Some(rep) = dev.get_auto_repeat() {
+            let d = u64::from(rep.delay);
+            if d > 0 {
+                self.min_repeat_delay_ms = Some(self.min_repeat_delay_ms.map_or(d, |m| m.min(d)));
+            }
         }
         let vdev = make_virtual(&dev)
             .with_context(|| format!("cannot create a virtual device for {}", path.display()))?;
@@ -168,6 +182,19 @@ fn stream_name(path: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// The floor must stay below every keyboard's autorepeat delay (minus 10 ms of margin).
+fn clamp_floor(state: &State, queue: &mut Queue<DevId>) {
+    if let Some(d) = state.min_repeat_delay_ms {
+        if let Some(f) = queue.clamp_floor(d.saturating_sub(10) * 1000) {
+            warn!(
+                "hold floor clamped to {}-{} ms: a keyboard repeats after {d} ms",
+                f.min / 1000,
+                f.max / 1000
+            );
+        }
+    }
+}
+
 /// Runs until SIGTERM/SIGINT or the escape combination.
 pub async fn run(opts: Options, mut rng: ChaCha20Rng) -> anyhow::Result<()> {
     // Let the user release the keys that started kloak before anything is grabbed.
@@ -180,8 +207,10 @@ pub async fn run(opts: Options, mut rng: ChaCha20Rng) -> anyhow::Result<()> {
         outputs: HashMap::new(),
         tx,
         opts: opts.clone(),
+        min_repeat_delay_ms: None,
     };
-    let mut queue: Queue<DevId> = Queue::new(max);
+    let mut queue: Queue<DevId> =
+        Queue::with_hold_floor(max, opts.hold_floor, &opts.extra_modifiers);
     let mut esc = EscDetector::new(opts.esc_combo.clone());
 
     let hotplug = opts.devices.is_empty();
@@ -196,6 +225,7 @@ pub async fn run(opts: Options, mut rng: ChaCha20Rng) -> anyhow::Result<()> {
             state.attach(p, true)?;
         }
     }
+    clamp_floor(&state, &mut queue);
     if state.outputs.is_empty() && !hotplug {
         anyhow::bail!("no device to protect");
     }
@@ -265,7 +295,10 @@ pub async fn run(opts: Options, mut rng: ChaCha20Rng) -> anyhow::Result<()> {
                         return false;
                     }
                     match state.attach(p, false) {
-                        Ok(_) => false,
+                        Ok(_) => {
+                            clamp_floor(&state, &mut queue);
+                            false
+                        }
                         Err(e) => {
                             *tries += 1;
                             if *tries >= 8 {

@@ -11,6 +11,7 @@ use rand::SeedableRng;
 
 use kloak::daemon::{run, Options};
 use kloak::devices::parse_combo;
+use kloak::schedule::HoldFloor;
 use kloak::simulate;
 
 const EXAMPLES: &str = "\
@@ -29,6 +30,13 @@ struct Cli {
     /// Maximum delay in milliseconds.
     #[arg(short = 'd', long = "delay", default_value_t = 100, global = true)]
     delay: u64,
+    /// Hold-time floor in ms, MIN-MAX: a short tap's release is emitted no earlier than its
+    /// press plus a random floor from this range, hiding how long each key is held. 0: off.
+    #[arg(long = "hold-floor", default_value = "120-150", global = true, value_parser = parse_floor)]
+    hold_floor: Floor,
+    /// More keys treated like modifiers (never crossed by a held release), e.g. KEY_COMPOSE.
+    #[arg(long, value_delimiter = ',')]
+    modifiers: Vec<String>,
     /// Wait this long (ms) before grabbing, so the keys that started kloak are released.
     #[arg(short = 's', long = "start-delay", default_value_t = 500)]
     start_delay: u64,
@@ -65,6 +73,34 @@ enum Cmd {
     Man,
 }
 
+/// `--hold-floor`: None = off.
+#[derive(Debug, Clone, Copy)]
+struct Floor(Option<HoldFloor>);
+
+fn parse_floor(s: &str) -> Result<Floor, String> {
+    if s.trim() == "0" {
+        return Ok(Floor(None));
+    }
+    let (a, b) = s
+        .split_once('-')
+        .ok_or("expected MIN-MAX in milliseconds, e.g. 120-150, or 0 for off")?;
+    let ms = |x: &str| {
+        x.trim()
+            .parse::<u64>()
+            .map_err(|_| format!("`{x}` is not a number of milliseconds"))
+    };
+    let (min, max) = (ms(a)?, ms(b)?);
+    if min > max || max == 0 {
+        return Err(format!(
+            "{min}-{max}: MIN must be at most MAX, and MAX above 0"
+        ));
+    }
+    Ok(Floor(Some(HoldFloor {
+        min: min * 1000,
+        max: max * 1000,
+    })))
+}
+
 fn main() -> ExitCode {
     init_logging();
     match real_main(Cli::parse()) {
@@ -86,13 +122,14 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             let mut text = String::new();
             std::io::stdin().read_to_string(&mut text)?;
             let events = simulate::parse(&text).context("stdin")?;
+            let floor = cli.hold_floor.0;
             let mut rng = seed.map_or_else(
                 rand_chacha::ChaCha20Rng::from_os_rng,
                 rand_chacha::ChaCha20Rng::seed_from_u64,
             );
             print!(
                 "{}",
-                simulate::render(&simulate::run(&events, cli.delay * 1000, &mut rng))
+                simulate::render(&simulate::run(&events, cli.delay * 1000, floor, &mut rng))
             );
             Ok(())
         }
@@ -100,7 +137,16 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             let esc_combo = parse_combo(&cli.esc_key_combo)
                 .map_err(anyhow::Error::msg)
                 .context("--esc-key-combo")?;
+            let extra_modifiers = parse_combo(&cli.modifiers.join(","))
+                .map_err(anyhow::Error::msg)
+                .context("--modifiers")?;
             let opts = Options {
+                hold_floor: cli.hold_floor.0,
+                extra_modifiers: if cli.modifiers.is_empty() {
+                    Vec::new()
+                } else {
+                    extra_modifiers
+                },
                 max_delay: Duration::from_millis(cli.delay),
                 start_delay: Duration::from_millis(cli.start_delay),
                 devices: cli.devices,

@@ -238,6 +238,19 @@ impl<D: PartialEq + Clone> Queue<D> {
         release
     }
 
+    /// Keeps the floor below `limit` (a keyboard's autorepeat delay): a held release must not
+    /// make the desktop see an autorepeat that was never typed. Returns the new floor if it
+    /// had to change.
+    pub fn clamp_floor(&mut self, limit: Micros) -> Option<HoldFloor> {
+        let f = self.floor.as_mut()?;
+        if f.max < limit {
+            return None;
+        }
+        f.max = limit;
+        f.min = f.min.min(limit);
+        Some(*f)
+    }
+
     /// When the next frame is due.
     pub fn next_release(&self) -> Option<Micros> {
         self.frames.front().map(|f| f.release)

@@ -7,7 +7,7 @@
 use rand::Rng;
 use thiserror::Error;
 
-use crate::schedule::{Event, Queue, EV_SYN, SYN_REPORT};
+use crate::schedule::{Event, HoldFloor, Queue, EV_SYN, SYN_REPORT};
 
 #[derive(Debug, Error, PartialEq, Eq)]
 #[error("line {line}: {message}")]
@@ -68,27 +68,38 @@ pub struct Row {
 }
 
 /// Runs the core: frames end at SYN_REPORT and are scheduled when they complete, exactly as
-/// the daemon does; a trailing frame without SYN_REPORT is scheduled at its last event.
-pub fn run(events: &[(u64, Event)], max_delay_us: u64, rng: &mut impl Rng) -> Vec<Row> {
-    let mut q: Queue<()> = Queue::new(max_delay_us);
+/// the daemon does; a trailing frame without SYN_REPORT is scheduled at its last event. Rows
+/// come out in emitted order (with the hold floor, a release may come after a later press).
+pub fn run(
+    events: &[(u64, Event)],
+    max_delay_us: u64,
+    floor: Option<HoldFloor>,
+    rng: &mut impl Rng,
+) -> Vec<Row> {
+    let mut q: Queue<()> = Queue::with_hold_floor(max_delay_us, floor, &[]);
     let mut rows = Vec::new();
     let mut frame: Vec<(u64, Event)> = Vec::new();
-    let mut flush = |frame: &mut Vec<(u64, Event)>, rows: &mut Vec<Row>| {
-        let Some(&(t, _)) = frame.last() else { return };
-        let release = q.push((), frame.iter().map(|(_, e)| *e).collect(), t, rng);
-        rows.extend(frame.drain(..).map(|(arrived, event)| Row {
-            arrived,
-            event,
-            release,
-        }));
+    let take = |rows: &mut Vec<Row>, frames: Vec<crate::schedule::Frame<()>>| {
+        for f in frames {
+            rows.extend(f.events.iter().map(|e| Row {
+                arrived: f.arrived,
+                event: *e,
+                release: f.release,
+            }));
+        }
     };
     for &(t, e) in events {
         frame.push((t, e));
         if e.kind == EV_SYN && e.code == SYN_REPORT {
-            flush(&mut frame, &mut rows);
+            take(&mut rows, q.pop_due(t));
+            q.push((), frame.drain(..).map(|(_, e)| e).collect(), t, rng);
         }
     }
-    flush(&mut frame, &mut rows);
+    if let Some(&(t, _)) = frame.last() {
+        take(&mut rows, q.pop_due(t));
+        q.push((), frame.drain(..).map(|(_, e)| e).collect(), t, rng);
+    }
+    take(&mut rows, q.drain());
     rows
 }
 
@@ -119,7 +130,7 @@ mod tests {
         let text = "# a, b typed fast\n1000 1 30 1\n1000 0 0 0\n1500 1 30 0\n1500 0 0 0\n1600 1 48 1\n1600 0 0 0\n90000 1 48 0\n90000 0 0 0\n";
         let ev = parse(text).expect("parses");
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
-        let rows = run(&ev, 100_000, &mut rng);
+        let rows = run(&ev, 100_000, None, &mut rng);
         assert_eq!(rows.len(), 8);
         assert!(rows.windows(2).all(|w| w[0].release <= w[1].release));
         assert!(rows
