@@ -137,16 +137,16 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             let esc_combo = parse_combo(&cli.esc_key_combo)
                 .map_err(anyhow::Error::msg)
                 .context("--esc-key-combo")?;
-            let extra_modifiers = parse_combo(&cli.modifiers.join(","))
-                .map_err(anyhow::Error::msg)
-                .context("--modifiers")?;
+            let extra_modifiers = if cli.modifiers.is_empty() {
+                Vec::new()
+            } else {
+                parse_combo(&cli.modifiers.join(","))
+                    .map_err(anyhow::Error::msg)
+                    .context("--modifiers")?
+            };
             let opts = Options {
                 hold_floor: cli.hold_floor.0,
-                extra_modifiers: if cli.modifiers.is_empty() {
-                    Vec::new()
-                } else {
-                    extra_modifiers
-                },
+                extra_modifiers,
                 max_delay: Duration::from_millis(cli.delay),
                 start_delay: Duration::from_millis(cli.start_delay),
                 devices: cli.devices,

@@ -54,6 +54,9 @@ fn kloak_in_a_booted_kernel() {
         "ungrabbed-after-kill",
         "sigterm",
         "escape",
+        "hello-world",
+        "press-latency",
+        "hold-floor",
     ] {
         assert!(
             lines
