@@ -4,7 +4,8 @@
 #    network namespace, with the real nft);
 #  - sdwdate: time to the first successful round and peak RSS over the local Tor network;
 #  - kloak: the core's CPU time per 10,000 events and the delay distribution it adds
-#    (the daemon's latency in a booted kernel is printed by the VM test, tests/kloak-vm).
+#    (the daemon's latency in a booted kernel is printed by the VM test, tests/kloak-vm), and
+#    the identification benchmark: accuracy of a keystroke-dynamics attack per setting.
 # Needs root.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -14,3 +15,4 @@ base_setup
 cargo bench --locked -p anon-firewall --bench ruleset
 cargo bench --locked -p sdwdate --bench first_round
 cargo bench --locked -p kloak --bench core
+cargo bench --locked -p kloak --bench identify
