@@ -16,6 +16,12 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
 const USERS: usize = 100;
+
+/// (time_us, key, value) events of one typing sample.
+type Sample = Vec<(u64, usize, i32)>;
+
+/// kloak's setting: None = off, else (max delay ms, hold floor).
+type Rule = Option<(u64, Option<HoldFloor>)>;
 const LETTERS: &str = "abcdefghijklmnopqrstuvwxyz ";
 const WORDS: &[&str] = &[
     "the", "of", "and", "to", "in", "is", "that", "for", "it", "as", "was", "with", "be", "by",
@@ -241,10 +247,10 @@ fn main() {
         *counts.entry((w[0], w[1])).or_default() += 1;
     }
     let mut common: Vec<_> = counts.into_iter().collect();
-    common.sort_by(|a, b| b.1.cmp(&a.1));
+    common.sort_by_key(|c| std::cmp::Reverse(c.1));
     let bigrams: Vec<(usize, usize)> = common.iter().take(40).map(|c| c.0).collect();
     // Samples: one enrollment and two test texts per user.
-    let samples: Vec<(Vec<(u64, usize, i32)>, Vec<Vec<(u64, usize, i32)>>)> = typists
+    let samples: Vec<(Sample, Vec<Sample>)> = typists
         .iter()
         .map(|t| {
             let enroll = sample(t, &base, &text(&mut rng, 800), &mut rng);
@@ -258,7 +264,7 @@ fn main() {
         min: 120_000,
         max: 150_000,
     });
-    let rules: Vec<(String, Option<(u64, Option<HoldFloor>)>)> = vec![
+    let rules: Vec<(String, Rule)> = vec![
         ("kloak off".into(), None),
         ("upstream rule, 25 ms".into(), Some((25, None))),
         ("upstream rule, 50 ms".into(), Some((50, None))),
