@@ -9,7 +9,7 @@
 //! per-bigram timing habits, with trial-to-trial noise, in the ranges reported for free-text
 //! typing (holds ~70-130 ms, press-to-press ~100-350 ms).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use kloak::schedule::{Event, Frame, HoldFloor, Queue, EV_KEY, EV_SYN, SYN_REPORT};
 use rand::{Rng, SeedableRng};
@@ -42,7 +42,7 @@ fn normal(rng: &mut ChaCha20Rng, mean: f64, sd: f64) -> f64 {
 struct Typist {
     hold: Vec<f64>,                       // per key, ms
     speed: f64,                           // scales the shared bigram base
-    bigram: HashMap<(usize, usize), f64>, // personal offset, ms
+    bigram: BTreeMap<(usize, usize), f64>, // personal offset, ms
 }
 
 fn key_index(c: char) -> usize {
@@ -61,7 +61,7 @@ fn text(rng: &mut ChaCha20Rng, chars: usize) -> Vec<usize> {
 /// (time_us, key, value) for one typing sample.
 fn sample(
     t: &Typist,
-    base: &HashMap<(usize, usize), f64>,
+    base: &BTreeMap<(usize, usize), f64>,
     keys: &[usize],
     rng: &mut ChaCha20Rng,
 ) -> Vec<(u64, usize, i32)> {
@@ -219,7 +219,7 @@ fn pct(v: &mut [u64], p: f64) -> f64 {
 
 fn main() {
     let mut rng = ChaCha20Rng::seed_from_u64(2026);
-    let mut base = HashMap::new();
+    let mut base = BTreeMap::new();
     for a in 0..27 {
         for b in 0..27 {
             base.insert((a, b), rng.random_range(110.0..280.0));
@@ -242,7 +242,7 @@ fn main() {
         .collect();
     // Common bigrams of the corpus.
     let corpus = text(&mut rng, 20_000);
-    let mut counts: HashMap<(usize, usize), usize> = HashMap::new();
+    let mut counts: BTreeMap<(usize, usize), usize> = BTreeMap::new();
     for w in corpus.windows(2) {
         *counts.entry((w[0], w[1])).or_default() += 1;
     }
