@@ -40,8 +40,8 @@ fn normal(rng: &mut ChaCha20Rng, mean: f64, sd: f64) -> f64 {
 }
 
 struct Typist {
-    hold: Vec<f64>,                       // per key, ms
-    speed: f64,                           // scales the shared bigram base
+    hold: Vec<f64>,                        // per key, ms
+    speed: f64,                            // scales the shared bigram base
     bigram: BTreeMap<(usize, usize), f64>, // personal offset, ms
 }
 
