@@ -1,0 +1,5 @@
+#![doc = include_str!("../README.md")]
+
+pub mod observer;
+pub mod probes;
+pub mod verdict;

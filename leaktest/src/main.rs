@@ -1,0 +1,176 @@
+//! `leaktest`: run the checks (workstation or gateway), or be the observer.
+
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+
+use leaktest::observer::{self, Client};
+use leaktest::probes::{gateway_checks, host_checks, network_checks, Setup};
+use leaktest::verdict::{exit_code, human, to_json};
+
+const EXAMPLES: &str = "\
+Examples:
+  leaktest --observer 10.152.152.10:7777        on a workstation, with the observer on the gateway
+  leaktest observer --capture eth0 --listen 10.152.152.10:7777   on the gateway
+  leaktest --role gateway --json
+Exit codes: 0 every check passed, 1 a leak, 2 could not test (a check was skipped).";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Role {
+    Workstation,
+    Gateway,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Only {
+    Network,
+    Host,
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "leaktest", version, about = "Tries every way out of Tor and judges each", after_help = EXAMPLES)]
+struct Cli {
+    #[arg(long, value_enum, default_value_t = Role::Workstation)]
+    role: Role,
+    /// The observer's control address.
+    #[arg(long)]
+    observer: Option<SocketAddr>,
+    /// An outside address to aim at (nobody needs to answer; TEST-NET-1 by default).
+    #[arg(long, default_value = "192.0.2.1")]
+    target: IpAddr,
+    /// An outside IPv6 address (documentation prefix by default).
+    #[arg(long, default_value = "2001:db8::1")]
+    target6: IpAddr,
+    /// The gateway (SocksPorts).
+    #[arg(long, default_value = "10.152.152.10")]
+    gateway: IpAddr,
+    /// This host's addresses as the outside would see them (default: its global addresses).
+    #[arg(long, value_delimiter = ',')]
+    me: Vec<IpAddr>,
+    /// Gateway role: the Tor user's uid.
+    #[arg(long)]
+    tor_uid: Option<u32>,
+    /// Only the network checks, or only the host settings.
+    #[arg(long, value_enum)]
+    only: Option<Only>,
+    #[arg(long)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Capture on an interface where leaks would pass and answer leaktest's questions.
+    Observer {
+        #[arg(long)]
+        capture: String,
+        #[arg(long)]
+        listen: SocketAddr,
+    },
+    /// Internal: one TCP connection attempt (exit 0 if it connected), run as another user.
+    #[command(hide = true)]
+    ProbeTcp { to: SocketAddr },
+    /// Print the man page (roff).
+    #[command(hide = true)]
+    Man,
+}
+
+/// A random marker from the kernel, hex.
+fn marker() -> String {
+    let mut b = [0u8; 8];
+    // SAFETY: getrandom(2) writes at most b.len() bytes into b.
+    let _ = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// This host's non-loopback addresses.
+fn own_addresses() -> Vec<IpAddr> {
+    nix::ifaddrs::getifaddrs()
+        .map(|it| {
+            it.filter_map(|i| {
+                let a = i.address?;
+                a.as_sockaddr_in()
+                    .map(|s| IpAddr::V4(s.ip()))
+                    .or_else(|| a.as_sockaddr_in6().map(|s| IpAddr::V6(s.ip())))
+            })
+            .filter(|ip| {
+                !ip.is_loopback()
+                    && !matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80)
+            })
+            .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Some(Cmd::Man) => {
+            let _ = clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        Some(Cmd::Observer { capture, listen }) => {
+            return match observer::run(&capture, listen) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("leaktest observer: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+        Some(Cmd::ProbeTcp { to }) => {
+            return if TcpStream::connect_timeout(&to, Duration::from_secs(3)).is_ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            };
+        }
+        None => {}
+    }
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("leaktest: raw sockets and probes as other users need root");
+        return ExitCode::from(2);
+    }
+    let setup = Setup {
+        target: cli.target,
+        target6: Some(cli.target6),
+        gateway: cli.gateway,
+        me: if cli.me.is_empty() {
+            own_addresses()
+        } else {
+            cli.me.clone()
+        },
+        marker: marker(),
+    };
+    let mut obs = match cli.observer {
+        Some(addr) => {
+            match Client::connect(addr) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    eprintln!("leaktest: observer {addr} unreachable ({e}); network checks will be skipped");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    let mut outcomes = Vec::new();
+    if cli.only != Some(Only::Host) {
+        match cli.role {
+            Role::Workstation => outcomes.extend(network_checks(&setup, &mut obs)),
+            Role::Gateway => outcomes.extend(gateway_checks(&setup, &mut obs, cli.tor_uid)),
+        }
+    }
+    if cli.only != Some(Only::Network) {
+        outcomes.extend(host_checks(cli.role == Role::Gateway));
+    }
+    if cli.json {
+        println!("{}", to_json(&outcomes));
+    } else {
+        print!("{}", human(&outcomes));
+    }
+    ExitCode::from(exit_code(&outcomes))
+}

@@ -1,0 +1,290 @@
+//! The probes: every way out that does not go through Tor, each with a verdict.
+
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::observer::Client;
+use crate::verdict::{fact, network, Outcome, Seen};
+
+/// What the checks need to know.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// A destination outside (no host needs to answer: the observer sees what leaves).
+    pub target: IpAddr,
+    pub target6: Option<IpAddr>,
+    /// The gateway (SocksPorts, DnsPort).
+    pub gateway: IpAddr,
+    /// This host's addresses as the observer would see them leak.
+    pub me: Vec<IpAddr>,
+    pub marker: String,
+}
+
+const WAIT: Duration = Duration::from_millis(600);
+
+/// Runs `probe`, then asks the observer what it saw (marker or our addresses).
+fn observed(obs: &mut Option<Client>, s: &Setup, probe: impl FnOnce() -> String) -> (String, Seen) {
+    if let Some(o) = obs.as_mut() {
+        let _ = o.reset();
+    }
+    let local = probe();
+    let seen = obs.as_mut().and_then(|o| {
+        std::thread::sleep(WAIT);
+        o.report(&s.marker, &s.me).ok()
+    });
+    (local, seen)
+}
+
+fn describe(r: std::io::Result<impl Sized>) -> String {
+    match r {
+        Ok(_) => "sent".into(),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            "refused locally (firewall)".into()
+        }
+        Err(e) => format!("failed locally ({e})"),
+    }
+}
+
+fn payload(s: &Setup) -> Vec<u8> {
+    let mut p = b"leaktest ".to_vec();
+    p.extend_from_slice(&crate::observer::hex(&s.marker));
+    p
+}
+
+/// The workstation's network checks.
+pub fn network_checks(s: &Setup, obs: &mut Option<Client>) -> Vec<Outcome> {
+    let mut out = Vec::new();
+    // TCP to a few ports of an outside address. With transparent proxying the connection
+    // succeeds, but ends in the gateway's TransPort: nothing from us may leave.
+    for port in [80u16, 443, 9999] {
+        let to = SocketAddr::new(s.target, port);
+        let (local, seen) = observed(obs, s, || {
+            match TcpStream::connect_timeout(&to, Duration::from_secs(3)) {
+                Ok(_) => "connected (to the gateway's TransPort, if it is on)".into(),
+                Err(e) => format!("not connected ({e})"),
+            }
+        });
+        out.push(network(&format!("tcp {to}"), &local, &seen));
+    }
+    for port in [53u16, 123, 443, 9999] {
+        let to = SocketAddr::new(s.target, port);
+        let (local, seen) = observed(obs, s, || {
+            describe(UdpSocket::bind("0.0.0.0:0").and_then(|u| u.send_to(&payload(s), to)))
+        });
+        out.push(network(&format!("udp {to}"), &local, &seen));
+    }
+    let (local, seen) = observed(obs, s, || describe(icmp_echo(s.target, &payload(s))));
+    out.push(network(&format!("icmp echo {}", s.target), &local, &seen));
+    for proto in [47, 132, 253] {
+        let (local, seen) = observed(obs, s, || describe(raw_ip(s.target, proto, &payload(s))));
+        out.push(network(&format!("ip proto {proto}"), &local, &seen));
+    }
+    if let Some(t6) = s.target6 {
+        let to = SocketAddr::new(t6, 443);
+        let (local, seen) = observed(obs, s, || {
+            match TcpStream::connect_timeout(&to, Duration::from_secs(3)) {
+                Ok(_) => "connected".into(),
+                Err(e) => format!("not connected ({e})"),
+            }
+        });
+        out.push(network(&format!("tcp {to}"), &local, &seen));
+        let (local, seen) = observed(obs, s, || {
+            describe(
+                UdpSocket::bind("[::]:0")
+                    .and_then(|u| u.send_to(&payload(s), SocketAddr::new(t6, 123))),
+            )
+        });
+        out.push(network(&format!("udp [{t6}]:123"), &local, &seen));
+        let (local, seen) = observed(obs, s, || describe(icmp_echo(t6, &payload(s))));
+        out.push(network(&format!("icmpv6 echo {t6}"), &local, &seen));
+    }
+    // DNS through the system resolver: the name carries the marker, so a query that leaves
+    // in clear is seen wherever it goes.
+    let name = format!("lt{}.example.com:80", s.marker);
+    let (local, seen) = observed(obs, s, || match name.to_socket_addrs() {
+        Ok(a) => format!(
+            "resolved to {:?} (through the gateway's DnsPort, if configured)",
+            a.map(|x| x.ip()).collect::<Vec<_>>()
+        ),
+        Err(e) => format!("not resolved ({e})"),
+    });
+    out.push(network("dns (system resolver)", &local, &seen));
+    // The SocksPorts must answer (Tor is usable at all).
+    for port in [9050u16, 9100] {
+        let to = SocketAddr::new(s.gateway, port);
+        let ok = socks_answers(to);
+        out.push(fact(
+            &format!("socks {to}"),
+            Some(ok),
+            if ok {
+                "answers SOCKS5".into()
+            } else {
+                "no SOCKS5 answer".into()
+            },
+        ));
+    }
+    out
+}
+
+fn icmp_echo(to: IpAddr, data: &[u8]) -> std::io::Result<usize> {
+    let (domain, proto, ty) = if to.is_ipv4() {
+        (Domain::IPV4, Protocol::ICMPV4, 8u8)
+    } else {
+        (Domain::IPV6, Protocol::ICMPV6, 128u8)
+    };
+    let s = Socket::new(domain, Type::RAW, Some(proto))?;
+    let mut pkt = vec![ty, 0, 0, 0, 0x4c, 0x54, 0, 1];
+    pkt.extend_from_slice(data);
+    if to.is_ipv4() {
+        let sum = checksum(&pkt);
+        pkt[2..4].copy_from_slice(&sum.to_be_bytes());
+    }
+    s.send_to(&pkt, &SocketAddr::new(to, 0).into())
+}
+
+fn raw_ip(to: IpAddr, proto: i32, data: &[u8]) -> std::io::Result<usize> {
+    let domain = if to.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let s = Socket::new(domain, Type::RAW, Some(Protocol::from(proto)))?;
+    s.send_to(data, &SocketAddr::new(to, 0).into())
+}
+
+fn checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = data
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+fn socks_answers(to: SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = TcpStream::connect_timeout(&to, Duration::from_secs(3)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
+    let mut r = [0u8; 2];
+    s.write_all(&[5, 1, 0]).is_ok() && s.read_exact(&mut r).is_ok() && r == [5, 0]
+}
+
+fn read_trim(p: &str) -> Option<String> {
+    std::fs::read_to_string(p).ok().map(|s| s.trim().to_owned())
+}
+
+/// Settings of this host that identify it.
+pub fn host_checks(gateway_role: bool) -> Vec<Outcome> {
+    let mut out = Vec::new();
+    let ts = read_trim("/proc/sys/net/ipv4/tcp_timestamps");
+    out.push(fact(
+        "tcp timestamps off",
+        ts.as_deref().map(|v| v == "0"),
+        format!("net.ipv4.tcp_timestamps = {}", ts.as_deref().unwrap_or("?")),
+    ));
+    let tirdad = Path::new("/sys/module/tirdad").exists();
+    let replaced = read_trim("/sys/module/tirdad/parameters/replaced");
+    out.push(fact(
+        "tirdad loaded",
+        Some(tirdad),
+        if tirdad {
+            format!("random TCP ISNs; {} replaced", replaced.unwrap_or_default())
+        } else {
+            "not loaded: TCP ISNs leak the clock".into()
+        },
+    ));
+    if gateway_role {
+        let fwd = read_trim("/proc/sys/net/ipv4/ip_forward");
+        out.push(fact(
+            "ip forwarding off",
+            fwd.as_deref().map(|v| v == "0"),
+            format!("net.ipv4.ip_forward = {}", fwd.as_deref().unwrap_or("?")),
+        ));
+    }
+    let clock = Command::new("timesync-check").output();
+    out.push(match clock {
+        Ok(o) => fact(
+            "clock synced",
+            Some(o.status.code() == Some(0)),
+            String::from_utf8_lossy(&o.stdout).trim().to_owned(),
+        ),
+        Err(_) => fact(
+            "clock synced",
+            None,
+            "timesync-check is not installed".into(),
+        ),
+    });
+    let tz_env = std::env::var("TZ").ok();
+    let localtime = std::fs::read_link("/etc/localtime")
+        .ok()
+        .map(|p| p.display().to_string());
+    let utc = |s: &str| {
+        s.ends_with("UTC")
+            || s.ends_with("UCT")
+            || s.ends_with("Universal")
+            || s.ends_with("Zulu")
+            || s == ":UTC"
+    };
+    let ok = tz_env.as_deref().is_none_or(utc) && localtime.as_deref().is_none_or(utc);
+    out.push(fact(
+        "timezone UTC",
+        Some(ok),
+        format!(
+            "TZ={}, /etc/localtime -> {}",
+            tz_env.as_deref().unwrap_or("(unset)"),
+            localtime.as_deref().unwrap_or("(none)")
+        ),
+    ));
+    out
+}
+
+/// On a gateway: may root and an ordinary user reach the outside? (Only Tor may.)
+pub fn gateway_checks(s: &Setup, obs: &mut Option<Client>, tor_uid: Option<u32>) -> Vec<Outcome> {
+    let mut out = Vec::new();
+    let to = SocketAddr::new(s.target, 443);
+    let exe = std::env::current_exe().unwrap_or_else(|_| "leaktest".into());
+    let attempt = |uid: u32| -> bool {
+        use std::os::unix::process::CommandExt;
+        Command::new(&exe)
+            .arg("probe-tcp")
+            .arg(to.to_string())
+            .uid(uid)
+            .gid(uid)
+            .status()
+            .is_ok_and(|st| st.success())
+    };
+    for (who, uid) in [("root", 0u32), ("an ordinary user (nobody)", 65534)] {
+        let (local, seen) = observed(obs, s, || {
+            if attempt(uid) {
+                "connected".into()
+            } else {
+                "refused".into()
+            }
+        });
+        let mut o = network(&format!("gateway: {who} out"), &local, &seen);
+        if local == "connected" {
+            o.verdict = crate::verdict::Verdict::Fail;
+        }
+        out.push(o);
+    }
+    if let Some(uid) = tor_uid {
+        let ok = attempt(uid);
+        out.push(fact(
+            "gateway: tor user out",
+            Some(ok),
+            if ok {
+                "the Tor user reaches the outside".into()
+            } else {
+                "the Tor user cannot get out: is Tor blocked?".into()
+            },
+        ));
+    }
+    out
+}
