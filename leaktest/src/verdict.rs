@@ -119,7 +119,7 @@ mod tests {
         assert_eq!(f.verdict, Verdict::Fail);
         assert!(f.evidence.contains("192.0.2.1:123"));
         let pass = fact("tz", Some(true), "UTC".into());
-        assert_eq!(exit_code(&[pass.clone()]), 0);
+        assert_eq!(exit_code(std::slice::from_ref(&pass)), 0);
         assert_eq!(
             exit_code(&[pass.clone(), network("x", "refused", &None)]),
             2
