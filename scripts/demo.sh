@@ -5,5 +5,5 @@ set -euo pipefail
 need_root "the demo"
 cd "$ROOT"
 stage setup base_setup
-stage build cargo build --release --locked -p anon-firewall -p sdwdate -p whonix-in-a-box
-stage demo target/release/whonix-in-a-box --firewall "$ROOT/target/release/anon-firewall" --sdwdate "$ROOT/target/release/sdwdate"
+stage build cargo build --release --locked -p anon-firewall -p sdwdate -p leaktest -p whonix-in-a-box
+stage demo target/release/whonix-in-a-box --firewall "$ROOT/target/release/anon-firewall" --sdwdate "$ROOT/target/release/sdwdate" --leaktest "$ROOT/target/release/leaktest"

@@ -46,6 +46,7 @@ impl Report {
 struct Bins {
     firewall: PathBuf,
     sdwdate: PathBuf,
+    leaktest: PathBuf,
 }
 
 fn firewall(bins: &Bins, ns: &Netns, cfg_dir: &Path, run_dir: &Path) -> io::Result<(bool, String)> {
@@ -141,6 +142,16 @@ impl Drop for TorNetThread {
     }
 }
 
+/// leaktest's observer, killed on drop.
+struct LeaktestObserver(Child);
+
+impl Drop for LeaktestObserver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The gateway's tor process, killed on drop.
 struct GatewayTor(Child);
 
@@ -154,7 +165,7 @@ impl Drop for GatewayTor {
 fn start_gateway_tor(gw: &Netns, data: &Path, client_torrc: &str) -> io::Result<GatewayTor> {
     std::fs::create_dir_all(data)?;
     let ports = format!(
-        "SocksPort {GATEWAY_IP}:9050\nSocksPort {GATEWAY_IP}:9108 IsolateDestAddr IsolateDestPort\n\
+        "SocksPort {GATEWAY_IP}:9050\nSocksPort {GATEWAY_IP}:9100\nSocksPort {GATEWAY_IP}:9108 IsolateDestAddr IsolateDestPort\n\
          TransPort {GATEWAY_IP}:9040\nDNSPort {GATEWAY_IP}:5300\n"
     );
     std::fs::write(data.join("torrc"), format!("{client_torrc}{ports}"))?;
@@ -223,11 +234,17 @@ fn main() -> ExitCode {
             .and_then(|i| args.get(i + 1))
             .map(PathBuf::from)
     };
-    let (Some(firewall), Some(sdwdate)) = (arg("--firewall"), arg("--sdwdate")) else {
-        eprintln!("usage: whonix-in-a-box --firewall PATH/anon-firewall --sdwdate PATH/sdwdate");
+    let (Some(firewall), Some(sdwdate), Some(leaktest)) =
+        (arg("--firewall"), arg("--sdwdate"), arg("--leaktest"))
+    else {
+        eprintln!("usage: whonix-in-a-box --firewall PATH/anon-firewall --sdwdate PATH/sdwdate --leaktest PATH/leaktest");
         return ExitCode::from(2);
     };
-    match demo(&Bins { firewall, sdwdate }) {
+    match demo(&Bins {
+        firewall,
+        sdwdate,
+        leaktest,
+    }) {
         Ok(0) => {
             println!("\nAll checks passed.");
             ExitCode::SUCCESS
@@ -271,7 +288,7 @@ fn demo(bins: &Bins) -> io::Result<usize> {
     }
     std::fs::write(
         dirs[0].join("50_demo.toml"),
-        format!("role = \"gateway\"\ntor_user = {TOR_UID}\n"),
+        format!("role = \"gateway\"\ntor_user = {TOR_UID}\n# leaktest's observer answers the workstation here\ninternal_open_ports = [7777]\n"),
     )?;
     std::fs::write(dirs[2].join("50_demo.toml"), "role = \"workstation\"\n")?;
 
@@ -402,6 +419,54 @@ fn demo(bins: &Bins) -> io::Result<usize> {
         status.contains("\"icon\": \"success\""),
         &format!("/run/sdwdate/status: {status}"),
     );
+
+    println!("\nleaktest on the workstation (its observer captures the gateway's uplink):");
+    let observer = LeaktestObserver(
+        t.gateway
+            .command(&bins.leaktest)
+            .args([
+                "observer",
+                "--capture",
+                "eth0",
+                "--listen",
+                "10.152.152.10:7777",
+            ])
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let up = wait_for(Duration::from_secs(10), || {
+        t.workstation
+            .tcp_connect(sa(GATEWAY_IP, 7777), Duration::from_millis(300))
+            .is_ok()
+    });
+    let out = t
+        .workstation
+        .command(&bins.leaktest)
+        .args([
+            "--observer",
+            "10.152.152.10:7777",
+            "--target",
+            "198.51.100.1",
+            "--target6",
+            "2001:db8:1::1",
+        ])
+        .args([
+            "--me",
+            "10.152.152.11,fd19:c33d:88bc::11",
+            "--only",
+            "network",
+        ])
+        .output()?;
+    let report = String::from_utf8_lossy(&out.stdout);
+    for line in report.lines().filter(|l| l.starts_with('[')).take(4) {
+        println!("      {line}");
+    }
+    let summary = report.lines().last().unwrap_or_default().to_owned();
+    r.check(
+        up && out.status.code() == Some(0),
+        &format!("every way out checked: {summary}"),
+    );
+    drop(observer);
 
     println!("\ngateway -> internet:");
     let user = tcp_connect_as(

@@ -12,8 +12,12 @@ fn the_demo_passes_every_check() {
     let demo = PathBuf::from(env!("CARGO_BIN_EXE_whonix-in-a-box"));
     // `cargo test --workspace` builds the other packages' binaries next to this one.
     let dir = demo.parent().expect("target dir").to_path_buf();
-    let (firewall, sdwdate) = (dir.join("anon-firewall"), dir.join("sdwdate"));
-    for b in [&firewall, &sdwdate] {
+    let (firewall, sdwdate, leaktest) = (
+        dir.join("anon-firewall"),
+        dir.join("sdwdate"),
+        dir.join("leaktest"),
+    );
+    for b in [&firewall, &sdwdate, &leaktest] {
         assert!(
             b.exists(),
             "{} is missing: run `cargo test --workspace` (or build it first)",
@@ -25,6 +29,8 @@ fn the_demo_passes_every_check() {
         .arg(&firewall)
         .arg("--sdwdate")
         .arg(&sdwdate)
+        .arg("--leaktest")
+        .arg(&leaktest)
         .output()
         .expect("run the demo");
     let report = String::from_utf8_lossy(&out.stdout);
@@ -37,5 +43,5 @@ fn the_demo_passes_every_check() {
         report.contains("All checks passed.") && !report.contains("[FAIL]"),
         "{report}"
     );
-    assert_eq!(report.matches("[PASS]").count(), 13, "{report}");
+    assert_eq!(report.matches("[PASS]").count(), 14, "{report}");
 }
