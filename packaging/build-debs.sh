@@ -9,7 +9,7 @@ OUT=$ROOT/target/debian
 ARCH=$(dpkg --print-architecture)
 mkdir -p "$OUT"
 
-cargo build --release --locked -p anon-firewall -p sdwdate -p kloak -p timesync-check
+cargo build --release --locked -p anon-firewall -p sdwdate -p kloak -p timesync-check -p leaktest
 
 version() { # the crate's version from its Cargo.toml
   sed -n 's/^version = "\(.*\)"/\1/p' "$1/Cargo.toml" | head -n1
@@ -135,8 +135,23 @@ build_timesync_check() {
     "$d"
 }
 
+build_leaktest() {
+  local d; d=$(mktemp -d)
+  install -Dm755 target/release/leaktest "$d/usr/sbin/leaktest"
+  mkdir -p "$d/usr/share/man/man8"
+  target/release/leaktest man | gzip -9n > "$d/usr/share/man/man8/leaktest.8.gz"
+  install -Dm644 leaktest/README.md "$d/usr/share/doc/leaktest/README.md"
+  pack leaktest "$(version leaktest)" "libc6" \
+    "tries every way out of Tor and judges each one
+ Probes TCP, UDP, ICMP, raw IP, IPv6 and DNS around Tor, confirms each verdict with an
+ observer on the gateway's uplink, and checks host settings that identify (TCP
+ timestamps, tirdad, clock, timezone). PASS/FAIL/SKIP with evidence; human or JSON." \
+    "$d"
+}
+
 build_firewall
 build_sdwdate
 build_kloak
 build_tirdad
 build_timesync_check
+build_leaktest

@@ -71,4 +71,6 @@ grep -qx 'net.ipv4.tcp_timestamps = 0' "$tmp/tcp-timestamps-off/usr/lib/sysctl.d
 extract timesync-check usr/bin/timesync-check
 set +e; "$tmp/timesync-check/usr/bin/timesync-check" --run-dir /nonexistent >/dev/null; rc=$?; set -e
 [ "$rc" = 3 ] || fail "timesync-check without sdwdate must exit 3, got $rc"
+# leaktest
+extract leaktest usr/sbin/leaktest
 echo "packaging: OK"
