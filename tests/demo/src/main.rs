@@ -459,7 +459,12 @@ fn demo(bins: &Bins) -> io::Result<usize> {
         .output()?;
     let report = String::from_utf8_lossy(&out.stdout);
     for line in report.lines().filter(|l| l.starts_with('[')).take(4) {
-        println!("      leaktest {}", line.replace("[PASS]", "pass:").replace("[FAIL]", "FAIL:").replace("[SKIP]", "skip:"));
+        println!(
+            "      leaktest {}",
+            line.replace("[PASS]", "pass:")
+                .replace("[FAIL]", "FAIL:")
+                .replace("[SKIP]", "skip:")
+        );
     }
     let summary = report.lines().last().unwrap_or_default().to_owned();
     r.check(
