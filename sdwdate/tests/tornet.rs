@@ -195,7 +195,12 @@ fn end_to_end_over_a_local_tor_network() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("timesync-check --wait");
-    let r = sdwdate(&net, [&[H[0]], &[H[1]], &[H[2]]], 30, "honest");
+    let r = sdwdate(
+        &net,
+        [&[H[0], H[3]], &[H[1], H[4]], &[H[2], H[5]]],
+        30,
+        "honest",
+    );
     assert_success(&r, "honest pools");
     assert!(
         r.stderr().contains("Tor consensus window"),
