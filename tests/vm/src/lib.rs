@@ -15,19 +15,20 @@ pub struct Kernel {
     pub modules: PathBuf,
 }
 
+/// `$env`, else `~/.cache/anon-daemons/<sub>` (where scripts/lib.sh caches kernels).
+fn cached(env: &str, sub: &str) -> Option<PathBuf> {
+    std::env::var_os(env).map(PathBuf::from).or_else(|| {
+        let cache = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+        Some(cache.join("anon-daemons").join(sub))
+    })
+}
+
 impl Kernel {
     /// `ANON_VM_KERNEL_DIR`, else the cache `vm_setup` fills.
     pub fn debian() -> Option<Kernel> {
-        let dir = std::env::var_os("ANON_VM_KERNEL_DIR")
-            .map(PathBuf::from)
-            .or_else(|| {
-                let cache = std::env::var_os("XDG_CACHE_HOME")
-                    .map(PathBuf::from)
-                    .or_else(|| {
-                        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache"))
-                    })?;
-                Some(cache.join("anon-daemons/vm/current"))
-            })?;
+        let dir = cached("ANON_VM_KERNEL_DIR", "vm/current")?;
         let find = |sub: &str, prefix: &str| -> Option<PathBuf> {
             fs::read_dir(dir.join(sub))
                 .ok()?
@@ -47,16 +48,7 @@ impl Kernel {
     /// The project's Rust-enabled test kernel (`rust_kernel_setup` in scripts/lib.sh):
     /// `ANON_RUST_KERNEL_TREE`, else the cache. Returns the tree too, for module builds.
     pub fn rust_test_kernel() -> Option<(Kernel, PathBuf)> {
-        let tree = std::env::var_os("ANON_RUST_KERNEL_TREE")
-            .map(PathBuf::from)
-            .or_else(|| {
-                let cache = std::env::var_os("XDG_CACHE_HOME")
-                    .map(PathBuf::from)
-                    .or_else(|| {
-                        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache"))
-                    })?;
-                Some(cache.join("anon-daemons/rust-kernel/current/linux"))
-            })?;
+        let tree = cached("ANON_RUST_KERNEL_TREE", "rust-kernel/current/linux")?;
         let image = tree.join("arch/x86/boot/bzImage");
         image.exists().then(|| {
             (
