@@ -134,15 +134,21 @@ fn main() -> ExitCode {
         eprintln!("leaktest: raw sockets and probes as other users need root");
         return ExitCode::from(2);
     }
+    let me = if cli.me.is_empty() {
+        own_addresses()
+    } else {
+        cli.me.clone()
+    };
+    if me.is_empty() && cli.only != Some(Only::Host) {
+        // Without our addresses the observer could only match markers, and TCP carries none.
+        eprintln!("leaktest: cannot determine this host's addresses; pass --me");
+        return ExitCode::from(2);
+    }
     let setup = Setup {
         target: cli.target,
         target6: Some(cli.target6),
         gateway: cli.gateway,
-        me: if cli.me.is_empty() {
-            own_addresses()
-        } else {
-            cli.me.clone()
-        },
+        me,
         marker: marker(),
     };
     let mut obs = match cli.observer {

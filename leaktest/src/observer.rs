@@ -194,16 +194,17 @@ fn serve(conn: TcpStream, packets: &Mutex<Vec<Packet>>) {
                     .flatten()
                     .filter_map(|v| v.as_str()?.parse().ok())
                     .collect();
-                let seen: Vec<String> = packets
-                    .lock()
-                    .map(|v| {
-                        v.iter()
-                            .filter(|p| contains(&p.payload, &marker) || from.contains(&p.src))
-                            .map(|p| p.describe(&marker))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                serde_json::json!({"packets": seen})
+                let seen = packets.lock().map(|v| {
+                    v.iter()
+                        .filter(|p| contains(&p.payload, &marker) || from.contains(&p.src))
+                        .map(|p| p.describe(&marker))
+                        .collect::<Vec<String>>()
+                });
+                // A capture that cannot be read must not look like "nothing seen".
+                match seen {
+                    Ok(seen) => serde_json::json!({"packets": seen}),
+                    Err(_) => serde_json::json!({"error": "capture unavailable"}),
+                }
             }
             _ => serde_json::json!({"error": "unknown command"}),
         };
@@ -259,10 +260,12 @@ impl Client {
     pub fn report(&mut self, marker: &str, from: &[IpAddr]) -> std::io::Result<Vec<String>> {
         let from: Vec<String> = from.iter().map(ToString::to_string).collect();
         let v = self.ask(&serde_json::json!({"cmd": "report", "marker": marker, "from": from}))?;
-        Ok(v["packets"]
+        // No list means no answer (an error), never "nothing seen".
+        let list = v["packets"]
             .as_array()
-            .into_iter()
-            .flatten()
+            .ok_or_else(|| std::io::Error::other(format!("observer: {v}")))?;
+        Ok(list
+            .iter()
             .filter_map(|p| p.as_str().map(str::to_owned))
             .collect())
     }
