@@ -80,6 +80,7 @@ impl State {
                 self.min_repeat_delay_ms = Some(self.min_repeat_delay_ms.map_or(d, |m| m.min(d)));
             }
         }
+        let name = dev.name().unwrap_or("unnamed device").to_owned();
         let vdev = make_virtual(&dev)
             .with_context(|| format!("cannot create a virtual device for {}", path.display()))?;
         dev.grab().with_context(|| {
@@ -121,7 +122,7 @@ impl State {
                 }
             }
         });
-        info!("grabbed {} ({})", path.display(), stream_name(path));
+        info!("grabbed {} ({name})", path.display());
         self.outputs.insert(
             id,
             Output {
@@ -175,13 +176,6 @@ impl State {
     }
 }
 
-fn stream_name(path: &Path) -> String {
-    Device::open(path)
-        .ok()
-        .and_then(|d| d.name().map(str::to_owned))
-        .unwrap_or_default()
-}
-
 /// The floor must stay below every keyboard's autorepeat delay (minus 10 ms of margin).
 fn clamp_floor(state: &State, queue: &mut Queue<DevId>) {
     if let Some(d) = state.min_repeat_delay_ms {
@@ -215,7 +209,9 @@ pub async fn run(opts: Options, mut rng: ChaCha20Rng) -> anyhow::Result<()> {
 
     let hotplug = opts.devices.is_empty();
     if hotplug {
-        for p in event_nodes(&opts.input_dir) {
+        let nodes = event_nodes(&opts.input_dir)
+            .with_context(|| format!("cannot list {}", opts.input_dir.display()))?;
+        for p in nodes {
             if let Err(e) = state.attach(&p, false) {
                 warn!("{e:#}");
             }

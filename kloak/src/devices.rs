@@ -37,17 +37,19 @@ pub fn classify(dev: &Device) -> Option<Kind> {
     None
 }
 
-/// `/dev/input/event*`, sorted.
-pub fn event_nodes(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|rd| rd.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
+/// `/dev/input/event*`, sorted. An unreadable directory is an error, not "no devices":
+/// kloak must not run protecting nothing without saying so.
+pub fn event_nodes(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     v.retain(|p| {
         p.file_name()
             .is_some_and(|n| n.to_string_lossy().starts_with("event"))
     });
     v.sort();
-    v
+    Ok(v)
 }
 
 /// A uinput device with the same capabilities (keys, relative and absolute axes with their
