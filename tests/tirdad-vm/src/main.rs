@@ -55,11 +55,12 @@ fn packet_socket() -> std::io::Result<OwnedFd> {
     Ok(fd)
 }
 
-/// Reads every captured packet and keeps the handshake segments of our tuple.
-fn capture(fd: &OwnedFd, v6: bool) -> Vec<Seen> {
+/// Packets arriving on the packet socket within `wait` (IP packets: the loopback Ethernet
+/// header stripped, the outgoing copy that loopback also shows skipped).
+fn incoming(fd: &OwnedFd, wait: Duration) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
-    let deadline = Instant::now() + Duration::from_millis(500);
+    let deadline = Instant::now() + wait;
     while Instant::now() < deadline {
         // SAFETY: sockaddr_ll is plain data.
         let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
@@ -75,14 +76,22 @@ fn capture(fd: &OwnedFd, v6: bool) -> Vec<Seen> {
                 &mut len,
             )
         };
-        if n <= 0 {
+        if n <= 14 {
             std::thread::sleep(Duration::from_millis(10));
             continue;
         }
-        if from.sll_pkttype == libc::PACKET_OUTGOING {
-            continue; // loopback shows each packet twice
+        if from.sll_pkttype != libc::PACKET_OUTGOING {
+            out.push(buf[14..n as usize].to_vec());
         }
-        let p = &buf[14..n as usize];
+    }
+    out
+}
+
+/// Reads every captured packet and keeps the handshake segments of our tuple.
+fn capture(fd: &OwnedFd, v6: bool) -> Vec<Seen> {
+    let mut out = Vec::new();
+    for p in incoming(fd, Duration::from_millis(500)) {
+        let p = p.as_slice();
         let tcp = if v6 {
             if p.len() < 40 || p[0] >> 4 != 6 || p[6] != 6 {
                 continue;
@@ -248,30 +257,8 @@ fn stats(n: usize) -> std::io::Result<()> {
 /// SYN sequence numbers to `port` captured so far.
 fn capture_port(fd: &OwnedFd, port: u16) -> Vec<u32> {
     let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    let deadline = Instant::now() + Duration::from_millis(800);
-    while Instant::now() < deadline {
-        // SAFETY: sockaddr_ll is plain data.
-        let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
-        // SAFETY: buf and from are valid for the sizes given.
-        let n = unsafe {
-            libc::recvfrom(
-                fd.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                0,
-                (&raw mut from).cast(),
-                &mut len,
-            )
-        };
-        if n <= 0 {
-            std::thread::sleep(Duration::from_millis(10));
-            continue;
-        }
-        let p = &buf[14..n as usize];
-        if from.sll_pkttype == libc::PACKET_OUTGOING || p.len() < 20 || p[0] >> 4 != 4 || p[9] != 6
-        {
+    for p in incoming(fd, Duration::from_millis(800)) {
+        if p.len() < 20 || p[0] >> 4 != 4 || p[9] != 6 {
             continue;
         }
         let tcp = &p[usize::from(p[0] & 0x0f) * 4..];
