@@ -113,9 +113,13 @@ fn tirdad_randomizes_isns_in_a_booted_kernel() {
                 n >= 20 && hits == n,
                 "stock {fam} {kind}: {hits}/{n} deltas time-derived; the test must see the leak"
             );
+            // A random ISN delta lands inside the +-2^20 window by chance with p = 1/2048, so
+            // over the 96 ISN pairs of a run one chance hit happens about once in 20 runs. Up
+            // to 2 of 24 are allowed (3 or more by chance: about 2 in 10 million); a module
+            // that does not replace the ISN gives 24 of 24.
             let (n, hits) = verdict(&with, fam, kind);
             assert!(
-                n >= 20 && hits == 0,
+                n >= 20 && hits <= 2,
                 "with tirdad {fam} {kind}: {hits}/{n} deltas still time-derived"
             );
             let (n, hits) = verdict(&after, fam, kind);
