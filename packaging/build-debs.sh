@@ -6,6 +6,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 OUT=$ROOT/target/debian
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 ARCH=$(dpkg --print-architecture)
 mkdir -p "$OUT"
 
@@ -23,7 +24,8 @@ pack() {
   {
     echo "Package: $name"; echo "Version: $v"; echo "Architecture: $arch"
     echo "Maintainer: anon-daemons developers <anon-daemons@localhost>"
-    echo "Depends: $depends"; echo "Section: net"; echo "Priority: optional"
+    echo "Depends: $depends"; [ -z "${RECOMMENDS:-}" ] || echo "Recommends: $RECOMMENDS"
+    echo "Section: net"; echo "Priority: optional"
     echo "Description: $desc"
   } > "$d/DEBIAN/control"
   : > "$d/DEBIAN/conffiles"
@@ -48,13 +50,13 @@ SH
 build_firewall() {
   local d; d=$(mktemp -d)
   local src=packaging/debian/anon-firewall
-  install -Dm755 target/release/anon-firewall "$d/usr/sbin/anon-firewall"
+  install -Dm755 "$BIN"/anon-firewall "$d/usr/sbin/anon-firewall"
   local u; for u in anon-firewall.service anon-firewall-timesync.path anon-firewall-timesync.service; do
     install -Dm644 "$src/$u" "$d/usr/lib/systemd/system/$u"
   done
   install -Dm644 "$src/30_default.toml" "$d/etc/anon-firewall.d/30_default.toml"
   mkdir -p "$d/usr/share/man/man8"
-  target/release/anon-firewall man | gzip -9n > "$d/usr/share/man/man8/anon-firewall.8.gz"
+  "$BIN"/anon-firewall man | gzip -9n > "$d/usr/share/man/man8/anon-firewall.8.gz"
   install -Dm644 firewall/README.md "$d/usr/share/doc/anon-firewall/README.md"
   pack anon-firewall "$(version firewall)" "nftables, libc6" \
     "fail-closed nftables firewall for Whonix gateways and workstations
@@ -67,30 +69,35 @@ build_firewall() {
 build_sdwdate() {
   local d; d=$(mktemp -d)
   local src=packaging/debian/sdwdate
-  install -Dm755 target/release/sdwdate "$d/usr/bin/sdwdate"
+  install -Dm755 "$BIN"/sdwdate "$d/usr/bin/sdwdate"
   install -Dm644 "$src/sdwdate.service" "$d/usr/lib/systemd/system/sdwdate.service"
   install -Dm644 "$src/sdwdate.sysusers" "$d/usr/lib/sysusers.d/sdwdate.conf"
   install -Dm644 "$src/sdwdate.tmpfiles" "$d/usr/lib/tmpfiles.d/sdwdate.conf"
   install -Dm644 "$src/30_default.conf" "$d/etc/sdwdate.d/30_default.conf"
   mkdir -p "$d/usr/share/man/man8"
-  target/release/sdwdate man | gzip -9n > "$d/usr/share/man/man8/sdwdate.8.gz"
+  "$BIN"/sdwdate man | gzip -9n > "$d/usr/share/man/man8/sdwdate.8.gz"
   install -Dm644 sdwdate/README.md "$d/usr/share/doc/sdwdate/README.md"
   install -Dm644 "$src/copyright" "$d/usr/share/doc/sdwdate/copyright"
-  pack sdwdate "$(version sdwdate)" "libc6, tor | anon-gw-anonymizer-config | anon-ws-base-files" \
+  # arti is embedded (it links the system's SQLite for its directory cache); a tor daemon is
+  # only recommended: without one, sdwdate uses arti.
+  RECOMMENDS="tor | anon-gw-anonymizer-config | anon-ws-base-files" \
+  pack sdwdate "$(version sdwdate)" "libc6, libgcc-s1, libsqlite3-0" \
     "secure time from onion time sources over Tor
  Sets the clock from the HTTP Date headers of onion services in three pools of
  independent organisations (median of one answer per pool), over Tor with one
- circuit per source. Drop-in for upstream sdwdate: same config and status files." \
+ circuit per source: through a tor daemon's SocksPort (the Whonix gateway's
+ 9108), or through the embedded arti client where no tor daemon runs. Drop-in
+ for upstream sdwdate: same config and status files." \
     "$d" /etc/sdwdate.d/30_default.conf
 }
 
 build_kloak() {
   local d; d=$(mktemp -d)
   local src=packaging/debian/kloak
-  install -Dm755 target/release/kloak "$d/usr/sbin/kloak"
+  install -Dm755 "$BIN"/kloak "$d/usr/sbin/kloak"
   install -Dm644 "$src/kloak.service" "$d/usr/lib/systemd/system/kloak.service"
   mkdir -p "$d/usr/share/man/man8"
-  target/release/kloak man | gzip -9n > "$d/usr/share/man/man8/kloak.8.gz"
+  "$BIN"/kloak man | gzip -9n > "$d/usr/share/man/man8/kloak.8.gz"
   install -Dm644 kloak/README.md "$d/usr/share/doc/kloak/README.md"
   pack kloak "$(version kloak)" "libc6" \
     "keystroke and mouse timing anonymization
@@ -123,9 +130,9 @@ build_tirdad() {
 
 build_timesync_check() {
   local d; d=$(mktemp -d)
-  install -Dm755 target/release/timesync-check "$d/usr/bin/timesync-check"
+  install -Dm755 "$BIN"/timesync-check "$d/usr/bin/timesync-check"
   mkdir -p "$d/usr/share/man/man1"
-  target/release/timesync-check --man | gzip -9n > "$d/usr/share/man/man1/timesync-check.1.gz"
+  "$BIN"/timesync-check --man | gzip -9n > "$d/usr/share/man/man1/timesync-check.1.gz"
   install -Dm644 timesync-check/README.md "$d/usr/share/doc/timesync-check/README.md"
   pack timesync-check "$(version timesync-check)" "libc6" \
     "say whether sdwdate has synced the clock
@@ -137,9 +144,9 @@ build_timesync_check() {
 
 build_leaktest() {
   local d; d=$(mktemp -d)
-  install -Dm755 target/release/leaktest "$d/usr/sbin/leaktest"
+  install -Dm755 "$BIN"/leaktest "$d/usr/sbin/leaktest"
   mkdir -p "$d/usr/share/man/man8"
-  target/release/leaktest man | gzip -9n > "$d/usr/share/man/man8/leaktest.8.gz"
+  "$BIN"/leaktest man | gzip -9n > "$d/usr/share/man/man8/leaktest.8.gz"
   install -Dm644 leaktest/README.md "$d/usr/share/doc/leaktest/README.md"
   pack leaktest "$(version leaktest)" "libc6" \
     "tries every way out of Tor and judges each one

@@ -6,4 +6,5 @@ need_root "the demo"
 cd "$ROOT"
 stage setup base_setup
 stage build cargo build --release --locked -p anon-firewall -p sdwdate -p leaktest -p whonix-in-a-box
-stage demo target/release/whonix-in-a-box --firewall "$ROOT/target/release/anon-firewall" --sdwdate "$ROOT/target/release/sdwdate" --leaktest "$ROOT/target/release/leaktest"
+bin=$CARGO_TARGET_DIR/release
+stage demo "$bin/whonix-in-a-box" --firewall "$bin/anon-firewall" --sdwdate "$bin/sdwdate" --leaktest "$bin/leaktest"

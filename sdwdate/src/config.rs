@@ -158,6 +158,31 @@ pub struct Config {
     pub randomize_time: bool,
     pub proxy_ip: Option<IpAddr>,
     pub proxy_port: Option<u16>,
+    /// `TRANSPORT=socks|arti`; unset: decided at start (see [`TransportKind`]).
+    pub transport: Option<TransportKind>,
+    /// `ARTI_CONFIG=/path.toml`: extra arti settings in arti's own TOML format (a private
+    /// test network); never set by the package.
+    pub arti_config: Option<PathBuf>,
+}
+
+/// How sdwdate reaches Tor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    /// SOCKS5 to a tor daemon (the system's, or the Whonix gateway's 9108).
+    Socks,
+    /// The embedded arti client: no tor daemon needed.
+    Arti,
+}
+
+impl std::str::FromStr for TransportKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "socks" => Ok(TransportKind::Socks),
+            "arti" => Ok(TransportKind::Arti),
+            _ => Err(format!("`{s}` is not socks or arti")),
+        }
+    }
 }
 
 impl Default for Config {
@@ -168,6 +193,8 @@ impl Default for Config {
             randomize_time: false,
             proxy_ip: None,
             proxy_port: None,
+            transport: None,
+            arti_config: None,
         }
     }
 }
@@ -333,9 +360,18 @@ impl Config {
                 self.proxy_port =
                     Some(value.parse().ok().filter(|p| *p > 0).ok_or_else(|| format!("PROXY_PORT: `{value}` is not a port"))?)
             }
+            "TRANSPORT" => {
+                self.transport = Some(value.parse().map_err(|e| format!("TRANSPORT: {e}"))?)
+            }
+            "ARTI_CONFIG" => {
+                if !value.starts_with('/') {
+                    return Err(format!("ARTI_CONFIG: `{value}` is not an absolute path"));
+                }
+                self.arti_config = Some(PathBuf::from(value))
+            }
             other => {
                 return Err(format!(
-                    "unknown key `{other}` (known: MAX_FAILURE_RATIO, RANDOMIZE_TIME, PROXY_IP, PROXY_PORT, SDWDATE_POOL_*=()"
+                    "unknown key `{other}` (known: MAX_FAILURE_RATIO, RANDOMIZE_TIME, PROXY_IP, PROXY_PORT, TRANSPORT, ARTI_CONFIG, SDWDATE_POOL_*=()"
                 ))
             }
         }
@@ -430,6 +466,15 @@ mod tests {
         assert_eq!(c.max_failure_ratio, 0.5);
         assert!(c.randomize_time);
         assert_eq!(c.proxy_port, Some(9108));
+        assert_eq!(c.transport, None);
+        let c = parse("TRANSPORT=\"arti\"\nARTI_CONFIG=/etc/sdwdate/arti.toml\n").expect("ok");
+        assert_eq!(c.transport, Some(TransportKind::Arti));
+        assert_eq!(
+            c.arti_config.as_deref(),
+            Some(Path::new("/etc/sdwdate/arti.toml"))
+        );
+        let c = parse("TRANSPORT=socks\n").expect("ok");
+        assert_eq!(c.transport, Some(TransportKind::Socks));
         assert_eq!(c.pools[1].len(), 2);
         let Member::Group(g) = &c.pools[1][1] else {
             panic!("group expected")
@@ -466,6 +511,16 @@ mod tests {
             ("RANDOMIZE_TIME=yes".to_owned(), 1, "true or false"),
             ("PROXY_IP=localhost".to_owned(), 1, "IP address"),
             ("PROXY_PORT=0".to_owned(), 1, "port"),
+            (
+                "TRANSPORT=tor".to_owned(),
+                1,
+                "TRANSPORT: `tor` is not socks or arti",
+            ),
+            (
+                "ARTI_CONFIG=arti.toml".to_owned(),
+                1,
+                "not an absolute path",
+            ),
             ("SDWDATE_POOL_THREE=(".to_owned(), 1, "unknown pool"),
             (
                 "SDWDATE_POOL_ZERO=(\n\"http://example.com # x\"\n)".to_owned(),

@@ -93,15 +93,18 @@ impl<T: Transport> Daemon<T> {
         let replay = self.status.replay_file();
         let mut files: Vec<&std::path::Path> = vec![&replay];
         files.extend(self.minimum_files.iter().map(PathBuf::as_path));
-        let consensus = match &self.control {
+        let window = match (self.transport.consensus_window().await, &self.control) {
+            (Some(w), _) => Some(w),
+            (None, Some(c)) => Some(c.consensus_window().await),
+            (None, None) => None,
+        };
+        let consensus = match window {
             None => None,
-            Some(c) => match c.consensus_window().await {
-                Ok(w) => Some(w),
-                Err(e) => {
-                    warn!("no Tor consensus window, checking the static bounds only: {e}");
-                    None
-                }
-            },
+            Some(Ok(w)) => Some(w),
+            Some(Err(e)) => {
+                warn!("no Tor consensus window, checking the static bounds only: {e}");
+                None
+            }
         };
         Bounds {
             minimum: minimum_unixtime(&files),

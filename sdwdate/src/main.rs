@@ -10,17 +10,20 @@ use anyhow::{bail, Context};
 use clap::{CommandFactory, Parser, Subcommand};
 
 use sdwdate::clock::{Clock, DryRunClock, SystemClock};
-use sdwdate::config::Config;
+use sdwdate::config::{Config, TransportKind};
 use sdwdate::control::ControlPort;
 use sdwdate::daemon::{os_rng, Daemon, RoundResult};
 use sdwdate::status::StatusDir;
+use sdwdate::transport::arti::{self, Arti};
 use sdwdate::transport::socks::Socks;
+use sdwdate::transport::Transport;
 
 const EXAMPLES: &str = "\
 Examples:
   sdwdate                           run as the daemon (systemd starts it as user sdwdate)
   sdwdate --once --dry-run          one round, print the offset, change nothing
   sdwdate --proxy 10.152.152.10:9108 --once --dry-run
+  sdwdate --transport arti --once --dry-run   embedded Tor client, no tor daemon
   sdwdate check-config
 
 Exit codes:
@@ -40,6 +43,14 @@ struct Cli {
     /// Run one round and exit (the correction is stepped, not slewed).
     #[arg(long)]
     once: bool,
+    /// How to reach Tor: a tor daemon's SocksPort, or the embedded arti client.
+    /// Default: TRANSPORT in the config, else SOCKS on Whonix and where a SocksPort answers,
+    /// else arti.
+    #[arg(long, value_name = "socks|arti")]
+    transport: Option<TransportKind>,
+    /// Extra arti settings in arti's TOML format (a private test network). Default: ARTI_CONFIG.
+    #[arg(long, value_name = "FILE")]
+    arti_config: Option<PathBuf>,
     /// Tor's SocksPort. Default: PROXY_IP/PROXY_PORT, else the Whonix gateway's 9108, else 127.0.0.1:9050.
     #[arg(long, value_name = "HOST:PORT")]
     proxy: Option<SocketAddr>,
@@ -80,6 +91,32 @@ fn default_proxy(cfg: &Config) -> SocketAddr {
         _ => (IpAddr::V4(Ipv4Addr::LOCALHOST), 9050),
     };
     SocketAddr::new(cfg.proxy_ip.unwrap_or(ip), cfg.proxy_port.unwrap_or(port))
+}
+
+fn whonix() -> bool {
+    Path::new("/usr/share/anon-ws-base-files/workstation").exists()
+        || Path::new("/usr/share/anon-gw-base-files/gateway").exists()
+}
+
+/// SOCKS when asked for, on Whonix (the gateway is the only way out), when a proxy is
+/// configured, or when a SocksPort answers; arti otherwise.
+fn pick_transport(cli: &Cli, cfg: &Config, proxy: SocketAddr) -> (TransportKind, &'static str) {
+    if let Some(k) = cli.transport {
+        return (k, "--transport");
+    }
+    if let Some(k) = cfg.transport {
+        return (k, "TRANSPORT in the config");
+    }
+    if whonix() {
+        return (TransportKind::Socks, "Whonix");
+    }
+    if cli.proxy.is_some() || cfg.proxy_ip.is_some() || cfg.proxy_port.is_some() {
+        return (TransportKind::Socks, "a proxy is configured");
+    }
+    match std::net::TcpStream::connect_timeout(&proxy, Duration::from_secs(2)) {
+        Ok(_) => (TransportKind::Socks, "a SocksPort answers"),
+        Err(_) => (TransportKind::Arti, "no SocksPort answers"),
+    }
 }
 
 fn main() -> ExitCode {
@@ -135,38 +172,54 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Arc::new(SystemClock)
     };
     let status = StatusDir {
-        run_dir: cli.run_dir,
-        state_dir: cli.state_dir,
+        run_dir: cli.run_dir.clone(),
+        state_dir: cli.state_dir.clone(),
     };
     status
         .init()
         .with_context(|| format!("cannot create {}", status.run_dir.display()))?;
-    log::info!(
-        "proxy {proxy}, timeout {} s{}",
-        cli.timeout,
-        if cli.dry_run { ", dry run" } else { "" }
-    );
-    let transport = Socks {
-        proxy,
-        timeout: Duration::from_secs(cli.timeout),
-    };
-    let mut daemon = Daemon::new(cfg, transport, clock, status, os_rng());
-    daemon.control = control;
-    daemon.minimum_files = vec![
-        "/etc/minimum-unixtime".into(),
-        "/usr/local/etc/minimum-unixtime".into(),
-    ];
+    let (kind, why) = pick_transport(&cli, &cfg, proxy);
+    let timeout = Duration::from_secs(cli.timeout);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let result = rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            r = daemon.run(cli.once) => Ok::<_, std::io::Error>(Some(r)),
-            _ = term.recv() => Ok(None),
-            _ = tokio::signal::ctrl_c() => Ok(None),
+    let result = match kind {
+        TransportKind::Socks => {
+            log::info!(
+                "transport socks ({why}): proxy {proxy}, timeout {} s{}",
+                cli.timeout,
+                if cli.dry_run { ", dry run" } else { "" }
+            );
+            let transport = Socks { proxy, timeout };
+            rt.block_on(drive(&cli, cfg, transport, clock, status, control))?
         }
-    })?;
+        TransportKind::Arti => {
+            let extra = cli.arti_config.clone().or(cfg.arti_config.clone());
+            let dir = arti::prepare_state(&cli.state_dir)?;
+            let arti_cfg = arti::config(&cli.state_dir, extra.as_deref())?;
+            log::info!(
+                "transport arti ({why}): state in {}{}, timeout {} s{}",
+                dir.display(),
+                extra
+                    .as_ref()
+                    .map(|f| format!(", settings from {}", f.display()))
+                    .unwrap_or_default(),
+                cli.timeout,
+                if cli.dry_run { ", dry run" } else { "" }
+            );
+            // arti's cache from an earlier start: the next bootstrap reads the directory from
+            // it instead of downloading it again.
+            let cached = dir.join("cache/dir.sqlite3");
+            if std::fs::metadata(&cached).is_ok_and(|m| m.len() > 0) {
+                log::info!("arti: reusing the directory cache {}", cached.display());
+            }
+            rt.block_on(async {
+                let transport = Arti::new(arti_cfg, timeout)?;
+                // A control port belongs to a tor daemon; arti brings its own consensus.
+                drive(&cli, cfg, transport, clock, status, None).await
+            })?
+        }
+    };
     Ok(match result {
         Some(RoundResult::Success { offset, .. }) => {
             println!("sdwdate: success, offset {offset:+.3} s");
@@ -177,6 +230,29 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ExitCode::from(1)
         }
         None => ExitCode::SUCCESS,
+    })
+}
+
+/// Runs the daemon (or one round) until it ends or a signal arrives (`None`).
+async fn drive<T: Transport>(
+    cli: &Cli,
+    cfg: Config,
+    transport: T,
+    clock: Arc<dyn Clock>,
+    status: StatusDir,
+    control: Option<ControlPort>,
+) -> anyhow::Result<Option<RoundResult>> {
+    let mut daemon = Daemon::new(cfg, transport, clock, status, os_rng());
+    daemon.control = control;
+    daemon.minimum_files = vec![
+        "/etc/minimum-unixtime".into(),
+        "/usr/local/etc/minimum-unixtime".into(),
+    ];
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    Ok(tokio::select! {
+        r = daemon.run(cli.once) => Some(r),
+        _ = term.recv() => None,
+        _ = tokio::signal::ctrl_c() => None,
     })
 }
 

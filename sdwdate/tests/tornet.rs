@@ -1,6 +1,8 @@
-//! sdwdate end to end over a private Tor network on loopback (Debian's tor), through SOCKS,
-//! with the consensus bound from the client's ControlPort. Every run is `--once --dry-run`:
-//! this machine's clock is never touched (the real clock changes are tested in the VM).
+//! sdwdate end to end over a private Tor network on loopback (Debian's tor), with both
+//! transports: SOCKS to the network's tor client (consensus bound from its ControlPort), and
+//! the embedded arti client (consensus bound from arti's own directory). Every run is
+//! `--once --dry-run`: this machine's clock is never touched (the real clock changes are
+//! tested in the VM).
 
 use std::path::Path;
 use std::process::Output;
@@ -19,9 +21,16 @@ const MALFORMED: usize = 8;
 const OVERSIZED: usize = 9;
 const SLOW: usize = 10;
 
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Via {
+    Socks,
+    Arti,
+}
+
 struct Run {
     out: Output,
     dir: std::path::PathBuf,
+    keep: bool,
 }
 
 impl Run {
@@ -45,12 +54,29 @@ impl Run {
 
 impl Drop for Run {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
-fn sdwdate(net: &TorNet, pools: [&[usize]; 3], timeout_s: u64, tag: &str) -> Run {
-    let dir = std::env::temp_dir().join(format!("sdwdate-e2e-{}-{tag}", std::process::id()));
+fn run_dir(via: Via, tag: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("sdwdate-e2e-{}-{via:?}-{tag}", std::process::id()))
+}
+
+fn sdwdate(net: &TorNet, via: Via, pools: [&[usize]; 3], timeout_s: u64, tag: &str) -> Run {
+    sdwdate_in(net, via, pools, timeout_s, &run_dir(via, tag), false)
+}
+
+/// One `sdwdate --once --dry-run` with its config, status and state under `dir`.
+fn sdwdate_in(
+    net: &TorNet,
+    via: Via,
+    pools: [&[usize]; 3],
+    timeout_s: u64,
+    dir: &Path,
+    keep: bool,
+) -> Run {
     let conf = dir.join("conf");
     std::fs::create_dir_all(&conf).expect("mkdir");
     let mut text = String::from("MAX_FAILURE_RATIO=1\n");
@@ -65,24 +91,45 @@ fn sdwdate(net: &TorNet, pools: [&[usize]; 3], timeout_s: u64, tag: &str) -> Run
         text += ")\n";
     }
     std::fs::write(conf.join("30_test.conf"), text).expect("write conf");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sdwdate"))
-        .arg("--config-dir")
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sdwdate"));
+    cmd.arg("--config-dir")
         .arg(&conf)
         .arg("--run-dir")
         .arg(dir.join("run"))
         .arg("--state-dir")
         .arg(dir.join("state"))
-        .args([
+        .args(["--timeout", &timeout_s.to_string(), "--once", "--dry-run"])
+        .env_remove("JOURNAL_STREAM");
+    match via {
+        Via::Socks => cmd.args([
+            "--transport",
+            "socks",
             "--proxy",
             &net.socks.to_string(),
             "--control-port",
             &net.control.to_string(),
-        ])
-        .args(["--timeout", &timeout_s.to_string(), "--once", "--dry-run"])
-        .env_remove("JOURNAL_STREAM")
-        .output()
-        .expect("run sdwdate");
-    Run { out, dir }
+        ]),
+        Via::Arti => {
+            let toml = dir.join("arti.toml");
+            std::fs::write(&toml, net.arti_toml()).expect("write arti.toml");
+            cmd.args(["--transport", "arti", "--arti-config"]).arg(toml)
+        }
+    };
+    let out = cmd.output().expect("run sdwdate");
+    Run {
+        out,
+        dir: dir.to_owned(),
+        keep,
+    }
+}
+
+/// The circuits arti named for the fetches of a run, in order.
+fn circuits(r: &Run) -> Vec<String> {
+    r.stderr()
+        .lines()
+        .filter_map(|l| l.split(": stream on circuit ").nth(1))
+        .map(str::to_owned)
+        .collect()
 }
 
 fn assert_success(r: &Run, what: &str) {
@@ -155,11 +202,8 @@ fn assert_failure(r: &Run, what: &str, needle: &str) {
     );
 }
 
-#[test]
-fn end_to_end_over_a_local_tor_network() {
-    if !require_tor("end_to_end_over_a_local_tor_network") {
-        return;
-    }
+/// The time sources every scenario uses (indices: the constants above).
+fn behaviours() -> Vec<Behaviour> {
     let mut behaviours = vec![Behaviour::Offset(30); 3];
     behaviours.extend([Behaviour::Offset(86_400); 3]);
     behaviours.extend([
@@ -170,7 +214,15 @@ fn end_to_end_over_a_local_tor_network() {
     ]);
     behaviours.push(Behaviour::Slow(Duration::from_secs(30)));
     behaviours.extend(vec![Behaviour::Offset(30); 3]);
-    let net = TorNet::start(&behaviours, Duration::from_secs(150))
+    behaviours
+}
+
+#[test]
+fn end_to_end_over_socks() {
+    if !require_tor("end_to_end_over_socks") {
+        return;
+    }
+    let net = TorNet::start(&behaviours(), Duration::from_secs(150))
         .unwrap_or_else(|e| panic!("tor network: {e}"));
 
     // Three honest pools: success, status files, an offset within 2 s of the truth. Meanwhile
@@ -186,8 +238,7 @@ fn end_to_end_over_a_local_tor_network() {
         "{} is missing: run `cargo test --workspace`",
         tsc.display()
     );
-    let run_dir =
-        std::env::temp_dir().join(format!("sdwdate-e2e-{}-honest/run", std::process::id()));
+    let run_dir = run_dir(Via::Socks, "honest").join("run");
     let waiter = std::process::Command::new(&tsc)
         .arg("--run-dir")
         .arg(&run_dir)
@@ -197,6 +248,7 @@ fn end_to_end_over_a_local_tor_network() {
         .expect("timesync-check --wait");
     let r = sdwdate(
         &net,
+        Via::Socks,
         [&[H[0], H[3]], &[H[1], H[4]], &[H[2], H[5]]],
         30,
         "honest",
@@ -233,6 +285,11 @@ fn end_to_end_over_a_local_tor_network() {
     assert!(line.contains("inside Tor's consensus window"), "{line}");
     drop(r);
 
+    scenario(&net, Via::Socks);
+}
+
+/// Liars, dead, malformed, oversized and slow sources: the same verdicts over either transport.
+fn scenario(net: &TorNet, via: Via) {
     // A lying source (+1 day) in every pool: rejected as "fast", another member asked, the
     // result still right. Which member is asked first is random, so run a few rounds.
     let pools: [&[usize]; 3] = [
@@ -243,7 +300,7 @@ fn end_to_end_over_a_local_tor_network() {
     let mut liar_hits = 0;
     for i in 0..4 {
         let before: usize = LIAR.iter().map(|l| net.sources[*l].hits()).sum();
-        let r = sdwdate(&net, pools, 30, &format!("liar{i}"));
+        let r = sdwdate(net, via, pools, 30, &format!("liar{i}"));
         assert_success(&r, "with liars");
         let after: usize = LIAR.iter().map(|l| net.sources[*l].hits()).sum();
         if after > before {
@@ -261,14 +318,15 @@ fn end_to_end_over_a_local_tor_network() {
     );
     // Alone in its pool, the liar fails the round.
     assert_failure(
-        &sdwdate(&net, [&[H[0]], &[LIAR[1]], &[H[2]]], 30, "liar-alone"),
+        &sdwdate(net, via, [&[H[0]], &[LIAR[1]], &[H[2]]], 30, "liar-alone"),
         "liar alone",
         "(fast)",
     );
 
     // A dead source: the next member is asked.
     let r = sdwdate(
-        &net,
+        net,
+        via,
         [&[DEAD[0], H[0]], &[DEAD[1], H[1]], &[H[2], H[5]]],
         30,
         "dead",
@@ -277,7 +335,8 @@ fn end_to_end_over_a_local_tor_network() {
     // All members of a pool dead: the round fails, `fail` is written, the clock stays put.
     // (Six members at MAX_FAILURE_RATIO=1 allow two failures, so the pool runs out first.)
     let r = sdwdate(
-        &net,
+        net,
+        via,
         [&[H[0], H[3]], &[DEAD[0], DEAD[1]], &[H[2], H[4]]],
         30,
         "pool-dead",
@@ -286,16 +345,115 @@ fn end_to_end_over_a_local_tor_network() {
 
     // Malformed, oversized and slow answers are rejected with a clear log line.
     assert_failure(
-        &sdwdate(&net, [&[MALFORMED], &[H[1]], &[H[2]]], 30, "malformed"),
+        &sdwdate(net, via, [&[MALFORMED], &[H[1]], &[H[2]]], 30, "malformed"),
         "malformed",
         "malformed Date header",
     );
     assert_failure(
-        &sdwdate(&net, [&[H[0]], &[OVERSIZED], &[H[2]]], 30, "oversized"),
+        &sdwdate(net, via, [&[H[0]], &[OVERSIZED], &[H[2]]], 30, "oversized"),
         "oversized",
         "(oversized)",
     );
-    let r = sdwdate(&net, [&[H[0]], &[H[1]], &[SLOW]], 4, "slow");
-    assert_failure(&r, "slow", "no answer within 4 s (slow)");
+    // A fresh arti client also builds its onion circuits inside the timeout: give it more
+    // (the slow source waits 30 s either way).
+    let slow = if via == Via::Socks { 4 } else { 10 };
+    let r = sdwdate(net, via, [&[H[0]], &[H[1]], &[SLOW]], slow, "slow");
+    assert_failure(&r, "slow", &format!("no answer within {slow} s (slow)"));
     assert!(Path::new(&net.dir).exists());
+}
+
+#[test]
+fn end_to_end_over_arti() {
+    if !require_tor("end_to_end_over_arti") {
+        return;
+    }
+    let net = TorNet::start(&behaviours(), Duration::from_secs(150))
+        .unwrap_or_else(|e| panic!("tor network: {e}"));
+
+    // Honest pools through the embedded client: success, with the consensus bound taken from
+    // arti's own directory (no control port is given), and three fetches on three circuits.
+    // The same state directory twice: the second start reuses arti's state and cache.
+    let dir = run_dir(Via::Arti, "restart");
+    let pools: [&[usize]; 3] = [&[H[0], H[3]], &[H[1], H[4]], &[H[2], H[5]]];
+    let first = sdwdate_in(&net, Via::Arti, pools, 30, &dir, true);
+    assert_success(&first, "arti, first start");
+    let err = first.stderr();
+    assert!(err.contains("transport arti (--transport)"), "{err}");
+    assert!(
+        err.contains("Tor consensus window") && !err.contains("no Tor consensus window"),
+        "the consensus bound must come from arti's directory:\n{err}"
+    );
+    assert!(!err.contains("reusing the directory cache"), "{err}");
+    let circs = circuits(&first);
+    assert_eq!(circs.len(), 3, "one fetch per pool:\n{err}");
+    let mut distinct = circs.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(
+        distinct.len(),
+        3,
+        "two fetches of one round shared a circuit: {circs:?}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let arti_dir = dir.join("state/arti");
+    let mode = std::fs::metadata(&arti_dir)
+        .expect("arti state dir")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700, "{}", arti_dir.display());
+    for f in ["cache/dir.sqlite3", "state/state/guards.json"] {
+        assert!(
+            arti_dir.join(f).exists(),
+            "{f} missing after the first start"
+        );
+    }
+    // Second start, same state: bootstraps from the cache and succeeds. The run's status
+    // files are removed first so that its success is its own.
+    let _ = std::fs::remove_dir_all(dir.join("run"));
+    let _ = std::fs::remove_file(dir.join("state/time-replay-protection-utc-unixtime"));
+    let mut second = sdwdate_in(&net, Via::Arti, pools, 30, &dir, false);
+    assert_success(&second, "arti, second start");
+    assert!(
+        second.stderr().contains("reusing the directory cache"),
+        "{}",
+        second.stderr()
+    );
+    second.keep = false;
+    drop(first);
+    drop(second);
+
+    // The circuit check can fail: through the library, one isolation string twice gives one
+    // circuit, and a new string a new one.
+    let state = run_dir(Via::Arti, "isolation");
+    std::fs::create_dir_all(&state).expect("mkdir");
+    let toml = state.join("arti.toml");
+    std::fs::write(&toml, net.arti_toml()).expect("write");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let source = sdwdate::config::Source::parse_url(&net.sources[H[0]].url(), "").expect("url");
+    let clock = sdwdate::clock::SystemClock;
+    let ids = rt.block_on(async {
+        sdwdate::transport::arti::prepare_state(&state).expect("state");
+        let cfg = sdwdate::transport::arti::config(&state, Some(&toml)).expect("config");
+        let arti = sdwdate::transport::arti::Arti::new(cfg, Duration::from_secs(60)).expect("arti");
+        let mut ids = Vec::new();
+        for iso in ["a", "a", "b"] {
+            let (_, circ) = arti
+                .fetch_on_circuit(&source, iso, &clock)
+                .await
+                .unwrap_or_else(|e| panic!("fetch {iso}: {e}"));
+            ids.push(circ);
+        }
+        ids
+    });
+    let _ = std::fs::remove_dir_all(&state);
+    assert_eq!(ids[0], ids[1], "one isolation string, one circuit: {ids:?}");
+    assert_ne!(
+        ids[1], ids[2],
+        "a new isolation string, a new circuit: {ids:?}"
+    );
+
+    scenario(&net, Via::Arti);
 }

@@ -1,5 +1,6 @@
 //! Getting an HTTP response head from an onion service over Tor.
 
+pub mod arti;
 pub mod socks;
 
 use std::future::Future;
@@ -21,6 +22,12 @@ pub trait Transport: Send + Sync {
         isolation: &str,
         clock: &dyn Clock,
     ) -> impl Future<Output = Result<Answer, String>> + Send;
+
+    /// `(valid-after, valid-until)` of the consensus, when the transport holds one itself
+    /// (arti). `None`: ask a control port instead (a tor daemon behind SOCKS).
+    fn consensus_window(&self) -> impl Future<Output = Option<Result<(i64, i64), String>>> + Send {
+        async { None }
+    }
 }
 
 /// Runs the HTTP exchange on an established stream (plain or TLS).
@@ -31,6 +38,10 @@ pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<Answer, String> {
     let started = Instant::now();
     s.write_all(&http::request(&source.host, &source.path))
+        .await
+        .map_err(|e| format!("sending the request: {e}"))?;
+    // arti's streams (and TLS) buffer writes: without a flush the request never leaves.
+    s.flush()
         .await
         .map_err(|e| format!("sending the request: {e}"))?;
     let mut buf = Vec::with_capacity(1024);
@@ -99,10 +110,10 @@ where
 }
 
 /// Bounds a fetch in time; a slow source is a failed source.
-pub async fn with_timeout<F: Future<Output = Result<Answer, String>>>(
+pub async fn with_timeout<T, F: Future<Output = Result<T, String>>>(
     timeout: Duration,
     f: F,
-) -> Result<Answer, String> {
+) -> Result<T, String> {
     tokio::time::timeout(timeout, f)
         .await
         .unwrap_or_else(|_| Err(format!("no answer within {} s (slow)", timeout.as_secs())))

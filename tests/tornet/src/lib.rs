@@ -12,6 +12,8 @@ use std::time::{Duration, Instant, SystemTime};
 /// Seconds per voting round. 15, not chutney's 10: see ../../../shared/notes/tor-testnet.md
 /// (the onion-service time period is 24 x this, and arti needs it to be whole minutes >= 5).
 pub const VOTING_INTERVAL: u64 = 15;
+// arti clamps hsdir_interval to >= 5 minutes and takes whole minutes only.
+const _: () = assert!(24 * VOTING_INTERVAL % 60 == 0 && 24 * VOTING_INTERVAL / 60 >= 5);
 /// Consensus lifetime in voting intervals: 20 x 15 s = a 5-minute valid-after..valid-until
 /// window, wide enough for time sources that are a little off to pass the consensus bound.
 pub const INTERVALS_VALID: u64 = 20;
@@ -427,6 +429,52 @@ impl TorNet {
              SafeLogging 0\nShutdownWaitLength 0\nPathsNeededToBuildCircuits 0.25\n{auths}",
             data_dir.display(),
             data_dir.display()
+        )
+    }
+
+    /// A config for arti (TOML in arti's own format) that makes it a client of this network:
+    /// the authorities' v3 identities, every authority and relay as a fallback (RSA, ed25519,
+    /// ORPort), and the overrides a private network needs. Test networks only, never a default:
+    /// - `hsdir_interval` = 24 voting intervals in minutes. With `TestingTorNetwork` C tor
+    ///   derives the onion-service time period from the voting interval and ignores the
+    ///   consensus parameter; arti reads the parameter (default 1440) and would look for
+    ///   descriptors in the wrong period ("Unable to download hidden service descriptor").
+    /// - subnet family prefixes beyond the address length: every relay shares one address, and
+    ///   arti would otherwise refuse to put two of them in one circuit.
+    /// - `allow_local_addrs`: exits may be asked for local addresses.
+    pub fn arti_toml(&self) -> String {
+        let quoted = |v: Vec<String>| v.join(", ");
+        let v3idents = quoted(
+            self.authorities
+                .iter()
+                .filter_map(|a| a.v3ident.as_ref())
+                .map(|v| format!("\"{v}\""))
+                .collect(),
+        );
+        let fallbacks: String = self
+            .authorities
+            .iter()
+            .chain(&self.relays)
+            .map(|n| {
+                format!(
+                    "  {{ rsa_identity = \"{}\", ed_identity = \"{}\", orports = [\"{}:{}\"] }},\n",
+                    n.rsa, n.ed25519, self.addr, n.or_port
+                )
+            })
+            .collect();
+        format!(
+            "# A private test network: see anon-tornet. Never use outside tests.\n\
+             [tor_network]\n\
+             authorities = {{ v3idents = [{v3idents}] }}\n\
+             fallback_caches = [\n{fallbacks}]\n\n\
+             [path_rules]\n\
+             ipv4_subnet_family_prefix = 33\n\
+             ipv6_subnet_family_prefix = 129\n\n\
+             [address_filter]\n\
+             allow_local_addrs = true\n\n\
+             [override_net_params]\n\
+             hsdir_interval = {}\n",
+            24 * VOTING_INTERVAL / 60
         )
     }
 

@@ -1,0 +1,249 @@
+//! An embedded Tor client (arti-client): sdwdate works on a host with no tor daemon, and every
+//! fetch gets its own `IsolationToken`, so no two fetches can share a circuit by construction
+//! (with SOCKS that rests on tor's IsolateSOCKSAuth default).
+//!
+//! arti keeps its state and directory cache under `<state dir>/arti` (`/var/lib/sdwdate/arti`,
+//! the unit's StateDirectory), created 0700 because arti refuses directories others can read.
+//! The Tor consensus window for the sanity bound comes from arti's own network directory.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arti_client::config::{CfgPath, TorClientConfigBuilder};
+use arti_client::{IsolationToken, StreamPrefs, TorClient, TorClientConfig};
+use log::{info, warn};
+use thiserror::Error;
+use tor_proto::client::stream::ClientStreamCtrl;
+use tor_rtcompat::PreferredRuntime;
+
+use crate::clock::Clock;
+use crate::config::Source;
+use crate::round::Answer;
+use crate::transport::{exchange_maybe_tls, with_timeout, Transport};
+
+/// How far ahead of the local clock a consensus may be. arti's default (1 day) would keep a
+/// client whose clock is days slow from ever bootstrapping, which is exactly the clock sdwdate
+/// exists to fix. Only newer documents are let in: a consensus from the future cannot be forged
+/// without the authorities' keys, and an old one is still refused (arti's default post-valid
+/// tolerance is unchanged).
+pub const PRE_VALID_TOLERANCE: &str = "30 days";
+
+/// Isolation strings remembered (the daemon uses each once; the map only lets a caller reuse
+/// one on purpose). Bounded so a long-running daemon does not grow.
+const MAX_TOKENS: usize = 64;
+
+#[derive(Debug, Error)]
+pub enum ArtiError {
+    #[error("{file}: {message}")]
+    Config { file: PathBuf, message: String },
+    #[error("{dir}: {source}")]
+    State {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("arti: {0}")]
+    Client(String),
+}
+
+/// Builds arti's configuration: `extra` (arti's own TOML format, e.g. a private test network's
+/// authorities and fallbacks) on top of arti's defaults, then sdwdate's storage and tolerance.
+/// Unknown keys in `extra` are an error, not silently ignored.
+pub fn config(state: &Path, extra: Option<&Path>) -> Result<TorClientConfig, ArtiError> {
+    let mut table = toml::Table::new();
+    if let Some(file) = extra {
+        let err = |message: String| ArtiError::Config {
+            file: file.to_owned(),
+            message,
+        };
+        let text = std::fs::read_to_string(file).map_err(|e| err(e.to_string()))?;
+        table = text
+            .parse::<toml::Table>()
+            .map_err(|e| err(e.to_string()))?;
+        if table.contains_key("storage") {
+            return Err(err(
+                "[storage] is set by sdwdate (<state dir>/arti); remove it".into(),
+            ));
+        }
+    }
+    let tolerance = table
+        .entry("directory_tolerance")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if let toml::Value::Table(t) = tolerance {
+        t.entry("pre_valid_tolerance")
+            .or_insert_with(|| PRE_VALID_TOLERANCE.into());
+    }
+    let mut unknown = Vec::new();
+    let mut bld: TorClientConfigBuilder =
+        serde_ignored::deserialize(toml::Value::Table(table), |p| unknown.push(p.to_string()))
+            .map_err(|e| ArtiError::Config {
+                file: extra.map(Path::to_owned).unwrap_or_default(),
+                message: e.to_string(),
+            })?;
+    if let (Some(file), false) = (extra, unknown.is_empty()) {
+        return Err(ArtiError::Config {
+            file: file.to_owned(),
+            message: format!("unknown arti setting(s): {}", unknown.join(", ")),
+        });
+    }
+    let dir = state.join("arti");
+    bld.storage()
+        .cache_dir(CfgPath::new_literal(dir.join("cache")))
+        .state_dir(CfgPath::new_literal(dir.join("state")));
+    bld.build().map_err(|e| ArtiError::Config {
+        file: extra.map(Path::to_owned).unwrap_or_default(),
+        message: e.to_string(),
+    })
+}
+
+/// Creates `<state>/arti` private to the service user (arti checks it and refuses otherwise).
+pub fn prepare_state(state: &Path) -> Result<PathBuf, ArtiError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let dir = state.join("arti");
+    let err = |source| ArtiError::State {
+        dir: dir.clone(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(err)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
+    Ok(dir)
+}
+
+/// The arti transport. Bootstraps on first use (bounded by the fetch timeout), so a Tor
+/// network that cannot be reached shows up as a failed round in the status files.
+pub struct Arti {
+    client: Arc<TorClient<PreferredRuntime>>,
+    pub timeout: Duration,
+    tokens: Mutex<HashMap<String, IsolationToken>>,
+}
+
+impl std::fmt::Debug for Arti {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Arti")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unix(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_secs() as i64,
+        Err(e) => -(e.duration().as_secs() as i64),
+    }
+}
+
+impl Arti {
+    /// Must run inside a tokio runtime. Installs ring as rustls' process-wide provider: arti's
+    /// rustls build panics at start-up without one.
+    pub fn new(cfg: TorClientConfig, timeout: Duration) -> Result<Arti, ArtiError> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = TorClient::builder()
+            .config(cfg)
+            .create_unbootstrapped()
+            .map_err(|e| ArtiError::Client(e.to_string()))?;
+        Ok(Arti {
+            client,
+            timeout,
+            tokens: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Bootstraps (a no-op once done), within the fetch timeout.
+    pub async fn bootstrap(&self) -> Result<(), String> {
+        let started = std::time::Instant::now();
+        tokio::time::timeout(self.timeout, self.client.bootstrap())
+            .await
+            .map_err(|_| {
+                format!(
+                    "arti: not bootstrapped within {} s (Tor network unreachable?)",
+                    self.timeout.as_secs()
+                )
+            })?
+            .map_err(|e| format!("arti: bootstrap: {e}"))?;
+        let took = started.elapsed();
+        if took > Duration::from_millis(50) {
+            info!("arti: bootstrapped in {:.2} s", took.as_secs_f64());
+        }
+        Ok(())
+    }
+
+    fn token(&self, isolation: &str) -> IsolationToken {
+        let Ok(mut map) = self.tokens.lock() else {
+            return IsolationToken::new();
+        };
+        if map.len() >= MAX_TOKENS && !map.contains_key(isolation) {
+            map.clear();
+        }
+        *map.entry(isolation.to_owned())
+            .or_insert_with(IsolationToken::new)
+    }
+
+    /// As [`Transport::fetch`], also naming the circuit the stream went over (arti's unique
+    /// id), so that tests and logs can show that no two fetches shared one.
+    pub async fn fetch_on_circuit(
+        &self,
+        source: &Source,
+        isolation: &str,
+        clock: &dyn Clock,
+    ) -> Result<(Answer, String), String> {
+        with_timeout(self.timeout, async {
+            self.bootstrap().await?;
+            let mut prefs = StreamPrefs::new();
+            prefs.set_isolation(self.token(isolation));
+            let stream = self
+                .client
+                .connect_with_prefs((source.host.as_str(), source.port), &prefs)
+                .await
+                .map_err(|e| format!("Tor (arti): {e}"))?;
+            let circuit = stream
+                .client_stream_ctrl()
+                .and_then(|c| c.tunnel())
+                .map(|t| t.unique_id().to_string())
+                .unwrap_or_else(|| "?".into());
+            info!("arti: {source}: stream on circuit {circuit}");
+            let answer = exchange_maybe_tls(stream, source, clock).await?;
+            Ok((answer, circuit))
+        })
+        .await
+    }
+
+    /// `(valid-after, valid-until)` of the consensus arti holds (unchecked against the local
+    /// clock: that clock is what is being corrected).
+    pub fn netdir_window(&self) -> Result<(i64, i64), String> {
+        let dirmgr = self.client.dirmgr().map_err(|e| format!("arti: {e}"))?;
+        let netdir = dirmgr
+            .netdir(tor_netdir::Timeliness::Unchecked)
+            .map_err(|e| format!("arti: no network directory: {e}"))?;
+        let life = netdir.lifetime();
+        Ok((
+            unix(SystemTime::from(life.valid_after)),
+            unix(SystemTime::from(life.valid_until)),
+        ))
+    }
+}
+
+impl Transport for Arti {
+    async fn fetch(
+        &self,
+        source: &Source,
+        isolation: &str,
+        clock: &dyn Clock,
+    ) -> Result<Answer, String> {
+        self.fetch_on_circuit(source, isolation, clock)
+            .await
+            .map(|(a, _)| a)
+    }
+
+    async fn consensus_window(&self) -> Option<Result<(i64, i64), String>> {
+        if let Err(e) = self.bootstrap().await {
+            warn!("{e}");
+            return Some(Err(e));
+        }
+        Some(self.netdir_window())
+    }
+}
