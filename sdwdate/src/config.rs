@@ -467,14 +467,14 @@ mod tests {
         assert!(c.randomize_time);
         assert_eq!(c.proxy_port, Some(9108));
         assert_eq!(c.transport, None);
-        let c = parse("TRANSPORT=\"arti\"\nARTI_CONFIG=/etc/sdwdate/arti.toml\n").expect("ok");
-        assert_eq!(c.transport, Some(TransportKind::Arti));
+        let k = parse("TRANSPORT=\"arti\"\nARTI_CONFIG=/etc/sdwdate/arti.toml\n").expect("ok");
+        assert_eq!(k.transport, Some(TransportKind::Arti));
         assert_eq!(
-            c.arti_config.as_deref(),
+            k.arti_config.as_deref(),
             Some(Path::new("/etc/sdwdate/arti.toml"))
         );
-        let c = parse("TRANSPORT=socks\n").expect("ok");
-        assert_eq!(c.transport, Some(TransportKind::Socks));
+        let k = parse("TRANSPORT=socks\n").expect("ok");
+        assert_eq!(k.transport, Some(TransportKind::Socks));
         assert_eq!(c.pools[1].len(), 2);
         let Member::Group(g) = &c.pools[1][1] else {
             panic!("group expected")

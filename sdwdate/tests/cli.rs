@@ -78,3 +78,50 @@ fn refuses_to_run_as_root_without_dry_run() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to run as root"));
 }
+
+#[test]
+fn a_bad_arti_config_names_file_and_setting_and_nothing_runs() {
+    let pools = concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/debian/sdwdate");
+    let d = std::env::temp_dir().join(format!("sdwdate-cli-{}-arti", std::process::id()));
+    std::fs::create_dir_all(&d).expect("mkdir");
+    for (text, needle) in [
+        (
+            "[tor_network]\nfallback_cachez = []\n",
+            "unknown arti setting(s): tor_network.fallback_cachez",
+        ),
+        ("[path_rules]\nipv4_subnet_family_prefix = \n", "line 2"),
+        (
+            "[storage]\ncache_dir = \"/tmp/x\"\n",
+            "[storage] is set by sdwdate",
+        ),
+    ] {
+        let toml = d.join("arti.toml");
+        std::fs::write(&toml, text).expect("write");
+        let run = d.join("run");
+        let out = sdwdate(&[
+            "--config-dir",
+            pools,
+            "--run-dir",
+            run.to_str().expect("utf8"),
+            "--state-dir",
+            d.join("state").to_str().expect("utf8"),
+            "--transport",
+            "arti",
+            "--arti-config",
+            toml.to_str().expect("utf8"),
+            "--once",
+            "--dry-run",
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{text}: {err}");
+        assert!(
+            err.contains(&toml.display().to_string()) && err.contains(needle),
+            "{text}: want `{needle}` with the file name in:\n{err}"
+        );
+        assert!(
+            !run.join("success").exists() && !err.contains("would step"),
+            "{err}"
+        );
+    }
+    std::fs::remove_dir_all(&d).expect("cleanup");
+}

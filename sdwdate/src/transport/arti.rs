@@ -247,3 +247,76 @@ impl Transport for Arti {
         Some(self.netdir_window())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(tag: &str, text: &str) -> PathBuf {
+        let p =
+            std::env::temp_dir().join(format!("sdwdate-arti-{}-{tag}.toml", std::process::id()));
+        std::fs::write(&p, text).expect("write");
+        p
+    }
+
+    #[test]
+    fn defaults_and_a_test_network_build() {
+        let state = Path::new("/var/lib/sdwdate");
+        config(state, None).expect("arti's defaults with sdwdate's storage");
+        let f = file(
+            "net",
+            "[tor_network]\nauthorities = { v3idents = [\"0123456789ABCDEF0123456789ABCDEF01234567\"] }\n\
+             fallback_caches = [{ rsa_identity = \"0123456789ABCDEF0123456789ABCDEF01234567\", \
+             ed_identity = \"dGhpcyBpcyBhIHRlc3Qga2V5IG9mIDMyIGJ5dGVzISE\", orports = [\"127.0.0.1:9001\"] }]\n\
+             [path_rules]\nipv4_subnet_family_prefix = 33\n[override_net_params]\nhsdir_interval = 6\n\
+             [directory_tolerance]\npre_valid_tolerance = \"2 days\"\n",
+        );
+        let r = config(state, Some(&f));
+        std::fs::remove_file(&f).expect("rm");
+        r.expect("a private network's settings");
+    }
+
+    #[test]
+    fn unknown_settings_and_storage_are_errors_naming_the_file() {
+        for (tag, text, needle) in [
+            (
+                "unknown",
+                "[path_rules]\nipv4_prefix = 33\n",
+                "path_rules.ipv4_prefix",
+            ),
+            (
+                "storage",
+                "[storage]\nstate_dir = \"/tmp\"\n",
+                "[storage] is set by sdwdate",
+            ),
+            ("syntax", "[path_rules\n", "TOML parse error"),
+            (
+                "invalid",
+                "[tor_network]\nauthorities = { v3idents = [\"00\"] }\n",
+                "",
+            ),
+        ] {
+            let f = file(tag, text);
+            let r = config(Path::new("/var/lib/sdwdate"), Some(&f));
+            std::fs::remove_file(&f).expect("rm");
+            let e = r.expect_err(tag).to_string();
+            assert!(
+                e.starts_with(&f.display().to_string()) && e.contains(needle),
+                "{tag}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn state_dir_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = std::env::temp_dir().join(format!("sdwdate-arti-state-{}", std::process::id()));
+        std::fs::create_dir_all(base.join("arti")).expect("mkdir");
+        std::fs::set_permissions(base.join("arti"), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        let dir = prepare_state(&base).expect("prepare");
+        let mode = std::fs::metadata(&dir).expect("stat").permissions().mode();
+        std::fs::remove_dir_all(&base).expect("rm");
+        assert_eq!(mode & 0o777, 0o700);
+    }
+}
