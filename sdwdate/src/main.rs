@@ -260,7 +260,7 @@ fn init_logging() {
     let journal = std::env::var_os("JOURNAL_STREAM").is_some();
     let ok = journal
         && systemd_journal_logger::JournalLog::new()
-            .map(|l| l.install().is_ok())
+            .map(|l| log::set_boxed_logger(Box::new(Journal(l))).is_ok())
             .unwrap_or(false);
     if !ok {
         let _ = log::set_logger(&StderrLog);
@@ -268,19 +268,43 @@ fn init_logging() {
     log::set_max_level(log::LevelFilter::Info);
 }
 
+/// sdwdate's own lines, and warnings and errors of the embedded Tor client (arti's info
+/// chatter stays out of the journal).
+fn wanted(m: &log::Metadata) -> bool {
+    m.target().starts_with("sdwdate") || m.level() <= log::Level::Warn
+}
+
+struct Journal(systemd_journal_logger::JournalLog);
+
+impl log::Log for Journal {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        wanted(m)
+    }
+    fn log(&self, r: &log::Record) {
+        if wanted(r.metadata()) {
+            self.0.log(r);
+        }
+    }
+    fn flush(&self) {
+        self.0.flush();
+    }
+}
+
 struct StderrLog;
 
 impl log::Log for StderrLog {
     fn enabled(&self, m: &log::Metadata) -> bool {
-        m.target().starts_with("sdwdate")
+        wanted(m)
     }
     fn log(&self, r: &log::Record) {
-        if self.enabled(r.metadata()) {
-            eprintln!(
-                "sdwdate: {}: {}",
-                r.level().as_str().to_lowercase(),
-                r.args()
-            );
+        if !self.enabled(r.metadata()) {
+            return;
+        }
+        let level = r.level().as_str().to_lowercase();
+        if r.target().starts_with("sdwdate") {
+            eprintln!("sdwdate: {level}: {}", r.args());
+        } else {
+            eprintln!("sdwdate: {level}: {}: {}", r.target(), r.args());
         }
     }
     fn flush(&self) {}

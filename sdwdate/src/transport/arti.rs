@@ -193,13 +193,29 @@ impl Arti {
     ) -> Result<(Answer, String), String> {
         with_timeout(self.timeout, async {
             self.bootstrap().await?;
-            let mut prefs = StreamPrefs::new();
-            prefs.set_isolation(self.token(isolation));
-            let stream = self
-                .client
-                .connect_with_prefs((source.host.as_str(), source.port), &prefs)
-                .await
-                .map_err(|e| format!("Tor (arti): {e}"))?;
+            // An onion connection attempt can stall without an error (seen about once in 20
+            // fresh starts on the test network): abandon it after a quarter of the timeout
+            // and try again on a fresh circuit, still shared with no other fetch. The
+            // fetch timeout around this bounds the attempts.
+            let attempt = (self.timeout / 4).max(Duration::from_secs(10));
+            let mut token = self.token(isolation);
+            let stream = loop {
+                let mut prefs = StreamPrefs::new();
+                prefs.set_isolation(token);
+                let connect = self
+                    .client
+                    .connect_with_prefs((source.host.as_str(), source.port), &prefs);
+                match tokio::time::timeout(attempt, connect).await {
+                    Ok(r) => break r.map_err(|e| format!("Tor (arti): {e}"))?,
+                    Err(_) => {
+                        warn!(
+                            "arti: {source}: no connection after {} s; trying a fresh circuit",
+                            attempt.as_secs()
+                        );
+                        token = IsolationToken::new();
+                    }
+                }
+            };
             let circuit = stream
                 .client_stream_ctrl()
                 .and_then(|c| c.tunnel())

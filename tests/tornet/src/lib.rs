@@ -442,6 +442,10 @@ impl TorNet {
     /// - subnet family prefixes beyond the address length: every relay shares one address, and
     ///   arti would otherwise refuse to put two of them in one circuit.
     /// - `allow_local_addrs`: exits may be asked for local addresses.
+    /// - `cbtdisabled`: circuits on loopback build in milliseconds, so arti's learned build
+    ///   timeout sinks to its 10 ms floor and slower onion circuits then "time out" at once;
+    ///   the estimate is persisted, so a client kept across restarts fails every round
+    ///   (seen in the benchmark). With learning off arti uses a fixed 60 s.
     pub fn arti_toml(&self) -> String {
         let quoted = |v: Vec<String>| v.join(", ");
         let v3idents = quoted(
@@ -473,7 +477,8 @@ impl TorNet {
              [address_filter]\n\
              allow_local_addrs = true\n\n\
              [override_net_params]\n\
-             hsdir_interval = {}\n",
+             hsdir_interval = {}\n\
+             cbtdisabled = 1\n",
             24 * VOTING_INTERVAL / 60
         )
     }
