@@ -250,7 +250,9 @@ pub fn gateway_checks(s: &Setup, obs: &mut Option<Client>, tor_uid: Option<u32>)
     let mut out = Vec::new();
     let to = SocketAddr::new(s.target, 443);
     let exe = std::env::current_exe().unwrap_or_else(|_| "leaktest".into());
-    let attempt = |uid: u32| -> bool {
+    // The probe is this binary run as `uid`; a probe that cannot even start (the binary not
+    // executable by that user, say) proves nothing, and must never read as "refused".
+    let attempt = |uid: u32| -> Result<bool, String> {
         use std::os::unix::process::CommandExt;
         Command::new(&exe)
             .arg("probe-tcp")
@@ -258,33 +260,43 @@ pub fn gateway_checks(s: &Setup, obs: &mut Option<Client>, tor_uid: Option<u32>)
             .uid(uid)
             .gid(uid)
             .status()
-            .is_ok_and(|st| st.success())
+            .map(|st| st.success())
+            .map_err(|e| format!("cannot run the probe {} as uid {uid}: {e}", exe.display()))
     };
     for (who, uid) in [("root", 0u32), ("an ordinary user (nobody)", 65534)] {
-        let (local, seen) = observed(obs, s, || {
-            if attempt(uid) {
-                "connected".into()
-            } else {
-                "refused".into()
+        let check = format!("gateway: {who} out");
+        let mut broken = None;
+        let (local, seen) = observed(obs, s, || match attempt(uid) {
+            Ok(true) => "connected".into(),
+            Ok(false) => "refused".into(),
+            Err(e) => {
+                broken = Some(e.clone());
+                e
             }
         });
-        let mut o = network(&format!("gateway: {who} out"), &local, &seen);
+        if let Some(e) = broken {
+            out.push(fact(&check, None, e));
+            continue;
+        }
+        let mut o = network(&check, &local, &seen);
         if local == "connected" {
             o.verdict = crate::verdict::Verdict::Fail;
         }
         out.push(o);
     }
     if let Some(uid) = tor_uid {
-        let ok = attempt(uid);
-        out.push(fact(
-            "gateway: tor user out",
-            Some(ok),
-            if ok {
-                "the Tor user reaches the outside".into()
-            } else {
-                "the Tor user cannot get out: is Tor blocked?".into()
-            },
-        ));
+        out.push(match attempt(uid) {
+            Ok(ok) => fact(
+                "gateway: tor user out",
+                Some(ok),
+                if ok {
+                    "the Tor user reaches the outside".into()
+                } else {
+                    "the Tor user cannot get out: is Tor blocked?".into()
+                },
+            ),
+            Err(e) => fact("gateway: tor user out", None, e),
+        });
     }
     out
 }

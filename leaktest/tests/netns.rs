@@ -121,8 +121,22 @@ fn socks_standins(gw: &Netns) {
 }
 
 fn leaktest(ns: &Netns, args: &[&str]) -> (Output, serde_json::Value) {
+    leaktest_at(ns, &bin("leaktest"), args)
+}
+
+/// leaktest copied into a directory of the given mode, as `/usr/sbin/leaktest` would be: on a
+/// gateway it runs itself as other users, so where it lies decides whether they can.
+fn installed(mode: u32) -> TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("lt-bin").expect("tmp");
+    std::fs::copy(bin("leaktest"), dir.path().join("leaktest")).expect("copy leaktest");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(mode)).expect("chmod");
+    dir
+}
+
+fn leaktest_at(ns: &Netns, exe: &std::path::Path, args: &[&str]) -> (Output, serde_json::Value) {
     let out = ns
-        .command(bin("leaktest"))
+        .command(exe)
         .args(args)
         .arg("--json")
         .output()
@@ -257,7 +271,33 @@ fn on_the_gateway_only_the_tor_user_gets_out() {
         &t.gateway,
         &format!("role = \"gateway\"\ntor_user = {TOR_UID}\n"),
     );
-    let (_, j) = leaktest(&t.gateway, &args);
+    // A binary the other users cannot run (a private build directory): no probe ran, so no
+    // verdict but SKIP, naming why; never "refused".
+    let private = installed(0o700);
+    let (out, j) = leaktest_at(&t.gateway, &private.path().join("leaktest"), &args);
+    let v = verdicts(&j);
+    for check in [
+        "gateway: root",
+        "gateway: an ordinary user",
+        "gateway: tor user",
+    ] {
+        let (_, verdict, evidence) = v
+            .iter()
+            .find(|(c, _, _)| c.starts_with(check))
+            .unwrap_or_else(|| panic!("{check}: {v:#?}"));
+        if check == "gateway: root" {
+            // root may run it; without an observer that is SKIP anyway.
+            assert_eq!(verdict, "SKIP", "{v:#?}");
+        } else {
+            assert_eq!(verdict, "SKIP", "{check}: {v:#?}");
+            assert!(evidence.contains("cannot run the probe"), "{check}: {v:#?}");
+        }
+    }
+    assert_eq!(out.status.code(), Some(2), "{v:#?}");
+    drop(private);
+    let public = installed(0o755);
+    let exe = public.path().join("leaktest");
+    let (_, j) = leaktest_at(&t.gateway, &exe, &args);
     let v = verdicts(&j);
     let get = |name: &str| {
         v.iter()
@@ -274,7 +314,7 @@ fn on_the_gateway_only_the_tor_user_gets_out() {
     assert_eq!(get("gateway: tor user").1, "PASS", "{v:#?}");
     // Planted leak: no firewall, root gets out, and leaktest says so even without an observer.
     t.gateway.exec(&["nft", "flush", "ruleset"]).expect("flush");
-    let (out, j) = leaktest(&t.gateway, &args);
+    let (out, j) = leaktest_at(&t.gateway, &exe, &args);
     let v = verdicts(&j);
     assert_eq!(out.status.code(), Some(1), "{v:#?}");
     assert_eq!(

@@ -207,12 +207,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 cli.timeout,
                 if cli.dry_run { ", dry run" } else { "" }
             );
-            // arti's cache from an earlier start: the next bootstrap reads the directory from
-            // it instead of downloading it again.
-            let cached = dir.join("cache/dir.sqlite3");
-            if std::fs::metadata(&cached).is_ok_and(|m| m.len() > 0) {
-                log::info!("arti: reusing the directory cache {}", cached.display());
-            }
             rt.block_on(async {
                 let transport = Arti::new(arti_cfg, timeout)?;
                 // A control port belongs to a tor daemon; arti brings its own consensus.
@@ -268,10 +262,13 @@ fn init_logging() {
     log::set_max_level(log::LevelFilter::Info);
 }
 
-/// sdwdate's own lines, and warnings and errors of the embedded Tor client (arti's info
-/// chatter stays out of the journal).
+/// sdwdate's own lines, warnings and errors of the embedded Tor client, and the few info lines
+/// of arti's directory manager (where the directory came from, when it became usable); the
+/// rest of arti's info chatter stays out of the journal.
 fn wanted(m: &log::Metadata) -> bool {
-    m.target().starts_with("sdwdate") || m.level() <= log::Level::Warn
+    m.target().starts_with("sdwdate")
+        || m.level() <= log::Level::Warn
+        || (m.target() == "tor_dirmgr" && m.level() <= log::Level::Info)
 }
 
 struct Journal(systemd_journal_logger::JournalLog);

@@ -383,7 +383,7 @@ fn end_to_end_over_arti() {
         err.contains("Tor consensus window") && !err.contains("no Tor consensus window"),
         "the consensus bound must come from arti's directory:\n{err}"
     );
-    assert!(!err.contains("reusing the directory cache"), "{err}");
+    assert!(!err.contains("Loaded a good directory from cache"), "{err}");
     let circs = circuits(&first);
     assert_eq!(circs.len(), 3, "one fetch per pool:\n{err}");
     let mut distinct = circs.clone();
@@ -414,8 +414,10 @@ fn end_to_end_over_arti() {
     let mut second = sdwdate_in(&net, Via::Arti, pools, 30, &dir, false);
     assert_success(&second, "arti, second start");
     assert!(
-        second.stderr().contains("reusing the directory cache"),
-        "{}",
+        second
+            .stderr()
+            .contains("tor_dirmgr: Loaded a good directory from cache."),
+        "arti must bootstrap from its cache:\n{}",
         second.stderr()
     );
     second.keep = false;
