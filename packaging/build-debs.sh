@@ -58,7 +58,7 @@ build_firewall() {
   mkdir -p "$d/usr/share/man/man8"
   "$BIN"/anon-firewall man | gzip -9n > "$d/usr/share/man/man8/anon-firewall.8.gz"
   install -Dm644 firewall/README.md "$d/usr/share/doc/anon-firewall/README.md"
-  pack anon-firewall "$(version firewall)" "nftables, libc6" \
+  pack anon-firewall "$(version firewall)" "nftables, libc6, libgcc-s1" \
     "fail-closed nftables firewall for Whonix gateways and workstations
  Builds the nftables ruleset for the host's role (gateway: transparent proxy into
  Tor, only the Tor user reaches the internet; workstation: only the gateway) and
@@ -99,7 +99,7 @@ build_kloak() {
   mkdir -p "$d/usr/share/man/man8"
   "$BIN"/kloak man | gzip -9n > "$d/usr/share/man/man8/kloak.8.gz"
   install -Dm644 kloak/README.md "$d/usr/share/doc/kloak/README.md"
-  pack kloak "$(version kloak)" "libc6" \
+  pack kloak "$(version kloak)" "libc6, libgcc-s1" \
     "keystroke and mouse timing anonymization
  Grabs keyboards and mice through evdev and re-emits their events through uinput
  after random, order-preserving delays, so that typing rhythm no longer identifies
@@ -134,7 +134,7 @@ build_timesync_check() {
   mkdir -p "$d/usr/share/man/man1"
   "$BIN"/timesync-check --man | gzip -9n > "$d/usr/share/man/man1/timesync-check.1.gz"
   install -Dm644 timesync-check/README.md "$d/usr/share/doc/timesync-check/README.md"
-  pack timesync-check "$(version timesync-check)" "libc6" \
+  pack timesync-check "$(version timesync-check)" "libc6, libgcc-s1" \
     "say whether sdwdate has synced the clock
  One line and an exit code (0 synced, 1 pending, 2 failed, 3 not running) from
  sdwdate's status files; --wait for the first success; --tor to compare the clock
@@ -148,7 +148,7 @@ build_leaktest() {
   mkdir -p "$d/usr/share/man/man8"
   "$BIN"/leaktest man | gzip -9n > "$d/usr/share/man/man8/leaktest.8.gz"
   install -Dm644 leaktest/README.md "$d/usr/share/doc/leaktest/README.md"
-  pack leaktest "$(version leaktest)" "libc6" \
+  pack leaktest "$(version leaktest)" "libc6, libgcc-s1" \
     "tries every way out of Tor and judges each one
  Probes TCP, UDP, ICMP, raw IP, IPv6 and DNS around Tor, confirms each verdict with an
  observer on the gateway's uplink, and checks host settings that identify (TCP

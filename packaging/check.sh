@@ -19,6 +19,22 @@ extract() {
   echo "$deb: $(dpkg-deb -f "$deb" Depends)"
 }
 
+# linked NAME BINARY: every shared library the binary loads comes from a package its Depends
+# names (what dpkg-shlibdeps would write; no debhelper here).
+linked() {
+  local name=$1 bin=$2 deb; deb=$(deb_of "$name")
+  local depends; depends=$(dpkg-deb -f "$deb" Depends)
+  local lib path pkg
+  for lib in $(ldd "$bin" | awk '/=>/ {print $3}'); do
+    path=$(readlink -f "$lib")
+    pkg=$(dpkg -S "$lib" 2>/dev/null || dpkg -S "$path" 2>/dev/null || dpkg -S "${path#/usr}" 2>/dev/null || true)
+    pkg=$(echo "$pkg" | head -n1); pkg=${pkg%%:*}
+    [ -n "$pkg" ] || fail "$name: no package owns $lib"
+    echo "$depends" | tr ',|' '\n\n' | sed 's/ *(.*//; s/^ *//; s/ *$//' | grep -qx "$pkg" \
+      || fail "$name: links $lib from $pkg, which Depends ($depends) does not name"
+  done
+}
+
 # units ROOT UNIT...: systemd-analyze verify (only the host's targets may be missing under
 # --root) and the exposure score of the first unit.
 units() {
@@ -42,6 +58,7 @@ extract anon-firewall usr/sbin/anon-firewall usr/lib/systemd/system/anon-firewal
   usr/lib/systemd/system/anon-firewall-timesync.path etc/anon-firewall.d/30_default.toml
 unit_has "$tmp/anon-firewall/usr/lib/systemd/system/anon-firewall.service" Type=oneshot RemainAfterExit=yes \
   DefaultDependencies=no Before=network-pre.target Wants=network-pre.target WantedBy=sysinit.target
+linked anon-firewall "$tmp/anon-firewall/usr/sbin/anon-firewall"
 units "$tmp/anon-firewall" anon-firewall.service anon-firewall-timesync.path anon-firewall-timesync.service
 # (workstation: the gateway role needs the debian-tor user to exist)
 "$tmp/anon-firewall/usr/sbin/anon-firewall" --config-dir "$tmp/anon-firewall/etc/anon-firewall.d" check-config --role workstation
@@ -51,11 +68,13 @@ extract sdwdate usr/bin/sdwdate usr/lib/systemd/system/sdwdate.service usr/lib/s
   usr/lib/tmpfiles.d/sdwdate.conf etc/sdwdate.d/30_default.conf
 unit_has "$tmp/sdwdate/usr/lib/systemd/system/sdwdate.service" Type=notify User=sdwdate \
   AmbientCapabilities=CAP_SYS_TIME CapabilityBoundingSet=CAP_SYS_TIME WatchdogSec=
+linked sdwdate "$tmp/sdwdate/usr/bin/sdwdate"
 units "$tmp/sdwdate" sdwdate.service
 "$tmp/sdwdate/usr/bin/sdwdate" --config-dir "$tmp/sdwdate/etc/sdwdate.d" check-config
 # kloak
 extract kloak usr/sbin/kloak usr/lib/systemd/system/kloak.service
 unit_has "$tmp/kloak/usr/lib/systemd/system/kloak.service" PrivateNetwork=yes CapabilityBoundingSet= DeviceAllow=/dev/uinput
+linked kloak "$tmp/kloak/usr/sbin/kloak"
 units "$tmp/kloak" kloak.service
 printf '1000 1 30 1\n1000 0 0 0\n' | "$tmp/kloak/usr/sbin/kloak" simulate --seed 1 | grep -q '^1000	1	30	1	' || fail "kloak simulate"
 # tirdad-dkms, tcp-timestamps-off (no man pages: a module source and a config file)
@@ -69,8 +88,10 @@ echo "$why" | grep -q 'not built with CONFIG_RUST=y' || fail "tirdad Makefile on
 grep -qx 'net.ipv4.tcp_timestamps = 0' "$tmp/tcp-timestamps-off/usr/lib/sysctl.d/30_tcp-timestamps-off.conf" || fail "sysctl drop-in"
 # timesync-check
 extract timesync-check usr/bin/timesync-check
+linked timesync-check "$tmp/timesync-check/usr/bin/timesync-check"
 set +e; "$tmp/timesync-check/usr/bin/timesync-check" --run-dir /nonexistent >/dev/null; rc=$?; set -e
 [ "$rc" = 3 ] || fail "timesync-check without sdwdate must exit 3, got $rc"
 # leaktest
 extract leaktest usr/sbin/leaktest
+linked leaktest "$tmp/leaktest/usr/sbin/leaktest"
 echo "packaging: OK"

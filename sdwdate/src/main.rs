@@ -140,8 +140,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Cmd::CheckConfig) => {
             let cfg = Config::load_dir(&cli.config_dir)?;
             let n: Vec<usize> = cfg.pools.iter().map(Vec::len).collect();
+            let transport = match cfg.transport {
+                Some(TransportKind::Socks) => "socks",
+                Some(TransportKind::Arti) => "arti",
+                None => "decided at start: socks on Whonix or where a SocksPort answers, else arti",
+            };
             println!(
-                "sdwdate: configuration OK (pools of {} / {} / {} members, proxy {})",
+                "sdwdate: configuration OK (pools of {} / {} / {} members, proxy {}, transport {transport})",
                 n[0],
                 n[1],
                 n[2],
