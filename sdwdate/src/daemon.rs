@@ -89,33 +89,36 @@ impl<T: Transport> Daemon<T> {
         notify(&format!("STATUS={message}"));
     }
 
-    async fn bounds(&self) -> Bounds {
+    /// The bounds an answer must fall in. A transport that holds Tor's directory itself
+    /// (arti) must deliver the consensus window, else the round fails: with arti there is no
+    /// reason to go without it. A control port that does not answer only costs the bound (a
+    /// tor daemon may not have one), as upstream.
+    async fn bounds(&self) -> Result<Bounds, String> {
         let replay = self.status.replay_file();
         let mut files: Vec<&std::path::Path> = vec![&replay];
         files.extend(self.minimum_files.iter().map(PathBuf::as_path));
-        let window = match (self.transport.consensus_window().await, &self.control) {
-            (Some(w), _) => Some(w),
-            (None, Some(c)) => Some(c.consensus_window().await),
+        let consensus = match (self.transport.consensus_window().await, &self.control) {
+            (Some(Ok(w)), _) => Some(w),
+            (Some(Err(e)), _) => return Err(format!("no Tor consensus window: {e}")),
             (None, None) => None,
+            (None, Some(c)) => match c.consensus_window().await {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    warn!("no Tor consensus window, checking the static bounds only: {e}");
+                    None
+                }
+            },
         };
-        let consensus = match window {
-            None => None,
-            Some(Ok(w)) => Some(w),
-            Some(Err(e)) => {
-                warn!("no Tor consensus window, checking the static bounds only: {e}");
-                None
-            }
-        };
-        Bounds {
+        Ok(Bounds {
             minimum: minimum_unixtime(&files),
             expiry: EXPIRY,
             consensus,
-        }
+        })
     }
 
     /// Asks the pools until one valid answer per pool or the round fails.
     pub async fn fetch_round(&mut self) -> Result<f64, String> {
-        let bounds = self.bounds().await;
+        let bounds = self.bounds().await?;
         if let Some((a, u)) = bounds.consensus {
             info!(
                 "Tor consensus window: {} .. {}",
@@ -331,6 +334,8 @@ mod tests {
     struct FakeTransport {
         offset: f64,
         isolation: Mutex<Vec<String>>,
+        /// What the transport says about its own consensus (None: it has none, as SOCKS).
+        window: Option<Result<(i64, i64), String>>,
     }
 
     impl Transport for FakeTransport {
@@ -350,6 +355,10 @@ mod tests {
                 local_at_reply: now,
                 round_trip: Duration::ZERO,
             })
+        }
+
+        async fn consensus_window(&self) -> Option<Result<(i64, i64), String>> {
+            self.window.clone()
         }
     }
 
@@ -394,6 +403,7 @@ mod tests {
         let transport = FakeTransport {
             offset: 2.0,
             isolation: Mutex::new(Vec::new()),
+            window: None,
         };
         let mut d = Daemon::new(
             config(),
@@ -439,5 +449,55 @@ mod tests {
             "one circuit per fetch: {iso:?}"
         );
         std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    /// A transport with its own directory (arti): its window bounds the answers, and without
+    /// it the round fails with nothing fetched and the clock untouched.
+    #[tokio::test(start_paused = true)]
+    async fn the_transports_consensus_window_is_used_and_required() {
+        let now = FakeClock::default().now() as i64;
+        for (tag, window, offset, ok) in [
+            ("inside", Some(Ok((now - 60, now + 60))), 2.0, true),
+            ("outside", Some(Ok((now - 60, now + 60))), 3600.0, false),
+            (
+                "missing",
+                Some(Err("arti: not bootstrapped".into())),
+                2.0,
+                false,
+            ),
+        ] {
+            let dir = std::env::temp_dir().join(format!("sdw-window-{}-{tag}", std::process::id()));
+            let status = StatusDir {
+                run_dir: dir.join("run"),
+                state_dir: dir.join("state"),
+            };
+            status.init().expect("init");
+            let clock = Arc::new(FakeClock::default());
+            let transport = FakeTransport {
+                offset,
+                isolation: Mutex::new(Vec::new()),
+                window,
+            };
+            let mut d = Daemon::new(
+                config(),
+                transport,
+                clock.clone(),
+                status,
+                ChaCha20Rng::seed_from_u64(3),
+            );
+            let r = d.round().await;
+            assert_eq!(matches!(r, RoundResult::Success { .. }), ok, "{tag}: {r:?}");
+            if !ok {
+                assert!(clock.steps.lock().expect("lock").is_empty(), "{tag}");
+            }
+            if tag == "missing" {
+                assert!(
+                    matches!(&r, RoundResult::Failed(w) if w.contains("no Tor consensus window")),
+                    "{r:?}"
+                );
+                assert!(d.transport.isolation.lock().expect("lock").is_empty());
+            }
+            std::fs::remove_dir_all(&dir).expect("cleanup");
+        }
     }
 }

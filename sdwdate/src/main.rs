@@ -139,6 +139,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Some(Cmd::CheckConfig) => {
             let cfg = Config::load_dir(&cli.config_dir)?;
+            if let Some(extra) = cli.arti_config.as_ref().or(cfg.arti_config.as_ref()) {
+                arti::config(&cli.state_dir, Some(extra))?;
+            }
             let n: Vec<usize> = cfg.pools.iter().map(Vec::len).collect();
             let transport = match cfg.transport {
                 Some(TransportKind::Socks) => "socks",

@@ -122,6 +122,17 @@ fn a_bad_arti_config_names_file_and_setting_and_nothing_runs() {
             !run.join("success").exists() && !err.contains("would step"),
             "{err}"
         );
+        // check-config reads the arti settings too.
+        let out = sdwdate(&[
+            "--config-dir",
+            pools,
+            "--arti-config",
+            toml.to_str().expect("utf8"),
+            "check-config",
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "check-config {text}: {err}");
+        assert!(err.contains(needle), "check-config {text}: {err}");
     }
     std::fs::remove_dir_all(&d).expect("cleanup");
 }

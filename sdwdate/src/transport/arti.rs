@@ -230,7 +230,7 @@ impl Arti {
 
     /// `(valid-after, valid-until)` of the consensus arti holds (unchecked against the local
     /// clock: that clock is what is being corrected).
-    pub fn netdir_window(&self) -> Result<(i64, i64), String> {
+    pub fn netdir_lifetime(&self) -> Result<(i64, i64), String> {
         let dirmgr = self.client.dirmgr().map_err(|e| format!("arti: {e}"))?;
         let netdir = dirmgr
             .netdir(tor_netdir::Timeliness::Unchecked)
@@ -240,6 +240,46 @@ impl Arti {
             unix(SystemTime::from(life.valid_after)),
             unix(SystemTime::from(life.valid_until)),
         ))
+    }
+
+    /// The consensus window for the sanity bound. arti's bootstrap returns as soon as it has
+    /// loaded a usable directory from its cache, and fetches a newer one in the background; a
+    /// window from a cache that is hours old would reject every honest source as "fast". So
+    /// when, by the local clock, the consensus is in the last third of its validity or past
+    /// it (on the public network: more than 2 of its 3 hours old), wait (bounded) for arti to
+    /// announce a newer one. A clock so slow that an old consensus looks current is caught
+    /// the other way: the sources then read as "fast" and the round fails, as with C tor.
+    pub async fn consensus_window_fresh(&self) -> Result<(i64, i64), String> {
+        use futures::StreamExt;
+        self.bootstrap().await?;
+        let dirmgr = self.client.dirmgr().map_err(|e| format!("arti: {e}"))?;
+        let mut events = dirmgr.events();
+        let (after, until) = self.netdir_lifetime()?;
+        let now = unix(SystemTime::now());
+        if now <= until - (until - after) / 3 {
+            return Ok((after, until));
+        }
+        let wait = self.timeout.min(Duration::from_secs(60));
+        info!(
+            "arti: the consensus ({} .. {}) is old by this clock; waiting up to {} s for a newer one",
+            crate::bounds::utc(after),
+            crate::bounds::utc(until),
+            wait.as_secs()
+        );
+        let newer = tokio::time::timeout(wait, async {
+            while let Some(e) = events.next().await {
+                if e == tor_netdir::DirEvent::NewConsensus {
+                    return true;
+                }
+            }
+            false
+        })
+        .await
+        .unwrap_or(false);
+        if !newer {
+            warn!("arti: no newer consensus within {} s", wait.as_secs());
+        }
+        self.netdir_lifetime()
     }
 }
 
@@ -256,11 +296,7 @@ impl Transport for Arti {
     }
 
     async fn consensus_window(&self) -> Option<Result<(i64, i64), String>> {
-        if let Err(e) = self.bootstrap().await {
-            warn!("{e}");
-            return Some(Err(e));
-        }
-        Some(self.netdir_window())
+        Some(self.consensus_window_fresh().await)
     }
 }
 

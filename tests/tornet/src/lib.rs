@@ -145,11 +145,12 @@ impl TorNet {
         behaviours: &[Behaviour],
         budget: Duration,
     ) -> io::Result<TorNet> {
+        static SEQ: AtomicUsize = AtomicUsize::new(0);
         let started = Instant::now();
         let dir = std::env::temp_dir().join(format!(
             "tornet-{}-{}",
             std::process::id(),
-            started.elapsed().as_nanos()
+            SEQ.fetch_add(1, Ordering::SeqCst)
         ));
         fs::create_dir_all(&dir)?;
         let ports = free_ports(addr, 14 + behaviours.len())?;
