@@ -98,25 +98,10 @@ fn whonix() -> bool {
         || Path::new("/usr/share/anon-gw-base-files/gateway").exists()
 }
 
-/// SOCKS when asked for, on Whonix (the gateway is the only way out), when a proxy is
-/// configured, or when a SocksPort answers; arti otherwise.
 fn pick_transport(cli: &Cli, cfg: &Config, proxy: SocketAddr) -> (TransportKind, &'static str) {
-    if let Some(k) = cli.transport {
-        return (k, "--transport");
-    }
-    if let Some(k) = cfg.transport {
-        return (k, "TRANSPORT in the config");
-    }
-    if whonix() {
-        return (TransportKind::Socks, "Whonix");
-    }
-    if cli.proxy.is_some() || cfg.proxy_ip.is_some() || cfg.proxy_port.is_some() {
-        return (TransportKind::Socks, "a proxy is configured");
-    }
-    match std::net::TcpStream::connect_timeout(&proxy, Duration::from_secs(2)) {
-        Ok(_) => (TransportKind::Socks, "a SocksPort answers"),
-        Err(_) => (TransportKind::Arti, "no SocksPort answers"),
-    }
+    sdwdate::transport::choose(cli.transport, cfg, cli.proxy.is_some(), whonix(), || {
+        std::net::TcpStream::connect_timeout(&proxy, Duration::from_secs(2)).is_ok()
+    })
 }
 
 fn main() -> ExitCode {
@@ -187,6 +172,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .init()
         .with_context(|| format!("cannot create {}", status.run_dir.display()))?;
     let (kind, why) = pick_transport(&cli, &cfg, proxy);
+    if kind == TransportKind::Socks {
+        if let Some(f) = cli.arti_config.as_ref().or(cfg.arti_config.as_ref()) {
+            log::warn!("{} is not used: the transport is socks", f.display());
+        }
+    }
     let timeout = Duration::from_secs(cli.timeout);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::clock::Clock;
-use crate::config::{Scheme, Source};
+use crate::config::{Config, Scheme, Source, TransportKind};
 use crate::http;
 use crate::round::Answer;
 
@@ -27,6 +27,35 @@ pub trait Transport: Send + Sync {
     /// (arti). `None`: ask a control port instead (a tor daemon behind SOCKS).
     fn consensus_window(&self) -> impl Future<Output = Option<Result<(i64, i64), String>>> + Send {
         async { None }
+    }
+}
+
+/// Which transport, and why: the explicit choice (`--transport`, then `TRANSPORT`), else SOCKS
+/// on Whonix (the gateway is the only way out) or when a proxy is configured, else SOCKS if a
+/// SocksPort answers (`socks_answers`, asked last), else arti.
+pub fn choose(
+    explicit: Option<TransportKind>,
+    cfg: &Config,
+    proxy_given: bool,
+    whonix: bool,
+    socks_answers: impl FnOnce() -> bool,
+) -> (TransportKind, &'static str) {
+    if let Some(k) = explicit {
+        return (k, "--transport");
+    }
+    if let Some(k) = cfg.transport {
+        return (k, "TRANSPORT in the config");
+    }
+    if whonix {
+        return (TransportKind::Socks, "Whonix");
+    }
+    if proxy_given || cfg.proxy_ip.is_some() || cfg.proxy_port.is_some() {
+        return (TransportKind::Socks, "a proxy is configured");
+    }
+    if socks_answers() {
+        (TransportKind::Socks, "a SocksPort answers")
+    } else {
+        (TransportKind::Arti, "no SocksPort answers")
     }
 }
 
@@ -117,4 +146,43 @@ pub async fn with_timeout<T, F: Future<Output = Result<T, String>>>(
     tokio::time::timeout(timeout, f)
         .await
         .unwrap_or_else(|_| Err(format!("no answer within {} s (slow)", timeout.as_secs())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use TransportKind::{Arti, Socks};
+
+    #[test]
+    fn transport_choice() {
+        let plain = Config::default();
+        let arti_cfg = Config {
+            transport: Some(Arti),
+            ..Config::default()
+        };
+        let proxy_cfg = Config {
+            proxy_port: Some(9108),
+            ..Config::default()
+        };
+        let unreachable = || -> bool { panic!("the SocksPort must not be probed") };
+        // Explicit choices win, the command line over the config.
+        assert_eq!(
+            choose(Some(Socks), &arti_cfg, false, false, unreachable).0,
+            Socks
+        );
+        assert_eq!(choose(None, &arti_cfg, false, true, unreachable).0, Arti);
+        // Whonix and a configured proxy mean SOCKS without probing.
+        assert_eq!(
+            choose(None, &plain, false, true, unreachable),
+            (Socks, "Whonix")
+        );
+        assert_eq!(choose(None, &proxy_cfg, false, false, unreachable).0, Socks);
+        assert_eq!(choose(None, &plain, true, false, unreachable).0, Socks);
+        // Otherwise the SocksPort decides.
+        assert_eq!(choose(None, &plain, false, false, || true).0, Socks);
+        assert_eq!(
+            choose(None, &plain, false, false, || false),
+            (Arti, "no SocksPort answers")
+        );
+    }
 }
