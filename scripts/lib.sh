@@ -42,7 +42,8 @@ ensure_debs() {
 # The packages the tests and the demo use: nft, ip, sysctl, setpriv, timeout, systemd-analyze.
 base_setup() {
   # libsqlite3-dev, pkg-config: arti's directory cache links the system's SQLite.
-  ensure_debs nftables iproute2 procps util-linux coreutils bash systemd tor time libsqlite3-dev pkg-config
+  # libfaketime: sdwdate's slow-clock test fakes the clock of its own process only.
+  ensure_debs nftables iproute2 procps util-linux coreutils bash systemd tor time libsqlite3-dev pkg-config libfaketime
   command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 2; }
 }
 

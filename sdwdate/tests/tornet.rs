@@ -68,6 +68,23 @@ fn sdwdate(net: &TorNet, via: Via, pools: [&[usize]; 3], timeout_s: u64, tag: &s
     sdwdate_in(net, via, pools, timeout_s, &run_dir(via, tag), false)
 }
 
+/// Extra settings of one run: environment (libfaketime) and lines appended to arti's TOML.
+#[derive(Default)]
+struct Extra {
+    env: Vec<(&'static str, String)>,
+    arti_toml: &'static str,
+}
+
+/// libfaketime's multi-threaded preload library (Debian package libfaketime; scripts/test.sh
+/// installs it). It fakes the clock of the one process it is loaded into.
+fn faketime_lib() -> Option<std::path::PathBuf> {
+    std::fs::read_dir("/usr/lib")
+        .ok()?
+        .flatten()
+        .map(|d| d.path().join("faketime/libfaketimeMT.so.1"))
+        .find(|p| p.exists())
+}
+
 /// One `sdwdate --once --dry-run` with its config, status and state under `dir`.
 fn sdwdate_in(
     net: &TorNet,
@@ -76,6 +93,18 @@ fn sdwdate_in(
     timeout_s: u64,
     dir: &Path,
     keep: bool,
+) -> Run {
+    sdwdate_with(net, via, pools, timeout_s, dir, keep, &Extra::default())
+}
+
+fn sdwdate_with(
+    net: &TorNet,
+    via: Via,
+    pools: [&[usize]; 3],
+    timeout_s: u64,
+    dir: &Path,
+    keep: bool,
+    extra: &Extra,
 ) -> Run {
     let conf = dir.join("conf");
     std::fs::create_dir_all(&conf).expect("mkdir");
@@ -111,10 +140,11 @@ fn sdwdate_in(
         ]),
         Via::Arti => {
             let toml = dir.join("arti.toml");
-            std::fs::write(&toml, net.arti_toml()).expect("write arti.toml");
+            std::fs::write(&toml, net.arti_toml() + extra.arti_toml).expect("write arti.toml");
             cmd.args(["--transport", "arti", "--arti-config"]).arg(toml)
         }
     };
+    cmd.envs(extra.env.iter().map(|(k, v)| (k, v)));
     let out = cmd.output().expect("run sdwdate");
     Run {
         out,
@@ -430,6 +460,62 @@ fn end_to_end_over_arti() {
     second.keep = false;
     drop(first);
     drop(second);
+
+    // A clock two days slow (libfaketime, in sdwdate's process only: the machine's clock and
+    // the Tor network are untouched). arti still bootstraps, because sdwdate lets it accept a
+    // consensus from its future, and the round corrects the clock by two days. With arti's
+    // own default (1 day) it never bootstraps: the round fails and the clock stays put.
+    match faketime_lib() {
+        None if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("libfaketime is missing (scripts/test.sh installs it); CI=true forbids skipping")
+        }
+        None => eprintln!("\n*** SKIPPED the slow-clock case: no libfaketime ***\n"),
+        Some(lib) => {
+            let env = vec![
+                ("LD_PRELOAD", lib.display().to_string()),
+                ("FAKETIME", "-2d".to_owned()),
+                ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_owned()),
+                ("FAKETIME_NO_CACHE", "1".to_owned()),
+            ];
+            let pools: [&[usize]; 3] = [&[H[0], H[3]], &[H[1], H[4]], &[H[2], H[5]]];
+            let slow = Extra {
+                env: env.clone(),
+                arti_toml: "",
+            };
+            let r = sdwdate_with(
+                &net,
+                Via::Arti,
+                pools,
+                30,
+                &run_dir(Via::Arti, "slow-clock"),
+                false,
+                &slow,
+            );
+            let err = r.stderr();
+            assert!(r.out.status.success(), "two days slow: {err}");
+            let want = 2.0 * 86_400.0 + HONEST;
+            let off = r.offset().unwrap_or_else(|| panic!("no offset: {err}"));
+            assert!((off - want).abs() < 2.0, "offset {off}, want {want}: {err}");
+            let strict = Extra {
+                env,
+                arti_toml: "\n[directory_tolerance]\npre_valid_tolerance = \"1 day\"\n",
+            };
+            let r = sdwdate_with(
+                &net,
+                Via::Arti,
+                pools,
+                10,
+                &run_dir(Via::Arti, "slow-strict"),
+                false,
+                &strict,
+            );
+            assert_failure(
+                &r,
+                "two days slow, arti's default tolerance",
+                "no Tor consensus window",
+            );
+        }
+    }
 
     // The circuit check can fail: through the library, one isolation string twice gives one
     // circuit, and a new string a new one.
