@@ -18,5 +18,13 @@ stage fmt cargo fmt --all -- --check
 stage clippy cargo clippy --locked --workspace --all-targets -- -D warnings
 stage build cargo build --locked --workspace --all-targets
 stage test cargo test --locked --workspace
+# sdwdate without arti (SOCKS only, e.g. for a Whonix workstation), in its own build directory
+# so that the default binaries the other tests run stay the default ones.
+socks_only() {
+  local dir=$CARGO_TARGET_DIR/socks-only
+  cargo clippy --locked -p sdwdate --no-default-features --all-targets --target-dir "$dir" -- -D warnings &&
+    cargo test --locked -p sdwdate --no-default-features --lib --test cli --target-dir "$dir"
+}
+stage sdwdate-socks-only socks_only
 stage packaging "$ROOT/packaging/check.sh"
 echo "==> all stages: $((SECONDS - t0)) s"

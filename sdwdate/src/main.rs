@@ -14,6 +14,7 @@ use sdwdate::config::{Config, TransportKind};
 use sdwdate::control::ControlPort;
 use sdwdate::daemon::{os_rng, Daemon, RoundResult};
 use sdwdate::status::StatusDir;
+#[cfg(feature = "arti")]
 use sdwdate::transport::arti::{self, Arti};
 use sdwdate::transport::socks::Socks;
 use sdwdate::transport::Transport;
@@ -99,6 +100,9 @@ fn whonix() -> bool {
 }
 
 fn pick_transport(cli: &Cli, cfg: &Config, proxy: SocketAddr) -> (TransportKind, &'static str) {
+    if !cfg!(feature = "arti") && cli.transport.is_none() && cfg.transport.is_none() {
+        return (TransportKind::Socks, "built without arti");
+    }
     sdwdate::transport::choose(cli.transport, cfg, cli.proxy.is_some(), whonix(), || {
         std::net::TcpStream::connect_timeout(&proxy, Duration::from_secs(2)).is_ok()
     })
@@ -124,8 +128,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Some(Cmd::CheckConfig) => {
             let cfg = Config::load_dir(&cli.config_dir)?;
+            #[cfg(feature = "arti")]
             if let Some(extra) = cli.arti_config.as_ref().or(cfg.arti_config.as_ref()) {
                 arti::config(&cli.state_dir, Some(extra))?;
+            }
+            #[cfg(not(feature = "arti"))]
+            if cfg.transport == Some(TransportKind::Arti) {
+                bail!("TRANSPORT=arti, but this sdwdate was built without arti");
             }
             let n: Vec<usize> = cfg.pools.iter().map(Vec::len).collect();
             let transport = match cfg.transport {
@@ -191,26 +200,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let transport = Socks { proxy, timeout };
             rt.block_on(drive(&cli, cfg, transport, clock, status, control))?
         }
-        TransportKind::Arti => {
-            let extra = cli.arti_config.clone().or(cfg.arti_config.clone());
-            let dir = arti::prepare_state(&cli.state_dir)?;
-            let arti_cfg = arti::config(&cli.state_dir, extra.as_deref())?;
-            log::info!(
-                "transport arti ({why}): state in {}{}, timeout {} s{}",
-                dir.display(),
-                extra
-                    .as_ref()
-                    .map(|f| format!(", settings from {}", f.display()))
-                    .unwrap_or_default(),
-                cli.timeout,
-                if cli.dry_run { ", dry run" } else { "" }
-            );
-            rt.block_on(async {
-                let transport = Arti::new(arti_cfg, timeout)?;
-                // A control port belongs to a tor daemon; arti brings its own consensus.
-                drive(&cli, cfg, transport, clock, status, None).await
-            })?
-        }
+        TransportKind::Arti => run_arti(&cli, cfg, why, clock, status, &rt)?,
     };
     Ok(match result {
         Some(RoundResult::Success { offset, .. }) => {
@@ -222,6 +212,48 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ExitCode::from(1)
         }
         None => ExitCode::SUCCESS,
+    })
+}
+
+#[cfg(not(feature = "arti"))]
+fn run_arti(
+    _cli: &Cli,
+    _cfg: Config,
+    _why: &str,
+    _clock: Arc<dyn Clock>,
+    _status: StatusDir,
+    _rt: &tokio::runtime::Runtime,
+) -> anyhow::Result<Option<RoundResult>> {
+    bail!("the arti transport was asked for, but this sdwdate was built without arti (SOCKS only)")
+}
+
+#[cfg(feature = "arti")]
+fn run_arti(
+    cli: &Cli,
+    cfg: Config,
+    why: &str,
+    clock: Arc<dyn Clock>,
+    status: StatusDir,
+    rt: &tokio::runtime::Runtime,
+) -> anyhow::Result<Option<RoundResult>> {
+    let timeout = Duration::from_secs(cli.timeout);
+    let extra = cli.arti_config.clone().or(cfg.arti_config.clone());
+    let dir = arti::prepare_state(&cli.state_dir)?;
+    let arti_cfg = arti::config(&cli.state_dir, extra.as_deref())?;
+    log::info!(
+        "transport arti ({why}): state in {}{}, timeout {} s{}",
+        dir.display(),
+        extra
+            .as_ref()
+            .map(|f| format!(", settings from {}", f.display()))
+            .unwrap_or_default(),
+        cli.timeout,
+        if cli.dry_run { ", dry run" } else { "" }
+    );
+    rt.block_on(async {
+        let transport = Arti::new(arti_cfg, timeout)?;
+        // A control port belongs to a tor daemon; arti brings its own consensus.
+        drive(cli, cfg, transport, clock, status, None).await
     })
 }
 

@@ -79,6 +79,7 @@ fn refuses_to_run_as_root_without_dry_run() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to run as root"));
 }
 
+#[cfg(feature = "arti")]
 #[test]
 fn a_bad_arti_config_names_file_and_setting_and_nothing_runs() {
     let pools = concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/debian/sdwdate");
@@ -134,5 +135,25 @@ fn a_bad_arti_config_names_file_and_setting_and_nothing_runs() {
         assert_eq!(out.status.code(), Some(1), "check-config {text}: {err}");
         assert!(err.contains(needle), "check-config {text}: {err}");
     }
+    std::fs::remove_dir_all(&d).expect("cleanup");
+}
+
+/// A SOCKS-only build (`--no-default-features`) refuses the arti transport with a clear error.
+#[cfg(not(feature = "arti"))]
+#[test]
+fn a_socks_only_build_refuses_arti() {
+    let d = conf_dir("socks-only", "TRANSPORT=arti\n");
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../packaging/debian/sdwdate/30_default.conf"
+        ),
+        d.join("30_default.conf"),
+    )
+    .expect("copy the default pools");
+    let out = sdwdate(&["--config-dir", d.to_str().expect("utf8"), "check-config"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("built without arti"), "{err}");
     std::fs::remove_dir_all(&d).expect("cleanup");
 }

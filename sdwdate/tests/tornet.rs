@@ -24,6 +24,7 @@ const SLOW: usize = 10;
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Via {
     Socks,
+    #[cfg_attr(not(feature = "arti"), allow(dead_code))]
     Arti,
 }
 
@@ -75,6 +76,7 @@ struct Extra {
     arti_toml: &'static str,
 }
 
+#[cfg(feature = "arti")]
 /// libfaketime's multi-threaded preload library (Debian package libfaketime; scripts/test.sh
 /// installs it). It fakes the clock of the one process it is loaded into.
 fn faketime_lib() -> Option<std::path::PathBuf> {
@@ -154,6 +156,7 @@ fn sdwdate_with(
 }
 
 /// The circuits arti named for the fetches of `host` in a run, in order.
+#[cfg(feature = "arti")]
 fn circuits(r: &Run, host: &str) -> Vec<String> {
     r.stderr()
         .lines()
@@ -397,6 +400,7 @@ fn scenario(net: &TorNet, via: Via) {
     assert!(Path::new(&net.dir).exists());
 }
 
+#[cfg(feature = "arti")]
 #[test]
 fn end_to_end_over_arti() {
     if !require_tor("end_to_end_over_arti") {

@@ -1,5 +1,6 @@
 //! Getting an HTTP response head from an onion service over Tor.
 
+#[cfg(feature = "arti")]
 pub mod arti;
 pub mod socks;
 
