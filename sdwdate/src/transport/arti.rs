@@ -120,6 +120,8 @@ pub struct Arti {
     client: Arc<TorClient<PreferredRuntime>>,
     pub timeout: Duration,
     tokens: Mutex<HashMap<String, IsolationToken>>,
+    /// Connection attempts abandoned as stalled (each retried on a fresh circuit).
+    stalls: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Arti {
@@ -150,6 +152,7 @@ impl Arti {
             client,
             timeout,
             tokens: Mutex::new(HashMap::new()),
+            stalls: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -170,6 +173,21 @@ impl Arti {
             info!("arti: bootstrapped in {:.2} s", took.as_secs_f64());
         }
         Ok(())
+    }
+
+    /// How many connection attempts were abandoned as stalled so far.
+    pub fn stalls(&self) -> usize {
+        self.stalls.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Points `isolation` at a fresh token: after a stalled attempt, later fetches with the
+    /// same string follow the new circuit, not the abandoned one.
+    fn renew(&self, isolation: &str) -> IsolationToken {
+        let token = IsolationToken::new();
+        if let Ok(mut map) = self.tokens.lock() {
+            map.insert(isolation.to_owned(), token);
+        }
+        token
     }
 
     fn token(&self, isolation: &str) -> IsolationToken {
@@ -212,7 +230,9 @@ impl Arti {
                             "arti: {source}: no connection after {} s; trying a fresh circuit",
                             attempt.as_secs()
                         );
-                        token = IsolationToken::new();
+                        self.stalls
+                            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        token = self.renew(isolation);
                     }
                 }
             };
