@@ -391,9 +391,13 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn first_success_steps_later_ones_slew_and_every_fetch_is_isolated() {
-        let dir = std::env::temp_dir().join(format!("sdw-daemon-{}", std::process::id()));
+    /// A daemon over the fake transport and clock, its files in a fresh directory.
+    fn daemon(
+        tag: &str,
+        offset: f64,
+        window: Option<Result<(i64, i64), String>>,
+    ) -> (PathBuf, Arc<FakeClock>, Daemon<FakeTransport>) {
+        let dir = std::env::temp_dir().join(format!("{tag}-{}", std::process::id()));
         let status = StatusDir {
             run_dir: dir.join("run"),
             state_dir: dir.join("state"),
@@ -401,17 +405,23 @@ mod tests {
         status.init().expect("init");
         let clock = Arc::new(FakeClock::default());
         let transport = FakeTransport {
-            offset: 2.0,
+            offset,
             isolation: Mutex::new(Vec::new()),
-            window: None,
+            window,
         };
-        let mut d = Daemon::new(
+        let d = Daemon::new(
             config(),
             transport,
             clock.clone(),
             status,
             ChaCha20Rng::seed_from_u64(9),
         );
+        (dir, clock, d)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn first_success_steps_later_ones_slew_and_every_fetch_is_isolated() {
+        let (dir, clock, mut d) = daemon("sdw-daemon", 2.0, None);
 
         let r = d.round().await;
         let RoundResult::Success {
@@ -466,25 +476,7 @@ mod tests {
                 false,
             ),
         ] {
-            let dir = std::env::temp_dir().join(format!("sdw-window-{}-{tag}", std::process::id()));
-            let status = StatusDir {
-                run_dir: dir.join("run"),
-                state_dir: dir.join("state"),
-            };
-            status.init().expect("init");
-            let clock = Arc::new(FakeClock::default());
-            let transport = FakeTransport {
-                offset,
-                isolation: Mutex::new(Vec::new()),
-                window,
-            };
-            let mut d = Daemon::new(
-                config(),
-                transport,
-                clock.clone(),
-                status,
-                ChaCha20Rng::seed_from_u64(3),
-            );
+            let (dir, clock, mut d) = daemon(&format!("sdw-window-{tag}"), offset, window);
             let r = d.round().await;
             assert_eq!(matches!(r, RoundResult::Success { .. }), ok, "{tag}: {r:?}");
             if !ok {

@@ -47,6 +47,11 @@ pub enum ArtiError {
     Client(String),
 }
 
+/// What a config error names: the settings file, or arti's defaults when there is none.
+fn settings_name(extra: Option<&Path>) -> PathBuf {
+    extra.map_or_else(|| PathBuf::from("arti's built-in defaults"), Path::to_owned)
+}
+
 /// Builds arti's configuration: `extra` (arti's own TOML format, e.g. a private test network's
 /// authorities and fallbacks) on top of arti's defaults, then sdwdate's storage and tolerance.
 /// Unknown keys in `extra` are an error, not silently ignored.
@@ -78,7 +83,7 @@ pub fn config(state: &Path, extra: Option<&Path>) -> Result<TorClientConfig, Art
     let mut bld: TorClientConfigBuilder =
         serde_ignored::deserialize(toml::Value::Table(table), |p| unknown.push(p.to_string()))
             .map_err(|e| ArtiError::Config {
-                file: extra.map(Path::to_owned).unwrap_or_default(),
+                file: settings_name(extra),
                 message: e.to_string(),
             })?;
     if let (Some(file), false) = (extra, unknown.is_empty()) {
@@ -92,7 +97,7 @@ pub fn config(state: &Path, extra: Option<&Path>) -> Result<TorClientConfig, Art
         .cache_dir(CfgPath::new_literal(dir.join("cache")))
         .state_dir(CfgPath::new_literal(dir.join("state")));
     bld.build().map_err(|e| ArtiError::Config {
-        file: extra.map(Path::to_owned).unwrap_or_default(),
+        file: settings_name(extra),
         message: e.to_string(),
     })
 }
