@@ -216,11 +216,15 @@ impl Arti {
     ) -> Result<(Answer, String), String> {
         with_timeout(self.timeout, async {
             self.bootstrap().await?;
-            // An onion connection attempt can stall without an error (seen about once in 20
-            // fresh starts on the test network): abandon it after a quarter of the timeout
-            // and try again on a fresh circuit, still shared with no other fetch. The
-            // fetch timeout around this bounds the attempts.
+            // Reaching an onion is retried inside the fetch timeout, as tor does behind its
+            // SocksPort: an attempt that fails (right after bootstrap arti can report "could
+            // not construct a path" for a few seconds) is tried again after 1, 2, 4, 8 s; an
+            // attempt that stalls without an error (about once in 20 fresh starts on the test
+            // network) is abandoned after a quarter of the timeout and tried on a fresh
+            // circuit, still shared with no other fetch. The last error is what is reported.
+            let deadline = tokio::time::Instant::now() + self.timeout;
             let attempt = (self.timeout / 4).max(Duration::from_secs(10));
+            let mut pause = Duration::from_secs(1);
             let mut token = self.token(isolation);
             let stream = loop {
                 let mut prefs = StreamPrefs::new();
@@ -229,7 +233,16 @@ impl Arti {
                     .client
                     .connect_with_prefs((source.host.as_str(), source.port), &prefs);
                 match tokio::time::timeout(attempt, connect).await {
-                    Ok(r) => break r.map_err(|e| format!("Tor (arti): {e}"))?,
+                    Ok(Ok(stream)) => break stream,
+                    Ok(Err(e)) => {
+                        let e = format!("Tor (arti): {e}");
+                        if tokio::time::Instant::now() + pause >= deadline {
+                            return Err(e);
+                        }
+                        info!("arti: {source}: {e}; trying again in {} s", pause.as_secs());
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_secs(8));
+                    }
                     Err(_) => {
                         warn!(
                             "arti: {source}: no connection after {} s; trying a fresh circuit",
