@@ -89,14 +89,54 @@ pub struct TorNet {
     stop: Arc<AtomicBool>,
 }
 
+/// Ports for the network's listeners, chosen below the kernel's ephemeral range.
+///
+/// Tor binds them seconds after they are chosen (key generation comes first). A port the
+/// kernel handed out with `bind(0)` is in the ephemeral range, where in the meantime any
+/// outgoing connection (of a second network started in parallel by another test, say) may
+/// take it as its source port; the relay then cannot bind, never enters the consensus, and
+/// the network never comes up (seen once in CI). Ports below the range are only ever taken
+/// by an explicit bind, and the ones handed out in this process are never handed out again.
 fn free_ports(addr: Ipv4Addr, n: usize) -> io::Result<Vec<u16>> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind((addr, 0)))
-        .collect::<io::Result<_>>()?;
-    listeners
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.port()))
-        .collect()
+    use std::collections::BTreeSet;
+    use std::hash::{BuildHasher, Hasher};
+    static TAKEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let ephemeral_low = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_low.max(10_000 + 1_000));
+    let span = u64::from(high - low);
+    // A random start, so that two processes (a test and the demo, say) rarely probe the same
+    // ports; the bind below settles any overlap at the time of the choice.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    let start = h.finish() % span;
+    let mut taken = TAKEN
+        .lock()
+        .map_err(|_| io::Error::other("port registry poisoned"))?;
+    let mut ports = Vec::with_capacity(n);
+    for i in 0..span {
+        if ports.len() == n {
+            break;
+        }
+        let port = low + u16::try_from((start + i) % span).map_err(io::Error::other)?;
+        if taken.contains(&port) {
+            continue;
+        }
+        let free = |a: Ipv4Addr| TcpListener::bind((a, port)).is_ok();
+        if free(addr) && (addr == Ipv4Addr::LOCALHOST || free(Ipv4Addr::LOCALHOST)) {
+            taken.insert(port);
+            ports.push(port);
+        }
+    }
+    if ports.len() < n {
+        return Err(io::Error::other(format!(
+            "tornet: only {} free ports in {low}..{high}, {n} needed",
+            ports.len()
+        )));
+    }
+    Ok(ports)
 }
 
 fn run(cmd: &mut Command) -> io::Result<String> {
@@ -275,8 +315,16 @@ impl TorNet {
         // once the consensus lists every relay; an early, empty consensus confuses them.
         let deadline = started + budget;
         let a1 = net.authorities[0].dir_port;
+        let mut listed = 0;
         wait_for(deadline, "a consensus listing all 6 relays", || {
-            (consensus_relays(addr, a1) >= 6).then_some(())
+            listed = consensus_relays(addr, a1);
+            (listed >= 6).then_some(())
+        })
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("{e} (a1 lists {listed}){}", net.diagnose()),
+            )
         })?;
         let hs = dir.join("hs");
         let mut hs_torrc = common("hs", &hs) + "SocksPort 0\n";
@@ -319,7 +367,9 @@ impl TorNet {
                         }
                     }
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    return Err(io::Error::new(e.kind(), format!("{e}{}", net.diagnose())));
+                }
             }
         }
         for s in &net.sources {
@@ -367,6 +417,23 @@ impl TorNet {
                 format!("{e}: {} still unreachable", pending.len()),
             )
         })
+    }
+
+    /// Why start-up failed, as far as the nodes tell: every tor that exited, and the last
+    /// warnings of every node, so that a CI log says what went wrong.
+    fn diagnose(&mut self) -> String {
+        let mut out = String::new();
+        for (nick, child) in &mut self.children {
+            let d = self.dir.join(nick.as_str());
+            if let Ok(Some(status)) = child.try_wait() {
+                out += &format!("\n  {nick}: exited ({status})");
+                out += &tail(&d.join("stderr.log"), 5, |_| true);
+            }
+            out += &tail(&d.join("notice.log"), 3, |l| {
+                l.contains("[warn]") || l.contains("[err]")
+            });
+        }
+        out
     }
 
     fn kill(&mut self, nick: &str) {
@@ -583,6 +650,19 @@ fn make_node(
     })
 }
 
+/// The last `n` lines of a log that match `keep`, indented, each prefixed with the file name.
+fn tail(path: &Path, n: usize, keep: impl Fn(&str) -> bool) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| keep(l)).collect();
+    let name = path
+        .strip_prefix(path.ancestors().nth(2).unwrap_or(path))
+        .unwrap_or(path);
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| format!("\n    {}: {l}", name.display()))
+        .collect()
+}
+
 fn wait_for<T>(deadline: Instant, what: &str, mut f: impl FnMut() -> Option<T>) -> io::Result<T> {
     loop {
         if let Some(v) = f() {
@@ -717,4 +797,47 @@ fn answer(mut s: TcpStream, src: &TimeSource) {
         }
     };
     let _ = s.write_all(head.as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_are_below_the_ephemeral_range_and_never_handed_out_twice() {
+        let low: u16 = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            .unwrap_or(32768);
+        let a = free_ports(Ipv4Addr::LOCALHOST, 20).expect("ports");
+        let b = free_ports(Ipv4Addr::LOCALHOST, 20).expect("ports");
+        let all: std::collections::BTreeSet<u16> = a.iter().chain(&b).copied().collect();
+        assert_eq!(all.len(), 40, "a port was handed out twice: {a:?} {b:?}");
+        assert!(
+            all.iter().all(|&p| (10_000..low.max(11_000)).contains(&p)),
+            "{all:?}"
+        );
+        // Free at the time of the choice: each can be bound.
+        for p in &all {
+            TcpListener::bind((Ipv4Addr::LOCALHOST, *p)).expect("bind a chosen port");
+        }
+    }
+
+    #[test]
+    fn tail_keeps_the_last_matching_lines() {
+        let dir = std::env::temp_dir().join(format!("tornet-tail-{}", std::process::id()));
+        fs::create_dir_all(dir.join("a1")).expect("dir");
+        let log = dir.join("a1/notice.log");
+        fs::write(
+            &log,
+            "x [warn] one\ny [notice] two\nz [warn] three\nw [err] four\n",
+        )
+        .expect("write");
+        let t = tail(&log, 2, |l| l.contains("[warn]") || l.contains("[err]"));
+        assert_eq!(
+            t,
+            "\n    a1/notice.log: z [warn] three\n    a1/notice.log: w [err] four"
+        );
+        let _ = fs::remove_dir_all(&dir);
+    }
 }
