@@ -206,6 +206,35 @@ fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     false
 }
 
+/// One dry-run round of sdwdate on the workstation through the gateway's SocksPort 9108.
+fn run_sdwdate(
+    t: &Topology,
+    bins: &Bins,
+    config_dir: &Path,
+    scratch: &Path,
+) -> io::Result<std::process::Output> {
+    t.workstation
+        .command(&bins.sdwdate)
+        .arg("--config-dir")
+        .arg(config_dir)
+        .arg("--run-dir")
+        .arg(scratch.join("sdw-run"))
+        .arg("--state-dir")
+        .arg(scratch.join("sdw-state"))
+        .args([
+            "--proxy",
+            "10.152.152.10:9108",
+            "--control-port",
+            "none",
+            "--timeout",
+            "30",
+            "--once",
+            "--dry-run",
+        ])
+        .env_remove("JOURNAL_STREAM")
+        .output()
+}
+
 /// The last warnings in a Tor log, one indented line each, for the demo's output.
 fn tor_warnings(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
@@ -459,28 +488,22 @@ fn demo(bins: &Bins) -> io::Result<usize> {
         info.urls[0], info.urls[1], info.urls[2], info.urls[3], info.urls[2]
     );
     std::fs::write(dirs[4].join("30_demo.conf"), pools)?;
+    // At most two rounds: the daemon retries a failed round after a short back-off, and on
+    // this network a fresh circuit to an onion now and then stalls past the 30 s timeout (seen
+    // in about 1 demo run of 10; pool zero has one member, so that fails the round). The
+    // failed round is printed, never hidden.
     let started = Instant::now();
-    let out = t
-        .workstation
-        .command(&bins.sdwdate)
-        .arg("--config-dir")
-        .arg(&dirs[4])
-        .arg("--run-dir")
-        .arg(scratch.path().join("sdw-run"))
-        .arg("--state-dir")
-        .arg(scratch.path().join("sdw-state"))
-        .args([
-            "--proxy",
-            "10.152.152.10:9108",
-            "--control-port",
-            "none",
-            "--timeout",
-            "30",
-            "--once",
-            "--dry-run",
-        ])
-        .env_remove("JOURNAL_STREAM")
-        .output()?;
+    let mut out = run_sdwdate(&t, bins, &dirs[4], scratch.path())?;
+    if !out.status.success() {
+        println!("      (round 1 failed; a second round, as the daemon would after its back-off:)");
+        for line in String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .filter(|l| l.contains("pool ") || l.contains("round"))
+        {
+            println!("        {}", line.trim_start_matches("sdwdate: "));
+        }
+        out = run_sdwdate(&t, bins, &dirs[4], scratch.path())?;
+    }
     let stdout = String::from_utf8_lossy(&out.stdout);
     let offset: Option<f64> = stdout
         .split("offset ")
