@@ -393,7 +393,7 @@ fn scenario(net: &TorNet, via: Via) {
     let slow = if via == Via::Socks { 4 } else { 10 };
     let r = sdwdate(net, via, [&[H[0]], &[H[1]], &[SLOW]], slow, "slow");
     let needle = format!(
-        "{}/: rejected: no answer within {slow} s (slow)",
+        "{}/: rejected: no answer within {slow} s (slow): connected, but no HTTP reply",
         net.sources[SLOW].hostname
     );
     assert_failure(&r, "slow", &needle);

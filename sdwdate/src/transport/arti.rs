@@ -21,7 +21,7 @@ use tor_rtcompat::PreferredRuntime;
 use crate::clock::Clock;
 use crate::config::Source;
 use crate::round::Answer;
-use crate::transport::{exchange_maybe_tls, with_timeout, Transport};
+use crate::transport::{exchange_maybe_tls, with_timeout, Progress, Transport};
 
 /// How far ahead of the local clock a consensus may be. arti's default (1 day) would keep a
 /// client whose clock is days slow from ever bootstrapping, which is exactly the clock sdwdate
@@ -214,7 +214,8 @@ impl Arti {
         isolation: &str,
         clock: &dyn Clock,
     ) -> Result<(Answer, String), String> {
-        with_timeout(self.timeout, async {
+        let progress = Progress::default();
+        with_timeout(self.timeout, &progress, async {
             self.bootstrap().await?;
             // Reaching an onion is retried inside the fetch timeout, as tor does behind its
             // SocksPort: an attempt that fails (right after bootstrap arti can report "could
@@ -259,6 +260,7 @@ impl Arti {
                 .and_then(|c| c.tunnel())
                 .map(|t| t.unique_id().to_string())
                 .unwrap_or_else(|| "?".into());
+            progress.connected();
             info!("arti: {source}: stream on circuit {circuit}");
             let answer = exchange_maybe_tls(stream, source, clock).await?;
             Ok((answer, circuit))

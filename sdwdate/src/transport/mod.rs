@@ -5,6 +5,7 @@ pub mod arti;
 pub mod socks;
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -139,20 +140,68 @@ where
     }
 }
 
+/// How far a fetch got. When it runs out of time, the log says whether Tor never reached the
+/// onion (a Tor or network problem, or the service is gone) or the service took the request
+/// and never answered (the source itself is slow): the two call for different fixes.
+#[derive(Debug, Default)]
+pub struct Progress(AtomicBool);
+
+impl Progress {
+    /// Tor has connected the stream to the onion service.
+    pub fn connected(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
 /// Bounds a fetch in time; a slow source is a failed source.
 pub async fn with_timeout<T, F: Future<Output = Result<T, String>>>(
     timeout: Duration,
+    progress: &Progress,
     f: F,
 ) -> Result<T, String> {
-    tokio::time::timeout(timeout, f)
-        .await
-        .unwrap_or_else(|_| Err(format!("no answer within {} s (slow)", timeout.as_secs())))
+    tokio::time::timeout(timeout, f).await.unwrap_or_else(|_| {
+        Err(format!(
+            "no answer within {} s (slow): {}",
+            timeout.as_secs(),
+            if progress.0.load(Ordering::SeqCst) {
+                "connected, but no HTTP reply"
+            } else {
+                "Tor did not connect to the onion"
+            }
+        ))
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use TransportKind::{Arti, Socks};
+
+    /// A timed-out fetch says how far it got: not connected (Tor's side) or connected and
+    /// unanswered (the source's side).
+    #[tokio::test(start_paused = true)]
+    async fn a_timeout_says_how_far_the_fetch_got() {
+        let limit = Duration::from_secs(30);
+        let progress = Progress::default();
+        let r: Result<(), String> = with_timeout(limit, &progress, std::future::pending()).await;
+        assert_eq!(
+            r,
+            Err("no answer within 30 s (slow): Tor did not connect to the onion".into())
+        );
+        let progress = Progress::default();
+        let r: Result<(), String> = with_timeout(limit, &progress, async {
+            progress.connected();
+            std::future::pending().await
+        })
+        .await;
+        assert_eq!(
+            r,
+            Err("no answer within 30 s (slow): connected, but no HTTP reply".into())
+        );
+        // In time: the future's own result, whatever the progress.
+        let r = with_timeout(limit, &Progress::default(), async { Ok(7) }).await;
+        assert_eq!(r, Ok(7));
+    }
 
     #[test]
     fn transport_choice() {

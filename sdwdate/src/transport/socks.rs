@@ -9,7 +9,7 @@ use tokio_socks::tcp::Socks5Stream;
 use crate::clock::Clock;
 use crate::config::Source;
 use crate::round::Answer;
-use crate::transport::{exchange_maybe_tls, with_timeout, Transport};
+use crate::transport::{exchange_maybe_tls, with_timeout, Progress, Transport};
 
 #[derive(Debug, Clone)]
 pub struct Socks {
@@ -24,7 +24,8 @@ impl Transport for Socks {
         isolation: &str,
         clock: &dyn Clock,
     ) -> Result<Answer, String> {
-        with_timeout(self.timeout, async {
+        let progress = Progress::default();
+        with_timeout(self.timeout, &progress, async {
             // A username unique per fetch: with IsolateSOCKSAuth (Tor's default) every fetch
             // gets its own circuit.
             let stream = Socks5Stream::connect_with_password(
@@ -35,6 +36,7 @@ impl Transport for Socks {
             )
             .await
             .map_err(|e| format!("Tor (SOCKS {}): {e}", self.proxy))?;
+            progress.connected();
             exchange_maybe_tls(stream, source, clock).await
         })
         .await
