@@ -237,9 +237,7 @@ fn run_sdwdate(
 
 /// The last warnings in a Tor log, one indented line each, for the demo's output.
 fn tor_warnings(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let warns: Vec<&str> = text.lines().filter(|l| l.contains("[warn]")).collect();
-    warns[warns.len().saturating_sub(3)..]
+    anon_tornet::last_lines(log, 3, |l| l.contains("[warn]"))
         .iter()
         .map(|l| format!("\n        tor: {l}"))
         .collect()
@@ -453,17 +451,7 @@ fn demo(bins: &Bins) -> io::Result<usize> {
             tor_warnings(&log)
         );
         drop(gw_tor);
-        for entry in std::fs::read_dir(&gw_tor_dir)?.flatten() {
-            let name = entry.file_name();
-            if name != "torrc" && name != "empty" {
-                let p = entry.path();
-                if p.is_dir() {
-                    std::fs::remove_dir_all(&p)?;
-                } else {
-                    std::fs::remove_file(&p)?;
-                }
-            }
-        }
+        anon_tornet::clear_dir_except(&gw_tor_dir, |n| n == "torrc" || n == "empty")?;
         gw_tor = start_gateway_tor(&t.gateway, &gw_tor_dir, &info.client_torrc)?;
         wait_for(Duration::from_secs(60), || {
             std::fs::read_to_string(&log).is_ok_and(|l| l.contains("Bootstrapped 100%"))

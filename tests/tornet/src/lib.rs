@@ -356,16 +356,7 @@ impl TorNet {
                     net.kill("hs");
                     net.kill("client");
                     let _ = fs::remove_dir_all(&c);
-                    for entry in fs::read_dir(&hs)?.flatten() {
-                        if !entry.file_name().to_string_lossy().starts_with("onion") {
-                            let p = entry.path();
-                            let _ = if p.is_dir() {
-                                fs::remove_dir_all(&p)
-                            } else {
-                                fs::remove_file(&p)
-                            };
-                        }
-                    }
+                    clear_dir_except(&hs, |name| name.starts_with("onion"))?;
                 }
                 Err(e) => {
                     return Err(io::Error::new(e.kind(), format!("{e}{}", net.diagnose())));
@@ -425,13 +416,17 @@ impl TorNet {
         let mut out = String::new();
         for (nick, child) in &mut self.children {
             let d = self.dir.join(nick.as_str());
+            let mut lines = Vec::new();
             if let Ok(Some(status)) = child.try_wait() {
                 out += &format!("\n  {nick}: exited ({status})");
-                out += &tail(&d.join("stderr.log"), 5, |_| true);
+                lines = last_lines(&d.join("stderr.log"), 5, |_| true);
             }
-            out += &tail(&d.join("notice.log"), 3, |l| {
+            lines.extend(last_lines(&d.join("notice.log"), 3, |l| {
                 l.contains("[warn]") || l.contains("[err]")
-            });
+            }));
+            for l in lines {
+                out += &format!("\n    {nick}: {l}");
+            }
         }
         out
     }
@@ -550,13 +545,6 @@ impl TorNet {
             24 * VOTING_INTERVAL / 60
         )
     }
-
-    /// The last lines of a node's notice log, for test failure messages.
-    pub fn log_tail(&self, nick: &str, lines: usize) -> String {
-        let text = fs::read_to_string(self.dir.join(nick).join("notice.log")).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
-    }
 }
 
 impl Drop for TorNet {
@@ -650,17 +638,32 @@ fn make_node(
     })
 }
 
-/// The last `n` lines of a log that match `keep`, indented, each prefixed with the file name.
-fn tail(path: &Path, n: usize, keep: impl Fn(&str) -> bool) -> String {
+/// The last `n` lines of a log that match `keep` (none if the log does not exist yet: these
+/// lines only ever explain a failure, they never decide one).
+pub fn last_lines(path: &Path, n: usize, keep: impl Fn(&str) -> bool) -> Vec<String> {
     let text = fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().filter(|l| keep(l)).collect();
-    let name = path
-        .strip_prefix(path.ancestors().nth(2).unwrap_or(path))
-        .unwrap_or(path);
     lines[lines.len().saturating_sub(n)..]
         .iter()
-        .map(|l| format!("\n    {}: {l}", name.display()))
+        .map(|l| (*l).to_owned())
         .collect()
+}
+
+/// Empties a tor data directory except the entries `keep` names (torrc, onion keys), so that
+/// the next start is a fresh client with the same configuration and identity.
+pub fn clear_dir_except(dir: &Path, keep: impl Fn(&str) -> bool) -> io::Result<()> {
+    for entry in fs::read_dir(dir)?.flatten() {
+        if keep(&entry.file_name().to_string_lossy()) {
+            continue;
+        }
+        let p = entry.path();
+        if p.is_dir() {
+            fs::remove_dir_all(&p)?;
+        } else {
+            fs::remove_file(&p)?;
+        }
+    }
+    Ok(())
 }
 
 fn wait_for<T>(deadline: Instant, what: &str, mut f: impl FnMut() -> Option<T>) -> io::Result<T> {
@@ -824,20 +827,26 @@ mod tests {
     }
 
     #[test]
-    fn tail_keeps_the_last_matching_lines() {
-        let dir = std::env::temp_dir().join(format!("tornet-tail-{}", std::process::id()));
-        fs::create_dir_all(dir.join("a1")).expect("dir");
-        let log = dir.join("a1/notice.log");
+    fn last_lines_and_clear_dir_except() {
+        let dir = std::env::temp_dir().join(format!("tornet-helpers-{}", std::process::id()));
+        fs::create_dir_all(dir.join("onion0")).expect("dir");
+        fs::create_dir_all(dir.join("cache")).expect("dir");
+        let log = dir.join("notice.log");
         fs::write(
             &log,
             "x [warn] one\ny [notice] two\nz [warn] three\nw [err] four\n",
         )
         .expect("write");
-        let t = tail(&log, 2, |l| l.contains("[warn]") || l.contains("[err]"));
-        assert_eq!(
-            t,
-            "\n    a1/notice.log: z [warn] three\n    a1/notice.log: w [err] four"
-        );
+        let t = last_lines(&log, 2, |l| l.contains("[warn]") || l.contains("[err]"));
+        assert_eq!(t, ["z [warn] three", "w [err] four"]);
+        assert!(last_lines(&dir.join("missing.log"), 2, |_| true).is_empty());
+        clear_dir_except(&dir, |n| n.starts_with("onion")).expect("clear");
+        let left: Vec<String> = fs::read_dir(&dir)
+            .expect("read")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, ["onion0"]);
         let _ = fs::remove_dir_all(&dir);
     }
 }
