@@ -1,11 +1,31 @@
 #!/usr/bin/env bash
-# Builds the packages and checks them: contents, units (systemd-analyze verify and the
-# offline security score), and that the shipped default configs are valid.
+# Builds the source package offline (packaging/build-debs.sh) and checks the result: lintian
+# on the .changes (0 errors, 0 warnings), debian/copyright generated from the vendored crates
+# as committed, the declared rust-version true, the .debs' contents, units (systemd-analyze
+# verify, offline exposure score), linked libraries named in Depends, and the container-safe
+# autopkgtests run against the unpacked packages.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-mapfile -t debs < <("$ROOT/packaging/build-debs.sh" | grep '\.deb$')
+OUT=${ANON_DEB_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/anon-daemons/deb}
+mapfile -t built < <("$ROOT/packaging/build-debs.sh" "$OUT")
+debs=(); changes=""
+for f in "${built[@]}"; do case $f in *.deb) debs+=("$f");; *.changes) changes=$f;; esac; done
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
+VERSION=$(cd "$ROOT" && dpkg-parsechangelog -S Version); UPSTREAM=${VERSION%-*}
+
+# lintian: every tag at warning level or above fails; overrides carry their reason.
+echo "lintian $(lintian --version | awk '{print $2}') on $(basename "$changes"):"
+lintian --fail-on error,warning --suppress-tags-from-file /dev/null "$changes" || fail "lintian"
+lintian --no-tag-display-limit --display-level '>=info' "$changes" | sort | uniq -c | sort -rn | head -n 20 || true
+
+# debian/copyright is what the generator makes of this vendor tree.
+python3 "$ROOT/packaging/copyright.py" --check "$ROOT/debian/copyright" "$OUT/anon-daemons-$UPSTREAM/vendor" \
+  || fail "debian/copyright"
+
+# rust-version: no crate a member compiles declares a newer one than the member does.
+(cd "$ROOT" && cargo metadata --locked --offline --format-version 1 --filter-platform x86_64-unknown-linux-gnu) |
+  python3 "$ROOT/packaging/rust-version.py" || fail "rust-version"
 
 deb_of() { local d; for d in "${debs[@]}"; do case $(basename "$d") in "$1"_*) echo "$d"; return;; esac; done; fail "no $1 package"; }
 
@@ -15,12 +35,20 @@ extract() {
   local deb; deb=$(deb_of "$name")
   mkdir -p "$tmp/$name"; dpkg-deb -x "$deb" "$tmp/$name"
   local f; for f in "$@"; do [ -e "$tmp/$name/$f" ] || fail "$deb lacks /$f"; done
-  zcat "$tmp/$name"/usr/share/man/man[18]/"$name".[18].gz | grep -q "^.TH" || fail "$name: man page"
-  echo "$deb: $(dpkg-deb -f "$deb" Depends)"
+  echo "$(basename "$deb"): Depends: $(dpkg-deb -f "$deb" Depends)"
+}
+
+# man_and_completions NAME SECTION: a man page and bash/zsh/fish completions.
+man_and_completions() {
+  local name=$1 s=$2 r=$tmp/$1
+  zcat "$r/usr/share/man/man$s/$name.$s.gz" | grep -q "^.TH" || fail "$name: man page"
+  grep -q "complete -F" "$r/usr/share/bash-completion/completions/$name" || fail "$name: bash completion"
+  grep -q "#compdef $name" "$r/usr/share/zsh/vendor-completions/_$name" || fail "$name: zsh completion"
+  grep -q "complete -c $name" "$r/usr/share/fish/vendor_completions.d/$name.fish" || fail "$name: fish completion"
 }
 
 # linked NAME BINARY: every shared library the binary loads comes from a package its Depends
-# names (what dpkg-shlibdeps would write; no debhelper here).
+# names (dpkg-shlibdeps' work, checked).
 linked() {
   local name=$1 bin=$2 deb; deb=$(deb_of "$name")
   local depends; depends=$(dpkg-deb -f "$deb" Depends)
@@ -35,16 +63,18 @@ linked() {
   done
 }
 
+UNITDIR=lib/systemd/system
 # units ROOT UNIT...: systemd-analyze verify (only the host's targets may be missing under
 # --root) and the exposure score of the first unit.
 units() {
   local root=$1; shift
   command -v systemd-analyze >/dev/null || return 0
-  local paths=() u; for u in "$@"; do paths+=("$root/usr/lib/systemd/system/$u"); done
+  local paths=() u; for u in "$@"; do paths+=("$root/$UNITDIR/$u"); done
   local problems
   problems=$(systemd-analyze verify --man=no --root="$root" "${paths[@]}" 2>&1 | grep -v 'Unit .*\.target not found\|Unit .*\.service not found' || true)
   [ -z "$problems" ] || fail "systemd-analyze verify: $problems"
-  systemd-analyze security --offline=true --root="$root" "$1" 2>/dev/null | tail -n1
+  mkdir -p "$root/usr/lib/systemd/system"; cp "$root/$UNITDIR/$1" "$root/usr/lib/systemd/system/"
+  echo "$1: $(systemd-analyze security --offline=true --root="$root" "$1" 2>/dev/null | tail -n1)"
 }
 
 # unit_has FILE KEY=VALUE...: the unit says what the issues ask for.
@@ -53,45 +83,77 @@ unit_has() {
   local l; for l in "$@"; do grep -q "^${l%%=*}=.*${l#*=}" "$u" || fail "$u lacks $l"; done
 }
 
+# maintscript PKG SCRIPT PATTERN: debhelper wrote the snippet.
+maintscript() {
+  local d=$tmp/ctrl-$1; mkdir -p "$d"; dpkg-deb -e "$(deb_of "$1")" "$d" 2>/dev/null || true
+  grep -q -- "$3" "$d/$2" || fail "$1 $2 lacks '$3'"
+}
+
 # anon-firewall
-extract anon-firewall usr/sbin/anon-firewall usr/lib/systemd/system/anon-firewall.service \
-  usr/lib/systemd/system/anon-firewall-timesync.path etc/anon-firewall.d/30_default.toml
-unit_has "$tmp/anon-firewall/usr/lib/systemd/system/anon-firewall.service" Type=oneshot RemainAfterExit=yes \
+extract anon-firewall usr/sbin/anon-firewall $UNITDIR/anon-firewall.service \
+  $UNITDIR/anon-firewall-timesync.path etc/anon-firewall.d/30_default.toml \
+  $UNITDIR/nftables.service.d/anon-firewall-nftables.conf
+man_and_completions anon-firewall 8
+unit_has "$tmp/anon-firewall/$UNITDIR/anon-firewall.service" Type=oneshot RemainAfterExit=yes \
   DefaultDependencies=no Before=network-pre.target Wants=network-pre.target WantedBy=sysinit.target
 linked anon-firewall "$tmp/anon-firewall/usr/sbin/anon-firewall"
 units "$tmp/anon-firewall" anon-firewall.service anon-firewall-timesync.path anon-firewall-timesync.service
-# (workstation: the gateway role needs the debian-tor user to exist)
-"$tmp/anon-firewall/usr/sbin/anon-firewall" --config-dir "$tmp/anon-firewall/etc/anon-firewall.d" check-config --role workstation
+# Never enabled by the package (README.Debian): no enable call in postinst.
+maintscript anon-firewall postinst 'deb-systemd-helper update-state'
+if grep -q "deb-systemd-helper enable" "$tmp/ctrl-anon-firewall/postinst"; then fail "anon-firewall's postinst enables a unit"; fi
 
 # sdwdate
-extract sdwdate usr/bin/sdwdate usr/lib/systemd/system/sdwdate.service usr/lib/sysusers.d/sdwdate.conf \
+extract sdwdate usr/bin/sdwdate $UNITDIR/sdwdate.service usr/lib/sysusers.d/sdwdate.conf \
   usr/lib/tmpfiles.d/sdwdate.conf etc/sdwdate.d/30_default.conf
-unit_has "$tmp/sdwdate/usr/lib/systemd/system/sdwdate.service" Type=notify User=sdwdate \
+man_and_completions sdwdate 8
+unit_has "$tmp/sdwdate/$UNITDIR/sdwdate.service" Type=notify User=sdwdate \
   AmbientCapabilities=CAP_SYS_TIME CapabilityBoundingSet=CAP_SYS_TIME WatchdogSec=
 linked sdwdate "$tmp/sdwdate/usr/bin/sdwdate"
 units "$tmp/sdwdate" sdwdate.service
-"$tmp/sdwdate/usr/bin/sdwdate" --config-dir "$tmp/sdwdate/etc/sdwdate.d" check-config
+maintscript sdwdate postinst 'systemd-sysusers'
+maintscript sdwdate postinst 'systemd-tmpfiles --create'
+maintscript sdwdate postinst 'deb-systemd-helper enable'
+maintscript sdwdate preinst 'rm_conffile /etc/apparmor.d/usr.bin.sdwdate'
+maintscript sdwdate postrm 'rm -rf /var/lib/sdwdate'
+[ "$(dpkg-deb -f "$(deb_of sdwdate)" Provides)" = time-daemon ] || fail "sdwdate: Provides time-daemon"
+case $(dpkg-deb -f "$(deb_of sdwdate)" Version) in 4:*) ;; *) fail "sdwdate's version must be above upstream's 3:28.x";; esac
+
 # kloak
-extract kloak usr/sbin/kloak usr/lib/systemd/system/kloak.service
-unit_has "$tmp/kloak/usr/lib/systemd/system/kloak.service" PrivateNetwork=yes CapabilityBoundingSet= DeviceAllow=/dev/uinput
+extract kloak usr/sbin/kloak $UNITDIR/kloak.service
+man_and_completions kloak 8
+unit_has "$tmp/kloak/$UNITDIR/kloak.service" PrivateNetwork=yes CapabilityBoundingSet= DeviceAllow=/dev/uinput
 linked kloak "$tmp/kloak/usr/sbin/kloak"
 units "$tmp/kloak" kloak.service
-printf '1000 1 30 1\n1000 0 0 0\n' | "$tmp/kloak/usr/sbin/kloak" simulate --seed 1 | grep -q '^1000	1	30	1	' || fail "kloak simulate"
+maintscript kloak preinst 'rm_conffile /etc/apparmor.d/usr.sbin.kloak'
+
 # tirdad-dkms, tcp-timestamps-off (no man pages: a module source and a config file)
-for n in tirdad-dkms tcp-timestamps-off; do mkdir -p "$tmp/$n"; dpkg-deb -x "$(deb_of $n)" "$tmp/$n"; done
-[ -f "$tmp/tirdad-dkms/usr/src/tirdad-0.1.0/dkms.conf" ] || fail "tirdad-dkms lacks dkms.conf"
-grep -q 'BUILD_EXCLUSIVE_CONFIG="CONFIG_RUST' "$tmp/tirdad-dkms/usr/src/tirdad-0.1.0/dkms.conf" || fail "dkms.conf"
+extract tirdad-dkms "usr/src/tirdad-$UPSTREAM/dkms.conf" "usr/src/tirdad-$UPSTREAM/tirdad_main.rs"
+grep -q 'BUILD_EXCLUSIVE_CONFIG="CONFIG_RUST' "$tmp/tirdad-dkms/usr/src/tirdad-$UPSTREAM/dkms.conf" || fail "dkms.conf"
+maintscript tirdad-dkms postinst 'dkms'
 # On a kernel without Rust the Makefile refuses and says why.
 mkdir -p "$tmp/norust"; echo 'CONFIG_KRETPROBES=y' > "$tmp/norust/.config"
-why=$(make -s -C "$tmp/tirdad-dkms/usr/src/tirdad-0.1.0" KDIR="$tmp/norust" 2>&1 || true)
+why=$(make -s -C "$tmp/tirdad-dkms/usr/src/tirdad-$UPSTREAM" KDIR="$tmp/norust" 2>&1 || true)
 echo "$why" | grep -q 'not built with CONFIG_RUST=y' || fail "tirdad Makefile on a kernel without Rust: $why"
+extract tcp-timestamps-off usr/lib/sysctl.d/30_tcp-timestamps-off.conf
 grep -qx 'net.ipv4.tcp_timestamps = 0' "$tmp/tcp-timestamps-off/usr/lib/sysctl.d/30_tcp-timestamps-off.conf" || fail "sysctl drop-in"
-# timesync-check
+maintscript tcp-timestamps-off postinst 'sysctl -q -p /usr/lib/sysctl.d/30_tcp-timestamps-off.conf'
+
+# timesync-check, leaktest
 extract timesync-check usr/bin/timesync-check
+man_and_completions timesync-check 1
 linked timesync-check "$tmp/timesync-check/usr/bin/timesync-check"
-set +e; "$tmp/timesync-check/usr/bin/timesync-check" --run-dir /nonexistent >/dev/null; rc=$?; set -e
-[ "$rc" = 3 ] || fail "timesync-check without sdwdate must exit 3, got $rc"
-# leaktest
 extract leaktest usr/sbin/leaktest
+man_and_completions leaktest 8
 linked leaktest "$tmp/leaktest/usr/sbin/leaktest"
+
+# The autopkgtests that need no installation, against the unpacked packages.
+(
+  export PATH="$tmp/anon-firewall/usr/sbin:$tmp/sdwdate/usr/bin:$tmp/kloak/usr/sbin:$tmp/timesync-check/usr/bin:$PATH"
+  mkdir -p "$tmp/etc"; cp -r "$tmp/anon-firewall/etc/anon-firewall.d" "$tmp/sdwdate/etc/sdwdate.d" "$tmp/etc/"
+  export ANON_TEST_ROOT=$tmp AUTOPKGTEST_TMP=$tmp
+  for t in shipped-configs kloak-simulate timesync-check-exit-codes; do
+    sh "$ROOT/debian/tests/$t" >"$tmp/$t.log" 2>&1 || { cat "$tmp/$t.log"; fail "autopkgtest $t"; }
+    tail -n1 "$tmp/$t.log"
+  done
+)
 echo "packaging: OK"

@@ -47,6 +47,13 @@ base_setup() {
   command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 2; }
 }
 
+# Building the Debian source package the way a distribution does (packaging/check.sh):
+# debhelper, dh-dkms, lintian and Debian's own Rust toolchain (rustc-web/cargo-web on bookworm,
+# which install /usr/bin/rustc and /usr/bin/cargo; debian/rules uses those, never rustup's).
+packaging_setup() {
+  ensure_debs dpkg-dev debhelper dh-dkms lintian libsqlite3-dev pkgconf xz-utils python3 rustc-web cargo-web
+}
+
 # The VM tier: qemu (from bookworm-backports, since the preinstalled qemu-utils is the
 # backports one), busybox-static, cpio, xz, and Debian's stock kernel unpacked into a cache
 # outside the repository (nothing is installed into /boot). Prints the cache directory.

@@ -9,6 +9,7 @@ if [ "$(id -u)" != 0 ]; then
   echo "*** not root: the namespace tests will be SKIPPED (loudly). Run with sudo for the full suite. ***" >&2
 else
   stage setup base_setup
+  stage packaging-setup packaging_setup
   stage vm-setup vm_setup
   # tirdad's kernel: about 17 min once on 2 cores, then cached outside the repository.
   stage rust-kernel rust_kernel_setup

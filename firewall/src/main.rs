@@ -80,6 +80,9 @@ enum Cmd {
     /// Print the man page (roff) to stdout.
     #[command(hide = true)]
     Man,
+    /// Print a shell completion script (bash, zsh, fish, ...) to stdout.
+    #[command(hide = true)]
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -190,6 +193,14 @@ fn run(cmd: Cmd, host: &Host) -> anyhow::Result<ExitCode> {
         }
         Cmd::Man => {
             clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+        }
+        Cmd::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "anon-firewall",
+                &mut std::io::stdout(),
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

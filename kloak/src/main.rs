@@ -71,6 +71,9 @@ enum Cmd {
     /// Print the man page (roff).
     #[command(hide = true)]
     Man,
+    /// Print a shell completion script (bash, zsh, fish, ...) to stdout.
+    #[command(hide = true)]
+    Completions { shell: clap_complete::Shell },
 }
 
 /// `--hold-floor`: None = off.
@@ -116,6 +119,10 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Some(Cmd::Man) => {
             clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(())
+        }
+        Some(Cmd::Completions { shell }) => {
+            clap_complete::generate(shell, &mut Cli::command(), "kloak", &mut std::io::stdout());
             Ok(())
         }
         Some(Cmd::Simulate { seed }) => {

@@ -76,6 +76,9 @@ enum Cmd {
     /// Print the man page (roff).
     #[command(hide = true)]
     Man,
+    /// Print a shell completion script (bash, zsh, fish, ...) to stdout.
+    #[command(hide = true)]
+    Completions { shell: clap_complete::Shell },
 }
 
 /// A random marker from the kernel, hex.
@@ -110,6 +113,15 @@ fn main() -> ExitCode {
     match cli.cmd {
         Some(Cmd::Man) => {
             let _ = clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        Some(Cmd::Completions { shell }) => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "leaktest",
+                &mut std::io::stdout(),
+            );
             return ExitCode::SUCCESS;
         }
         Some(Cmd::Observer { capture, listen }) => {

@@ -440,8 +440,7 @@ mod tests {
 
     #[test]
     fn upstream_default_file_parses() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../packaging/debian/sdwdate/30_default.conf");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/sdwdate.d/30_default.conf");
         let text = std::fs::read_to_string(&path).expect("upstream default");
         let c = parse(&text).expect("upstream default parses");
         c.validate().expect("no empty pool");

@@ -81,6 +81,9 @@ enum Cmd {
     /// Print the man page (roff).
     #[command(hide = true)]
     Man,
+    /// Print a shell completion script (bash, zsh, fish, ...) to stdout.
+    #[command(hide = true)]
+    Completions { shell: clap_complete::Shell },
 }
 
 fn default_proxy(cfg: &Config) -> SocketAddr {
@@ -124,6 +127,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Some(Cmd::Man) => {
             clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(Cmd::Completions { shell }) => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "sdwdate",
+                &mut std::io::stdout(),
+            );
             return Ok(ExitCode::SUCCESS);
         }
         Some(Cmd::CheckConfig) => {

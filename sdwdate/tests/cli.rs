@@ -19,7 +19,7 @@ fn conf_dir(tag: &str, text: &str) -> std::path::PathBuf {
 
 #[test]
 fn check_config_accepts_upstreams_default_pools() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/debian/sdwdate");
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/etc/sdwdate.d");
     let out = sdwdate(&["--config-dir", dir, "check-config"]);
     assert!(
         out.status.success(),
@@ -82,7 +82,7 @@ fn refuses_to_run_as_root_without_dry_run() {
 #[cfg(feature = "arti")]
 #[test]
 fn a_bad_arti_config_names_file_and_setting_and_nothing_runs() {
-    let pools = concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/debian/sdwdate");
+    let pools = concat!(env!("CARGO_MANIFEST_DIR"), "/etc/sdwdate.d");
     let d = std::env::temp_dir().join(format!("sdwdate-cli-{}-arti", std::process::id()));
     std::fs::create_dir_all(&d).expect("mkdir");
     for (text, needle) in [
@@ -144,10 +144,7 @@ fn a_bad_arti_config_names_file_and_setting_and_nothing_runs() {
 fn a_socks_only_build_refuses_arti() {
     let d = conf_dir("socks-only", "TRANSPORT=arti\n");
     std::fs::copy(
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../packaging/debian/sdwdate/30_default.conf"
-        ),
+        concat!(env!("CARGO_MANIFEST_DIR"), "/etc/sdwdate.d/30_default.conf"),
         d.join("30_default.conf"),
     )
     .expect("copy the default pools");

@@ -49,12 +49,24 @@ struct Cli {
     consensus_file: PathBuf,
     #[arg(long, hide = true)]
     man: bool,
+    /// Print a shell completion script (bash, zsh, fish, ...) to stdout.
+    #[arg(long, hide = true, value_name = "SHELL")]
+    completions: Option<clap_complete::Shell>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if cli.man {
         let _ = clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
+    if let Some(shell) = cli.completions {
+        clap_complete::generate(
+            shell,
+            &mut Cli::command(),
+            "timesync-check",
+            &mut std::io::stdout(),
+        );
         return ExitCode::SUCCESS;
     }
     let mut v = if cli.wait {
