@@ -9,6 +9,17 @@ OUT=${1:-${ANON_DEB_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/anon-daemons/deb}}
 mkdir -p "$OUT"; OUT=$(cd "$OUT" && pwd)
 VERSION=$(cd "$ROOT" && dpkg-parsechangelog -S Version); UPSTREAM=${VERSION%-*}; UPSTREAM=${UPSTREAM#*:}
 "$ROOT/packaging/vendor.sh" "$OUT" >/dev/null
+# The build is a function of its inputs (reproducible, checked: README): the same tarballs,
+# debian/, toolchain and debhelper give the same .debs, so a finished build of them is reused.
+key=$( (cd "$OUT" && sha256sum "anon-daemons_$UPSTREAM.orig.tar.xz" "anon-daemons_$UPSTREAM.orig-vendor.tar.xz";
+  cd "$ROOT" && find debian -type f -print0 | sort -z | xargs -0 sha256sum; /usr/bin/rustc --version;
+  dpkg-query -W debhelper dh-dkms dpkg-dev; echo "${DPKG_BUILDPACKAGE_OPTS:-}") | sha256sum | cut -c1-16)
+if [ "$(cat "$OUT/.built" 2>/dev/null)" = "$key" ] && [ "${ANON_DEB_REBUILD:-}" != 1 ]; then
+  echo "build-debs: inputs unchanged since the last build ($key): reusing its packages (ANON_DEB_REBUILD=1 rebuilds)" >&2
+  ls "$OUT"/*.deb "$OUT"/*.changes
+  exit 0
+fi
+rm -f "$OUT/.built"
 tree=$OUT/anon-daemons-$UPSTREAM
 rm -rf "$tree" "$OUT"/*.deb "$OUT"/*.changes "$OUT"/*.buildinfo "$OUT"/*.dsc "$OUT"/*.debian.tar.xz
 tar -C "$OUT" -xf "$OUT/anon-daemons_$UPSTREAM.orig.tar.xz"
@@ -16,5 +27,9 @@ tar -C "$tree" -xf "$OUT/anon-daemons_$UPSTREAM.orig-vendor.tar.xz"
 cp -a "$ROOT/debian" "$tree/debian"
 # No network: root gets a fresh network namespace; a normal user a user namespace too.
 if [ "$(id -u)" = 0 ]; then nonet=(unshare --net); else nonet=(unshare --map-root-user --net); fi
+t0=$SECONDS
 (cd "$tree" && "${nonet[@]}" -- env -u CARGO_TARGET_DIR -u RUSTFLAGS dpkg-buildpackage -us -uc ${DPKG_BUILDPACKAGE_OPTS:-}) >&2
+echo "build-debs: dpkg-buildpackage took $((SECONDS - t0)) s" >&2
+echo "$key" > "$OUT/.built"
+rm -rf "$tree/target"   # gigabytes of intermediate objects; the packages are built
 ls "$OUT"/*.deb "$OUT"/*.changes

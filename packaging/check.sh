@@ -10,6 +10,7 @@ OUT=${ANON_DEB_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/anon-daemons/deb}
 mapfile -t built < <("$ROOT/packaging/build-debs.sh" "$OUT")
 debs=(); changes=""
 for f in "${built[@]}"; do case $f in *.deb) debs+=("$f");; *.changes) changes=$f;; esac; done
+[ -n "$changes" ] && [ ${#debs[@]} -ge 7 ] || { echo "FAIL: the package build failed" >&2; exit 1; }
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 VERSION=$(cd "$ROOT" && dpkg-parsechangelog -S Version); UPSTREAM=${VERSION%-*}
@@ -110,6 +111,10 @@ unit_has "$tmp/sdwdate/$UNITDIR/sdwdate.service" Type=notify User=sdwdate \
   AmbientCapabilities=CAP_SYS_TIME CapabilityBoundingSet=CAP_SYS_TIME WatchdogSec=
 linked sdwdate "$tmp/sdwdate/usr/bin/sdwdate"
 units "$tmp/sdwdate" sdwdate.service
+# sdwdate sets the clock: its resolved syscall filter must keep @clock (a later ~@privileged
+# once removed it, and the kernel would have killed it at its first clock change).
+systemd-analyze security --offline=true --root="$tmp/sdwdate" sdwdate.service 2>/dev/null |
+  grep -q 'SystemCallFilter=~@clock .*@clock is included' || fail "sdwdate.service: the syscall filter denies @clock"
 maintscript sdwdate postinst 'systemd-sysusers'
 maintscript sdwdate postinst 'systemd-tmpfiles --create'
 maintscript sdwdate postinst 'deb-systemd-helper enable'

@@ -124,6 +124,14 @@ def find_text(name, crates):
             cand = [files[g] for g in GENERIC if g in files]
         for f in cand:
             text = open(os.path.join(cdir, f), errors="replace").read()
+            if exc and exc.group(1) in COMMON:
+                # The base licence by reference (lintian: no full Apache-2.0 text), the
+                # exception itself in full.
+                at = text.lower().find("exception")
+                start = text.rfind("\n", 0, at) + 1
+                if at < 0:
+                    continue
+                return find_text(exc.group(1), crates) + "\n .\n" + indent(text[start:])
             # The licence, not one crate's copyright line.
             body = [line for line in text.splitlines() if not re.match(r"\s*(Copyright|\(c\))", line, re.I)]
             text = "\n".join(body).strip("\n")

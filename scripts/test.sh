@@ -10,6 +10,7 @@ if [ "$(id -u)" != 0 ]; then
 else
   stage setup base_setup
   stage packaging-setup packaging_setup
+  stage system-setup ensure_debs debootstrap cpio
   stage vm-setup vm_setup
   # tirdad's kernel: about 17 min once on 2 cores, then cached outside the repository.
   stage rust-kernel rust_kernel_setup
@@ -28,4 +29,11 @@ socks_only() {
 }
 stage sdwdate-socks-only socks_only
 stage packaging "$ROOT/packaging/check.sh"
+# The booted-system tier: the packages just built, installed with apt and run by systemd in a
+# Debian VM (tests/system/run.sh). Root only (debootstrap); CI runs as root.
+if [ "$(id -u)" = 0 ]; then
+  stage system "$ROOT/tests/system/run.sh" "${ANON_DEB_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/anon-daemons/deb}"
+else
+  echo "*** not root: the booted-system tier (tests/system) is SKIPPED. ***" >&2
+fi
 echo "==> all stages: $((SECONDS - t0)) s"

@@ -192,7 +192,9 @@ fn run(cmd: Cmd, host: &Host) -> anyhow::Result<ExitCode> {
             println!("anon-firewall: {role} ruleset loaded (mode {mode})");
         }
         Cmd::Man => {
-            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            clap_mangen::Man::new(Cli::command())
+                .section("8")
+                .render(&mut std::io::stdout())?;
         }
         Cmd::Completions { shell } => {
             clap_complete::generate(

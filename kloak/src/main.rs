@@ -118,7 +118,9 @@ fn main() -> ExitCode {
 fn real_main(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Some(Cmd::Man) => {
-            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            clap_mangen::Man::new(Cli::command())
+                .section("8")
+                .render(&mut std::io::stdout())?;
             Ok(())
         }
         Some(Cmd::Completions { shell }) => {

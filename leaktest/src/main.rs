@@ -112,7 +112,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
         Some(Cmd::Man) => {
-            let _ = clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout());
+            let _ = clap_mangen::Man::new(Cli::command())
+                .section("8")
+                .render(&mut std::io::stdout());
             return ExitCode::SUCCESS;
         }
         Some(Cmd::Completions { shell }) => {

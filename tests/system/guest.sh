@@ -1,0 +1,155 @@
+#!/bin/sh
+# The booted-system tier, inside the guest (root, systemd as PID 1, no network): every package
+# installed ALONE with apt from /root/debs, enabled, checked in its real state and journal,
+# disabled, purged, and checked for leftovers. Prints `SYSTEM: PASS|FAIL ...`, `SYSTEM-EXIT n`.
+set -u
+FAILED=0
+pass() { echo "SYSTEM: PASS $*"; }
+fail() { echo "SYSTEM: FAIL $*"; FAILED=1; }
+info() { echo "SYSTEM: info $*"; }
+# check DESC CMD...: PASS if CMD succeeds, else FAIL with its last output lines.
+check() {
+	d=$1; shift
+	if "$@" >/tmp/check.out 2>&1; then pass "$d"; else fail "$d: $(tail -n 4 /tmp/check.out | tr '\n' ' ')"; return 1; fi
+}
+deb() { ls /root/debs/"$1"_*.deb; }
+equals() { [ "$1" = "$2" ] || { echo "got '$1', expected '$2'"; return 1; }; }
+install_alone() {
+	check "$1: apt install ./$(basename "$(deb "$1")") (dependencies from the image only)" \
+		apt-get install -y --no-install-recommends "$(deb "$1")"
+	dpkg -L "$1" > "/tmp/files-$1"
+}
+# purge_clean PKG PATH...: apt purge, then no file of the package and none of PATHs is left.
+purge_clean() {
+	p=$1; shift
+	check "$p: apt purge" apt-get purge -y "$p"
+	left=""
+	while read -r f; do
+		# Files and symlinks to files (/lib itself is a symlink to a directory on merged /usr).
+		if [ -f "$f" ] || { [ -L "$f" ] && [ ! -d "$f" ]; }; then left="$left $f"; fi
+	done < "/tmp/files-$p"
+	for f in "$@"; do [ -e "$f" ] || [ -L "$f" ] && left="$left $f"; done
+	check "$p: nothing left after purge" equals "${left:-none}" none
+}
+# journal_clean UNIT: no seccomp kill, no denial, no restart loop in this boot's journal.
+journal_clean() {
+	j=$(journalctl -b -u "$1" --no-pager -o cat 2>/dev/null)
+	bad=$(echo "$j" | grep -E 'SIGSYS|status=31|Permission denied|Operation not permitted|apparmor="DENIED"|Start request repeated too quickly' || true)
+	check "$1: journal has no SIGSYS, denial or restart loop" equals "${bad:-none}" none
+}
+score() { # the exposure score of the running unit next to the offline one
+	live=$(systemd-analyze security "$1" 2>/dev/null | tail -n1)
+	off=$(systemd-analyze security --offline=true "/lib/systemd/system/$1" 2>/dev/null | tail -n1)
+	info "$1 exposure: running: ${live:-?}; offline: ${off:-?}"
+}
+active() { equals "$(systemctl is-active "$1")" "${2:-active}"; }
+# wait_active UNIT: up to 90 s (TCG is slow) for the unit to leave "activating".
+wait_active() {
+	i=0
+	while [ "$(systemctl is-active "$1")" = activating ] && [ $i -lt 90 ]; do sleep 1; i=$((i + 1)); done
+	info "$1: $(systemctl is-active "$1") after $i s"
+}
+# diag UNIT: the unit's journal, when a check of it failed.
+diag() { journalctl -b -u "$1" --no-pager -o cat | tail -n 15 | sed 's/^/SYSTEM: journal: /'; }
+enabled() { equals "$(systemctl is-enabled "$1" 2>/dev/null)" "${2:-enabled}"; }
+
+echo "SYSTEM: start $(uname -r), systemd $(systemctl --version | head -n1 | cut -d' ' -f2)"
+
+# --- tcp-timestamps-off: applied at installation, no reboot; the drop-in gone after purge.
+sysctl -q -w net.ipv4.tcp_timestamps=1
+install_alone tcp-timestamps-off
+check "tcp-timestamps-off: net.ipv4.tcp_timestamps is 0 after install" equals "$(sysctl -n net.ipv4.tcp_timestamps)" 0
+purge_clean tcp-timestamps-off /usr/lib/sysctl.d/30_tcp-timestamps-off.conf
+
+# --- timesync-check and leaktest: run from their installed paths.
+install_alone timesync-check
+timesync-check >/dev/null 2>&1; rc=$?
+check "timesync-check: /usr/bin/timesync-check says 'not running' (3) without sdwdate" equals "$rc" 3
+purge_clean timesync-check
+install_alone leaktest
+check "leaktest: /usr/sbin/leaktest runs" /usr/sbin/leaktest --version
+purge_clean leaktest
+
+# --- sdwdate: enabled and started by the package, as user sdwdate with CAP_SYS_TIME only.
+install_alone sdwdate
+wait_active sdwdate.service
+check "sdwdate: enabled by the package" enabled sdwdate.service
+check "sdwdate: active" active sdwdate.service || diag sdwdate.service
+check "sdwdate: runs as user sdwdate" equals "$(ps -o user= -C sdwdate | head -n1)" sdwdate
+check "sdwdate: /run/sdwdate/status written" test -s /run/sdwdate/status
+check "sdwdate: /var/lib/sdwdate is there" test -d /var/lib/sdwdate
+filter=$(systemctl show -p SystemCallFilter --value sdwdate.service)
+for sc in clock_settime clock_adjtime adjtimex settimeofday; do
+	check "sdwdate: the unit's syscall filter allows $sc (it sets the clock)" sh -c "echo '$filter' | tr ' ' '\n' | grep -qx '$sc'"
+done
+check "sdwdate: no restarts" equals "$(systemctl show -p NRestarts --value sdwdate.service)" 0
+score sdwdate.service
+journal_clean sdwdate.service
+check "sdwdate: disable --now" systemctl disable --now sdwdate.service
+purge_clean sdwdate /var/lib/sdwdate /run/sdwdate /etc/systemd/system/multi-user.target.wants/sdwdate.service
+
+# --- kloak: enabled and started by the package; restarted after a crash.
+install_alone kloak
+wait_active kloak.service
+check "kloak: enabled by the package" enabled kloak.service
+check "kloak: active" active kloak.service
+check "kloak: typed text reaches a reader of the twin intact (uinput test keyboard)" python3 /root/typist.py type
+python3 /root/typist.py hold > /tmp/hold.out 2>&1 & hold=$!
+i=0; while ! grep -q held /tmp/hold.out && [ $i -lt 30 ]; do sleep 0.5; i=$((i + 1)); done
+systemctl kill -s KILL kloak.service; sleep 4
+check "kloak: restarted after SIGKILL (with a key held)" active kloak.service
+check "kloak: one restart counted" equals "$(systemctl show -p NRestarts --value kloak.service)" 1
+check "kloak: no key left down after SIGKILL" equals "$(python3 /root/typist.py keys-down)" 0
+kill $hold 2>/dev/null; wait $hold 2>/dev/null
+python3 /root/typist.py escape
+sleep 2
+check "kloak: the escape combination ends it and it stays ended" active kloak.service inactive
+check "kloak: ... without another restart" equals "$(systemctl show -p NRestarts --value kloak.service)" 1
+score kloak.service
+journal_clean kloak.service
+check "kloak: disable" systemctl disable kloak.service
+purge_clean kloak /etc/systemd/system/multi-user.target.wants/kloak.service
+
+# --- anon-firewall: never enabled by the package; enabled on purpose it loads the rules;
+# nftables.service cannot flush them; a bad file means lockdown with the reason in the journal.
+install_alone anon-firewall
+check "anon-firewall: not enabled by the package" enabled anon-firewall.service disabled
+check "anon-firewall: not started by the package" active anon-firewall.service inactive
+check "anon-firewall: no rules loaded by the package" sh -c '! nft list table inet anon_firewall'
+printf 'role = "workstation"\n' > /etc/anon-firewall.d/50_user.toml
+check "anon-firewall: enable --now" systemctl enable --now anon-firewall.service
+check "anon-firewall: active" active anon-firewall.service || diag anon-firewall.service
+check "anon-firewall: enabling it enabled its path unit (Also=)" enabled anon-firewall-timesync.path
+check "anon-firewall: its table is loaded" nft list table inet anon_firewall
+check "anon-firewall: status says loaded" anon-firewall status
+systemctl start nftables.service
+check "anon-firewall: nftables.service start is skipped while anon-firewall is enabled" active nftables.service inactive
+check "anon-firewall: ... and the table survives it" nft list table inet anon_firewall
+systemctl restart nftables.service; systemctl stop nftables.service
+check "anon-firewall: the table survives nftables restart and stop" nft list table inet anon_firewall
+echo 'allow_incomming_ssh = true' > /etc/anon-firewall.d/60_typo.toml
+systemctl restart anon-firewall.service
+check "anon-firewall: a bad file fails the unit" active anon-firewall.service failed
+check "anon-firewall: ... and leaves lockdown" sh -c 'cat /run/anon-firewall/state | grep -qx lockdown'
+check "anon-firewall: ... and the journal says why" sh -c 'journalctl -b -u anon-firewall --no-pager | grep -q "60_typo.toml:1"'
+rm /etc/anon-firewall.d/60_typo.toml
+systemctl reset-failed anon-firewall.service
+check "anon-firewall: fixed, it applies again" systemctl restart anon-firewall.service
+score anon-firewall.service
+journal_clean anon-firewall.service
+check "anon-firewall: disable --now" systemctl disable --now anon-firewall.service
+rm -f /etc/anon-firewall.d/50_user.toml
+purge_clean anon-firewall /run/anon-firewall /etc/systemd/system/sysinit.target.wants/anon-firewall.service \
+	/etc/systemd/system/anon-firewall.service.wants/anon-firewall-timesync.path
+check "anon-firewall: purge deleted its table" sh -c '! nft list table inet anon_firewall'
+
+# --- The autopkgtests (debian/tests), run as autopkgtest would: all packages installed.
+all=""; for p in anon-firewall sdwdate kloak timesync-check leaktest; do all="$all $(deb $p)"; done
+# shellcheck disable=SC2086
+check "all packages: apt install together" apt-get install -y --no-install-recommends $all
+for t in $(sed -n 's/^Tests: *//p' /root/autopkgtest/control); do
+	check "autopkgtest $t" env AUTOPKGTEST_TMP="$(mktemp -d)" sh "/root/autopkgtest/$t"
+done
+check "all packages: apt purge together" apt-get purge -y anon-firewall sdwdate kloak timesync-check leaktest
+
+echo "SYSTEM-EXIT $FAILED"

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# tests/system/run.sh DEB_DIR: the booted-system tier. A Debian bookworm root filesystem made
+# with debootstrap (cached outside the repository, keyed by its package list), booted in qemu
+# (TCG) with Debian's stock kernel and systemd as PID 1; the root filesystem IS the initramfs
+# (no disk image), a second cpio overlays our .debs, the guest script and the kernel modules.
+# Inside, guest.sh installs each package ALONE with apt, enables it with systemctl, checks its
+# real state and journal, disables and purges it, and checks that nothing is left. Results come
+# back over the serial console as `SYSTEM: PASS|FAIL ...` lines and `SYSTEM-EXIT n`.
+# Needs root (debootstrap, cpio of root-owned files); no network except Debian's mirror for the
+# first debootstrap; never touches the host's own services.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+DEBS=$(cd "${1:?usage: tests/system/run.sh DEB_DIR}" && pwd)
+CACHE=${ANON_SYSTEM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/anon-daemons/system}
+KDIR=${ANON_VM_KERNEL_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/anon-daemons/vm/current}
+TIMEOUT=${ANON_SYSTEM_TIMEOUT:-900}
+t0=$SECONDS
+step() { echo "==> system: $* ($((SECONDS - t0)) s)"; }
+
+# Every runtime dependency of our packages, preinstalled: the guest has no network.
+# python3: the uinput test keyboard (typist.py); man-db: the autopkgtest that reads man pages.
+PKGS=systemd,systemd-sysv,udev,kmod,iproute2,procps,nftables,netbase,libsqlite3-0,util-linux,passwd,adduser,tor,apt,libgcc-s1,dbus,python3,man-db
+# Bump RECIPE when the steps below change what the cached root filesystem holds.
+RECIPE=1
+key=$(printf '%s\n' "$PKGS" "$RECIPE" | sha256sum | cut -c1-16)
+base=$CACHE/$key
+if [ ! -f "$base/rootfs.cpio" ]; then
+  step "debootstrap bookworm ($PKGS)"
+  rm -rf "$base"; mkdir -p "$base"
+  mirror=$(grep -m1 '^URIs:' /etc/apt/sources.list.d/debian.sources 2>/dev/null | awk '{print $2}')
+  [ -n "$mirror" ] || mirror=$(grep -m1 -o 'https\?://[^ ]*debian/\? ' /etc/apt/sources.list | tr -d ' ')
+  debootstrap --variant=minbase --include="$PKGS" bookworm "$base/rootfs" "$mirror" >"$base/debootstrap.log" 2>&1 ||
+    { tail -n 30 "$base/debootstrap.log"; exit 1; }
+  r=$base/rootfs
+  # The console carries only the test's lines; the guest has no network and no sources.
+  ln -sf /dev/null "$r/etc/systemd/system/serial-getty@ttyS0.service"
+  ln -sf /dev/null "$r/etc/systemd/system/getty@tty1.service"
+  ln -sf /dev/null "$r/etc/systemd/system/apt-daily.timer"
+  ln -sf /dev/null "$r/etc/systemd/system/apt-daily-upgrade.timer"
+  : > "$r/etc/apt/sources.list"; rm -f "$r"/etc/apt/sources.list.d/*
+  echo anon-system > "$r/etc/hostname"
+  rm -rf "$r"/var/cache/apt/archives/*.deb "$r"/var/lib/apt/lists/*
+  ln -sf lib/systemd/systemd "$r/init"
+  (cd "$r" && find . | cpio -o -H newc --quiet) > "$base/rootfs.cpio.partial"
+  mv "$base/rootfs.cpio.partial" "$base/rootfs.cpio"
+  step "root filesystem cached in $base ($(du -sh "$base/rootfs.cpio" | cut -f1))"
+else
+  step "root filesystem from the cache ($base)"
+fi
+
+work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
+ov=$work/overlay
+kver=$(ls "$KDIR/lib/modules")
+# Every module of the stock kernel (nf_tables and its helpers, evdev, uinput, ...; 92 MB):
+# under usr/lib, since bookworm's /lib is a symlink that an overlay `lib/` entry would replace.
+mkdir -p "$ov/usr/lib/modules" "$ov/root/debs" "$ov/etc/systemd/system/multi-user.target.wants" "$ov/usr/local/sbin"
+cp -a "$KDIR/lib/modules/$kver" "$ov/usr/lib/modules/"
+cp "$DEBS"/*.deb "$ov/root/debs/"; rm -f "$ov"/root/debs/*-dbgsym_*.deb
+install -m755 "$HERE/guest.sh" "$ov/usr/local/sbin/system-test"
+cp -r "$HERE/../../debian/tests" "$ov/root/autopkgtest"
+install -m755 "$HERE/typist.py" "$ov/root/typist.py"
+cat > "$ov/etc/systemd/system/system-test.service" <<'UNIT'
+[Unit]
+Description=anon-daemons system tier
+After=multi-user.target
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/system-test
+ExecStopPost=/bin/systemctl poweroff -ff
+StandardOutput=journal+console
+StandardError=journal+console
+TimeoutStartSec=infinity
+UNIT
+ln -sf ../system-test.service "$ov/etc/systemd/system/multi-user.target.wants/system-test.service"
+# The guest's clock: the host's true time on the command line (the guest may set its own).
+(cd "$ov" && find . | cpio -o -H newc --quiet -R 0:0) > "$work/overlay.cpio"
+cat "$base/rootfs.cpio" "$work/overlay.cpio" > "$work/initrd.cpio"
+step "booting $kver with systemd (timeout $TIMEOUT s)"
+set +e
+timeout "$TIMEOUT" qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 3072 -nographic -no-reboot -nic none \
+  -kernel "$KDIR/boot/vmlinuz-$kver" -initrd "$work/initrd.cpio" \
+  -append "console=ttyS0 rdinit=/init panic=-1 quiet loglevel=3 systemd.show_status=0 anon.host_time=$(date +%s)" \
+  </dev/null > "$work/console.log" 2>&1
+rc=$?
+set -e
+tr -d '\r' < "$work/console.log" | grep -E '^(SYSTEM|system-test)|SYSTEM' | sed 's/^.*\(SYSTEM\)/\1/' > "$work/results" || true
+cat "$work/results"
+step "guest finished (qemu exit $rc)"
+pass=$(grep -c '^SYSTEM: PASS' "$work/results" || true)
+failn=$(grep -c '^SYSTEM: FAIL' "$work/results" || true)
+exitline=$(grep -m1 '^SYSTEM-EXIT' "$work/results" || true)
+if [ "$rc" = 124 ] || [ -z "$exitline" ]; then
+  echo "system: the guest did not finish (timeout or crash); last console lines:"; tr -d '\r' < "$work/console.log" | tail -n 40
+  exit 1
+fi
+echo "system: $pass passed, $failn failed"
+[ "$failn" = 0 ] && [ "$exitline" = "SYSTEM-EXIT 0" ]
