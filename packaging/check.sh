@@ -17,8 +17,10 @@ VERSION=$(cd "$ROOT" && dpkg-parsechangelog -S Version); UPSTREAM=${VERSION%-*}
 
 # lintian: every tag at warning level or above fails; overrides carry their reason.
 echo "lintian $(lintian --version | awk '{print $2}') on $(basename "$changes"):"
-lintian --fail-on error,warning --suppress-tags-from-file /dev/null "$changes" || fail "lintian"
-lintian --no-tag-display-limit --display-level '>=info' "$changes" | sort | uniq -c | sort -rn | head -n 20 || true
+lintian --fail-on error,warning --display-info --tag-display-limit 0 "$changes" >"$tmp/lintian.txt" 2>&1 ||
+  { cat "$tmp/lintian.txt"; fail "lintian"; }
+echo "lintian: $(grep -c '^E:' "$tmp/lintian.txt") errors, $(grep -c '^W:' "$tmp/lintian.txt") warnings," \
+  "$(grep -c '^I:' "$tmp/lintian.txt") info tags: $(sed -n 's/^I: [^:]*: \([^ ]*\).*/\1/p' "$tmp/lintian.txt" | sort | uniq -c | tr -s ' ' | tr '\n' ',')"
 
 # debian/copyright is what the generator makes of this vendor tree.
 python3 "$ROOT/packaging/copyright.py" --check "$ROOT/debian/copyright" "$OUT/anon-daemons-$UPSTREAM/vendor" \

@@ -143,6 +143,16 @@ purge_clean anon-firewall /run/anon-firewall /etc/systemd/system/sysinit.target.
 	/etc/systemd/system/anon-firewall.service.wants/anon-firewall-timesync.path
 check "anon-firewall: purge deleted its table" sh -c '! nft list table inet anon_firewall'
 
+# --- tirdad-dkms on Debian's stock kernel (headers installed, no CONFIG_RUST): it installs,
+# and says at install time and in the journal why the module is not built; nothing loads.
+install_alone tirdad-dkms
+cp /tmp/check.out /tmp/tirdad-install.log
+check "tirdad-dkms: installing says why tirdad is not built here" grep -q "without CONFIG_RUST=y" /tmp/tirdad-install.log
+check "tirdad-dkms: ... and so does the journal" sh -c 'journalctl -b -t tirdad-dkms --no-pager | grep -q "without CONFIG_RUST=y"'
+check "tirdad-dkms: DKMS knows the module source" sh -c 'dkms status | grep -q "^tirdad/"'
+check "tirdad-dkms: no module was loaded" sh -c '! grep -q "^tirdad " /proc/modules'
+purge_clean tirdad-dkms /var/lib/dkms/tirdad /usr/src/tirdad-0.1.0
+
 # --- The autopkgtests (debian/tests), run as autopkgtest would: all packages installed.
 all=""; for p in anon-firewall sdwdate kloak timesync-check leaktest; do all="$all $(deb $p)"; done
 # shellcheck disable=SC2086

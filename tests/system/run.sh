@@ -18,11 +18,13 @@ t0=$SECONDS
 step() { echo "==> system: $* ($((SECONDS - t0)) s)"; }
 
 # Every runtime dependency of our packages, preinstalled: the guest has no network.
-# python3: the uinput test keyboard (typist.py); man-db: the autopkgtest that reads man pages.
-PKGS=systemd,systemd-sysv,udev,kmod,iproute2,procps,nftables,netbase,libsqlite3-0,util-linux,passwd,adduser,tor,apt,libgcc-s1,dbus,python3,man-db
+# python3: the uinput test keyboard (typist.py); man-db: the autopkgtest that reads man pages;
+# dkms and (below) the booted kernel's headers: tirdad-dkms gets as far as on a user's machine.
+PKGS=systemd,systemd-sysv,udev,kmod,iproute2,procps,nftables,netbase,libsqlite3-0,util-linux,passwd,adduser,tor,apt,libgcc-s1,dbus,python3,man-db,dkms
 # Bump RECIPE when the steps below change what the cached root filesystem holds.
-RECIPE=1
-key=$(printf '%s\n' "$PKGS" "$RECIPE" | sha256sum | cut -c1-16)
+RECIPE=2
+kver=$(ls "$KDIR/lib/modules")
+key=$(printf '%s\n' "$PKGS" "$RECIPE" "$kver" | sha256sum | cut -c1-16)
 base=$CACHE/$key
 if [ ! -f "$base/rootfs.cpio" ]; then
   step "debootstrap bookworm ($PKGS)"
@@ -32,6 +34,13 @@ if [ ! -f "$base/rootfs.cpio" ]; then
   debootstrap --variant=minbase --include="$PKGS" bookworm "$base/rootfs" "$mirror" >"$base/debootstrap.log" 2>&1 ||
     { tail -n 30 "$base/debootstrap.log"; exit 1; }
   r=$base/rootfs
+  # The headers of the kernel the VM boots (bookworm-security; they bring that kernel's image
+  # package, the same build), installed in the chroot with the host's network, once.
+  echo "deb $mirror-security bookworm-security main" > "$r/etc/apt/sources.list.d/security.list"
+  mount -t proc proc "$r/proc"
+  chroot "$r" sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends linux-headers-$kver" \
+    >>"$base/debootstrap.log" 2>&1 || { umount "$r/proc"; tail -n 30 "$base/debootstrap.log"; exit 1; }
+  umount "$r/proc"
   # The console carries only the test's lines; the guest has no network and no sources.
   ln -sf /dev/null "$r/etc/systemd/system/serial-getty@ttyS0.service"
   ln -sf /dev/null "$r/etc/systemd/system/getty@tty1.service"
@@ -50,11 +59,11 @@ fi
 
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 ov=$work/overlay
-kver=$(ls "$KDIR/lib/modules")
 # Every module of the stock kernel (nf_tables and its helpers, evdev, uinput, ...; 92 MB):
 # under usr/lib, since bookworm's /lib is a symlink that an overlay `lib/` entry would replace.
 mkdir -p "$ov/usr/lib/modules" "$ov/root/debs" "$ov/etc/systemd/system/multi-user.target.wants" "$ov/usr/local/sbin"
-cp -a "$KDIR/lib/modules/$kver" "$ov/usr/lib/modules/"
+# (The root filesystem has them already when its kernel image package is this kernel's.)
+[ -d "$base/rootfs/usr/lib/modules/$kver/kernel" ] || cp -a "$KDIR/lib/modules/$kver" "$ov/usr/lib/modules/"
 cp "$DEBS"/*.deb "$ov/root/debs/"; rm -f "$ov"/root/debs/*-dbgsym_*.deb
 install -m755 "$HERE/guest.sh" "$ov/usr/local/sbin/system-test"
 cp -r "$HERE/../../debian/tests" "$ov/root/autopkgtest"
