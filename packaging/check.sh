@@ -101,9 +101,10 @@ unit_has "$tmp/anon-firewall/$UNITDIR/anon-firewall.service" Type=oneshot Remain
   DefaultDependencies=no Before=network-pre.target Wants=network-pre.target WantedBy=sysinit.target
 linked anon-firewall "$tmp/anon-firewall/usr/sbin/anon-firewall"
 units "$tmp/anon-firewall" anon-firewall.service anon-firewall-timesync.path anon-firewall-timesync.service
-# Never enabled by the package (README.Debian): no enable call in postinst.
+# Never enabled by the package (README.Debian): debhelper's --no-enable snippet re-enables
+# only units an admin had enabled (`debian-installed` ... `was-enabled`), never on first install.
 maintscript anon-firewall postinst 'deb-systemd-helper update-state'
-if grep -q "deb-systemd-helper enable" "$tmp/ctrl-anon-firewall/postinst"; then fail "anon-firewall's postinst enables a unit"; fi
+if grep -q "new installations run enable" "$tmp/ctrl-anon-firewall/postinst"; then fail "anon-firewall's postinst enables its units on installation"; fi
 
 # sdwdate
 extract sdwdate usr/bin/sdwdate $UNITDIR/sdwdate.service usr/lib/sysusers.d/sdwdate.conf \
@@ -118,7 +119,7 @@ units "$tmp/sdwdate" sdwdate.service
 systemd-analyze security --offline=true --root="$tmp/sdwdate" sdwdate.service 2>/dev/null |
   grep -q 'SystemCallFilter=~@clock .*@clock is included' || fail "sdwdate.service: the syscall filter denies @clock"
 maintscript sdwdate postinst 'systemd-sysusers'
-maintscript sdwdate postinst 'systemd-tmpfiles --create'
+maintscript sdwdate postinst 'systemd-tmpfiles .*--create sdwdate.conf'
 maintscript sdwdate postinst 'deb-systemd-helper enable'
 maintscript sdwdate preinst 'rm_conffile /etc/apparmor.d/usr.bin.sdwdate'
 maintscript sdwdate postrm 'rm -rf /var/lib/sdwdate'

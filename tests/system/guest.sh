@@ -135,6 +135,58 @@ check "anon-firewall: ... and the journal says why" sh -c 'journalctl -b -u anon
 rm /etc/anon-firewall.d/60_typo.toml
 systemctl reset-failed anon-firewall.service
 check "anon-firewall: fixed, it applies again" systemctl restart anon-firewall.service
+# Workstation in timesync-fail-closed mode, probed for real: a "gateway" network namespace
+# (10.152.152.10, listeners on 9108 and 9050) behind a veth; before sdwdate's first success only
+# 9108 is reachable, and when /run/sdwdate/first_success appears the path unit reloads to full.
+ip netns add gw
+ip link add eth0 type veth peer name gweth netns gw
+ip addr add 10.152.152.11/18 dev eth0; ip link set eth0 up
+ip -n gw addr add 10.152.152.10/18 dev gweth; ip -n gw link set gweth up; ip -n gw link set lo up
+ip netns exec gw python3 -c '
+import selectors, socket
+sel = selectors.DefaultSelector()
+for port in (9108, 9050):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("10.152.152.10", port)); s.listen(16); sel.register(s, selectors.EVENT_READ)
+for _ in range(200):
+    for key, _ in sel.select(timeout=120):
+        c, _ = key.fileobj.accept(); c.close()
+' & listener=$!
+sleep 2
+probe() { # PORT -> open | refused | timeout
+	python3 -c '
+import socket, sys
+s = socket.socket(); s.settimeout(3)
+try:
+    s.connect(("10.152.152.10", int(sys.argv[1]))); print("open")
+except socket.timeout:
+    print("timeout")
+except OSError:
+    print("refused")' "$1"
+}
+nft delete table inet anon_firewall
+check "anon-firewall: without rules the probe reaches both gateway ports (so it can see a block)" \
+	equals "$(probe 9108)$(probe 9050)" openopen
+printf 'role = "workstation"\nmode = "timesync-fail-closed"\n' > /etc/anon-firewall.d/50_user.toml
+rm -rf /run/sdwdate
+check "anon-firewall: timesync-fail-closed applies" systemctl restart anon-firewall.service
+check "anon-firewall: before sdwdate's first success the gateway's 9108 is reachable" equals "$(probe 9108)" open
+check "anon-firewall: ... and its 9050 is not" equals "$(probe 9050)" refused
+mkdir -p /run/sdwdate; touch /run/sdwdate/first_success
+i=0; while [ "$(probe 9050)" != open ] && [ $i -lt 20 ]; do sleep 1; i=$((i + 1)); done
+check "anon-firewall: after first_success the path unit reloaded to full (9050 reachable after $i s)" equals "$(probe 9050)" open
+check "anon-firewall: ... by anon-firewall-timesync.service" sh -c 'journalctl -b -u anon-firewall-timesync.service --no-pager | grep -q "mode full"'
+kill $listener 2>/dev/null; ip netns del gw; rm -rf /run/sdwdate
+printf 'role = "workstation"\n' > /etc/anon-firewall.d/50_user.toml
+# Gateway role from upstream's marker file, with Debian's tor user: only debian-tor gets out.
+mkdir -p /usr/share/anon-gw-base-files; touch /usr/share/anon-gw-base-files/gateway
+rm -f /etc/anon-firewall.d/50_user.toml
+check "anon-firewall: gateway role (marker file) applies with Debian's tor user" systemctl restart anon-firewall.service
+tor_uid=$(id -u debian-tor)
+check "anon-firewall: ... and lets only debian-tor's uid out" sh -c \
+	"nft list table inet anon_firewall | grep -Eq 'skuid (debian-tor|$tor_uid)'"
+rm -rf /usr/share/anon-gw-base-files
+printf 'role = "workstation"\n' > /etc/anon-firewall.d/50_user.toml
 score anon-firewall.service
 journal_clean anon-firewall.service
 check "anon-firewall: disable --now" systemctl disable --now anon-firewall.service
