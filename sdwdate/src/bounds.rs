@@ -95,37 +95,8 @@ impl Bounds {
     }
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// Parses Tor's `YYYY-MM-DD HH:MM:SS` (UTC).
-pub fn parse_tor_time(s: &str) -> Option<i64> {
-    let s = s.trim().trim_matches('"');
-    let (date, time) = s.split_once(' ')?;
-    let mut d = date.split('-').map(str::parse::<u32>);
-    let (y, mo, da) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
-    let mut t = time.split(':').map(str::parse::<u32>);
-    let (h, mi, se) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
-    if d.next().is_some()
-        || t.next().is_some()
-        || !(1..=12).contains(&mo)
-        || !(1..=31).contains(&da)
-        || h > 23
-        || mi > 59
-        || se > 60
-    {
-        return None;
-    }
-    Some(days_from_civil(i64::from(y), mo, da) * 86_400 + i64::from(h * 3600 + mi * 60 + se))
-}
+/// Tor's `YYYY-MM-DD HH:MM:SS` (UTC), parsed as the control port and consensus write it.
+pub use tor_control::parse_time as parse_tor_time;
 
 /// `YYYY-MM-DD HH:MM:SS` UTC, for messages.
 pub fn utc(unix: i64) -> String {

@@ -163,6 +163,30 @@ pub struct Config {
     /// `ARTI_CONFIG=/path.toml`: extra arti settings in arti's own TOML format (a private
     /// test network); never set by the package.
     pub arti_config: Option<PathBuf>,
+    /// `CONTROL_PORT=HOST:PORT|unix:/PATH|auto|none`: where tor's consensus window comes
+    /// from with the socks transport. `none` turns the consensus bound off (documented as
+    /// weaker); any other value makes the window required: no window, no time.
+    pub control_port: Option<ControlSetting>,
+}
+
+/// `CONTROL_PORT` / `--control-port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlSetting {
+    Addr(tor_control::ControlAddr),
+    None,
+}
+
+impl std::str::FromStr for ControlSetting {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(ControlSetting::None),
+            a => a
+                .parse()
+                .map(ControlSetting::Addr)
+                .map_err(|e: tor_control::ControlError| format!("{e} (or none)")),
+        }
+    }
 }
 
 /// How sdwdate reaches Tor.
@@ -195,6 +219,7 @@ impl Default for Config {
             proxy_port: None,
             transport: None,
             arti_config: None,
+            control_port: None,
         }
     }
 }
@@ -363,6 +388,9 @@ impl Config {
             "TRANSPORT" => {
                 self.transport = Some(value.parse().map_err(|e| format!("TRANSPORT: {e}"))?)
             }
+            "CONTROL_PORT" => {
+                self.control_port = Some(value.parse().map_err(|e| format!("CONTROL_PORT: {e}"))?)
+            }
             "ARTI_CONFIG" => {
                 if !value.starts_with('/') {
                     return Err(format!("ARTI_CONFIG: `{value}` is not an absolute path"));
@@ -371,7 +399,7 @@ impl Config {
             }
             other => {
                 return Err(format!(
-                    "unknown key `{other}` (known: MAX_FAILURE_RATIO, RANDOMIZE_TIME, PROXY_IP, PROXY_PORT, TRANSPORT, ARTI_CONFIG, SDWDATE_POOL_*=()"
+                    "unknown key `{other}` (known: MAX_FAILURE_RATIO, RANDOMIZE_TIME, PROXY_IP, PROXY_PORT, TRANSPORT, CONTROL_PORT, ARTI_CONFIG, SDWDATE_POOL_*=()"
                 ))
             }
         }
@@ -474,6 +502,23 @@ mod tests {
         );
         let k = parse("TRANSPORT=socks\n").expect("ok");
         assert_eq!(k.transport, Some(TransportKind::Socks));
+        for (v, want) in [
+            ("none", ControlSetting::None),
+            ("auto", ControlSetting::Addr(tor_control::ControlAddr::Auto)),
+            (
+                "unix:/run/tor/control",
+                ControlSetting::Addr(tor_control::ControlAddr::Unix("/run/tor/control".into())),
+            ),
+            (
+                "10.152.152.10:9051",
+                ControlSetting::Addr(tor_control::ControlAddr::Tcp(
+                    ([10, 152, 152, 10], 9051).into(),
+                )),
+            ),
+        ] {
+            let k = parse(&format!("CONTROL_PORT={v}\n")).expect("ok");
+            assert_eq!(k.control_port, Some(want), "{v}");
+        }
         assert_eq!(c.pools[1].len(), 2);
         let Member::Group(g) = &c.pools[1][1] else {
             panic!("group expected")
@@ -514,6 +559,11 @@ mod tests {
                 "TRANSPORT=tor".to_owned(),
                 1,
                 "TRANSPORT: `tor` is not socks or arti",
+            ),
+            (
+                "CONTROL_PORT=localhost:9051".to_owned(),
+                1,
+                "CONTROL_PORT: `localhost:9051` is not HOST:PORT",
             ),
             (
                 "ARTI_CONFIG=arti.toml".to_owned(),

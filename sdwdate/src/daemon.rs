@@ -91,8 +91,9 @@ impl<T: Transport> Daemon<T> {
 
     /// The bounds an answer must fall in. A transport that holds Tor's directory itself
     /// (arti) must deliver the consensus window, else the round fails: with arti there is no
-    /// reason to go without it. A control port that does not answer only costs the bound (a
-    /// tor daemon may not have one), as upstream.
+    /// reason to go without it. With a tor daemon the control port must answer too: a control
+    /// port that is stopped, unreadable or without a consensus fails the round (upstream
+    /// sdwdate also waits for tor's consensus); only `CONTROL_PORT=none` goes without it.
     async fn bounds(&self) -> Result<Bounds, String> {
         let replay = self.status.replay_file();
         let mut files: Vec<&std::path::Path> = vec![&replay];
@@ -103,10 +104,7 @@ impl<T: Transport> Daemon<T> {
             (None, None) => None,
             (None, Some(c)) => match c.consensus_window().await {
                 Ok(w) => Some(w),
-                Err(e) => {
-                    warn!("no Tor consensus window, checking the static bounds only: {e}");
-                    None
-                }
+                Err(e) => return Err(format!("no Tor consensus window: {e}")),
             },
         };
         Ok(Bounds {

@@ -10,8 +10,9 @@ use anyhow::{bail, Context};
 use clap::{CommandFactory, Parser, Subcommand};
 
 use sdwdate::clock::{Clock, DryRunClock, SystemClock};
+use sdwdate::config::ControlSetting;
 use sdwdate::config::{Config, TransportKind};
-use sdwdate::control::ControlPort;
+use sdwdate::control::{ControlAddr, ControlPort};
 use sdwdate::daemon::{os_rng, Daemon, RoundResult};
 use sdwdate::status::StatusDir;
 #[cfg(feature = "arti")]
@@ -55,9 +56,12 @@ struct Cli {
     /// Tor's SocksPort. Default: PROXY_IP/PROXY_PORT, else the Whonix gateway's 9108, else 127.0.0.1:9050.
     #[arg(long, value_name = "HOST:PORT")]
     proxy: Option<SocketAddr>,
-    /// Tor ControlPort for the consensus bound ("none" to skip).
-    #[arg(long, value_name = "HOST:PORT|none", default_value = "127.0.0.1:9051")]
-    control_port: String,
+    /// Tor's control port for the consensus bound: HOST:PORT, unix:/PATH, auto (Debian's
+    /// /run/tor/control, else 127.0.0.1:9051) or none (no bound: weaker). Default: CONTROL_PORT,
+    /// else the Whonix gateway's 10.152.152.10:9051 on a workstation, else auto. Unless none,
+    /// a round without the window fails: no window, no time.
+    #[arg(long, value_name = "HOST:PORT|unix:PATH|auto|none")]
+    control_port: Option<ControlSetting>,
     /// Cookie file for the control port (default: the one Tor names in PROTOCOLINFO).
     #[arg(long)]
     control_cookie: Option<PathBuf>,
@@ -95,6 +99,19 @@ fn default_proxy(cfg: &Config) -> SocketAddr {
         _ => (IpAddr::V4(Ipv4Addr::LOCALHOST), 9050),
     };
     SocketAddr::new(cfg.proxy_ip.unwrap_or(ip), cfg.proxy_port.unwrap_or(port))
+}
+
+/// `--control-port`, else CONTROL_PORT, else the platform's tor.
+fn control_setting(cli: &Cli, cfg: &Config) -> ControlSetting {
+    let whonix_ws = Path::new("/usr/share/anon-ws-base-files/workstation").exists();
+    cli.control_port
+        .clone()
+        .or_else(|| cfg.control_port.clone())
+        .unwrap_or(ControlSetting::Addr(if whonix_ws {
+            ControlAddr::Tcp(SocketAddr::from(([10, 152, 152, 10], 9051)))
+        } else {
+            ControlAddr::Auto
+        }))
 }
 
 fn whonix() -> bool {
@@ -172,12 +189,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     let cfg = Config::load_dir(&cli.config_dir)?;
     let proxy = cli.proxy.unwrap_or_else(|| default_proxy(&cfg));
-    let control = match cli.control_port.as_str() {
-        "none" => None,
-        a => Some(ControlPort {
-            addr: a
-                .parse()
-                .with_context(|| format!("--control-port {a}: not HOST:PORT"))?,
+    let control = match control_setting(&cli, &cfg) {
+        ControlSetting::None => None,
+        ControlSetting::Addr(addr) => Some(ControlPort {
+            addr,
             cookie: cli.control_cookie.clone(),
             timeout: Duration::from_secs(10),
         }),

@@ -74,6 +74,8 @@ fn sdwdate(net: &TorNet, via: Via, pools: [&[usize]; 3], timeout_s: u64, tag: &s
 struct Extra {
     env: Vec<(&'static str, String)>,
     arti_toml: &'static str,
+    /// `--control-port` instead of the network's.
+    control: Option<String>,
 }
 
 #[cfg(feature = "arti")]
@@ -138,7 +140,7 @@ fn sdwdate_with(
             "--proxy",
             &net.socks.to_string(),
             "--control-port",
-            &net.control.to_string(),
+            &extra.control.clone().unwrap_or(net.control.to_string()),
         ]),
         Via::Arti => {
             let toml = dir.join("arti.toml");
@@ -319,7 +321,74 @@ fn end_to_end_over_socks() {
     assert!(line.contains("inside Tor's consensus window"), "{line}");
     drop(r);
 
+    no_window_no_time(&net);
     scenario(&net, Via::Socks);
+}
+
+/// Honest sources, but tor's consensus window is not to be had: the control port is stopped,
+/// or its cookie cannot be read. The round fails and the clock stays put (upstream waits for
+/// the consensus too); only an explicit `--control-port none` goes without the bound.
+fn no_window_no_time(net: &TorNet) {
+    let pools: [&[usize]; 3] = [&[H[0]], &[H[1]], &[H[2]]];
+    let dir = |tag: &str| run_dir(Via::Socks, tag);
+    // Nothing listens: a port bound and closed again.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port");
+    let extra = Extra {
+        control: Some(closed.to_string()),
+        ..Extra::default()
+    };
+    let r = sdwdate_with(
+        net,
+        Via::Socks,
+        pools,
+        30,
+        &dir("ctl-stopped"),
+        false,
+        &extra,
+    );
+    assert_failure(&r, "control port stopped", "no Tor consensus window");
+    // A control port that wants a cookie nobody can read (Debian's tor, sdwdate not in
+    // group debian-tor).
+    let fake = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = fake.local_addr().expect("addr");
+    let server = std::thread::spawn(move || {
+        use std::io::{BufRead, Write};
+        let (s, _) = fake.accept().expect("accept");
+        let mut r = std::io::BufReader::new(s.try_clone().expect("clone"));
+        let mut line = String::new();
+        let _ = r.read_line(&mut line);
+        let _ = (&s).write_all(
+            b"250-PROTOCOLINFO 1\r\n250-AUTH METHODS=COOKIE,SAFECOOKIE COOKIEFILE=\"/nonexistent/control.authcookie\"\r\n250 OK\r\n",
+        );
+        line
+    });
+    let extra = Extra {
+        control: Some(addr.to_string()),
+        ..Extra::default()
+    };
+    let r = sdwdate_with(
+        net,
+        Via::Socks,
+        pools,
+        30,
+        &dir("ctl-cookie"),
+        false,
+        &extra,
+    );
+    assert_failure(&r, "unreadable cookie", "/nonexistent/control.authcookie");
+    assert_eq!(
+        server.join().expect("fake control port").trim(),
+        "PROTOCOLINFO 1"
+    );
+    // The explicit opt-out: no bound, the honest answers are taken.
+    let extra = Extra {
+        control: Some("none".into()),
+        ..Extra::default()
+    };
+    let r = sdwdate_with(net, Via::Socks, pools, 30, &dir("ctl-none"), false, &extra);
+    assert_success(&r, "--control-port none");
 }
 
 /// Liars, dead, malformed, oversized and slow sources: the same verdicts over either transport.
@@ -484,7 +553,7 @@ fn end_to_end_over_arti() {
             let pools: [&[usize]; 3] = [&[H[0], H[3]], &[H[1], H[4]], &[H[2], H[5]]];
             let slow = Extra {
                 env: env.clone(),
-                arti_toml: "",
+                ..Extra::default()
             };
             let r = sdwdate_with(
                 &net,
@@ -503,6 +572,7 @@ fn end_to_end_over_arti() {
             let strict = Extra {
                 env,
                 arti_toml: "\n[directory_tolerance]\npre_valid_tolerance = \"1 day\"\n",
+                ..Extra::default()
             };
             let r = sdwdate_with(
                 &net,

@@ -1,6 +1,5 @@
 //! `timesync-check`: one line and an exit code (see the man page).
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -38,9 +37,10 @@ struct Cli {
     /// Also check the clock against Tor's consensus window and the minimum time.
     #[arg(long)]
     tor: bool,
-    /// With --tor: Tor's ControlPort (NULL or cookie authentication).
-    #[arg(long, default_value = "127.0.0.1:9051")]
-    control_port: SocketAddr,
+    /// With --tor: tor's control port, HOST:PORT, unix:/PATH or auto (Debian's
+    /// /run/tor/control, else 127.0.0.1:9051); NULL or cookie authentication.
+    #[arg(long, default_value = "auto", value_name = "HOST:PORT|unix:PATH|auto")]
+    control_port: tor_control::ControlAddr,
     /// With --tor: cookie file for the control port.
     #[arg(long)]
     control_cookie: Option<PathBuf>,
@@ -76,13 +76,17 @@ fn main() -> ExitCode {
     };
     let mut tor_line = None;
     if cli.tor {
-        let window = tor::window_from_control(cli.control_port, cli.control_cookie.as_deref())
-            .ok()
-            .or_else(|| {
-                std::fs::read_to_string(&cli.consensus_file)
-                    .ok()
-                    .and_then(|t| tor::window_from_consensus(&t))
-            });
+        let window = tor_control::consensus_window(
+            &cli.control_port,
+            cli.control_cookie.as_deref(),
+            std::time::Duration::from_secs(10),
+        )
+        .ok()
+        .or_else(|| {
+            std::fs::read_to_string(&cli.consensus_file)
+                .ok()
+                .and_then(|t| tor::window_from_consensus(&t))
+        });
         let min = tor::minimum_time(&[
             &cli.state_dir.join("time-replay-protection-utc-unixtime"),
             Path::new("/etc/minimum-unixtime"),
