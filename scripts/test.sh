@@ -12,7 +12,7 @@ if ! need_root "the test suite" "$@"; then
 else
   stage setup base_setup
   stage packaging-setup packaging_setup
-  stage system-setup ensure_debs debootstrap cpio
+  stage system-setup ensure_debs debootstrap cpio socat
   stage vm-setup vm_setup
   # tirdad's kernel: about 17 min once on 2 cores, then cached outside the repository.
   stage rust-kernel rust_kernel_setup

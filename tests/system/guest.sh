@@ -70,23 +70,136 @@ install_alone leaktest
 check "leaktest: /usr/sbin/leaktest runs" /usr/sbin/leaktest --version
 purge_clean leaktest
 
-# --- sdwdate: enabled and started by the package, as user sdwdate with CAP_SYS_TIME only.
+# --- sdwdate: enabled and started by the package, as user sdwdate with CAP_SYS_TIME only;
+# then the whole workstation story through a private Tor network on the host (qemu user
+# network: 10.0.2.100:9050 SocksPort, :9051 ControlPort, :80 the onion names, :37 the host's
+# time). The guest booted with its clock a day slow.
+nic=$(ls /sys/class/net | grep -v -e '^lo$' | head -n1)
+ip link set "$nic" name uplink; ip addr add 10.0.2.15/24 dev uplink; ip link set uplink up
+fetch() { # PORT -> what the host's forward sends (empty on failure)
+	python3 -c '
+import socket, sys
+try:
+    s = socket.create_connection(("10.0.2.100", int(sys.argv[1])), timeout=5)
+    print(s.makefile().read().strip())
+except OSError:
+    pass' "$1"
+}
+# offset: the guest's clock minus the host's, in seconds (3 decimals), read over the forward.
+offset() {
+	python3 -c '
+import socket, time
+t0 = time.time()
+s = socket.create_connection(("10.0.2.100", 37), timeout=5)
+host = float(s.makefile().read().strip()); t1 = time.time()
+print("%.3f" % ((t0 + t1) / 2 - host))'
+}
+# within A B LIMIT: |A - B| <= LIMIT
+within() { python3 -c 'import sys; a, b, l = map(float, sys.argv[1:]); sys.exit(abs(a - b) > l)' "$@" || { echo "|$1 - $2| > $3"; return 1; }; }
+i=0; while [ -z "$(fetch 80)" ] && [ $i -lt 60 ]; do sleep 5; i=$((i + 1)); done
+fetch 80 > /root/tornet.env
+. /root/tornet.env
+check "sdwdate: the private Tor network's onion names arrived (after $((i * 5)) s)" test -n "${HONEST:-}"
+off0=$(offset)
+check "sdwdate: the guest booted with its clock a day slow (offset $off0 s)" within "$off0" -86400 120
+install_alone timesync-check
 install_alone sdwdate
 wait_active sdwdate.service
 check "sdwdate: enabled by the package" enabled sdwdate.service
 check "sdwdate: active" active sdwdate.service || diag sdwdate.service
 check "sdwdate: runs as user sdwdate" equals "$(ps -o user= -C sdwdate | head -n1)" sdwdate
+check "sdwdate: user sdwdate is in group debian-tor (tor's control socket and cookie)" sh -c 'id -nG sdwdate | grep -qw debian-tor'
 check "sdwdate: /run/sdwdate/status written" test -s /run/sdwdate/status
 check "sdwdate: /var/lib/sdwdate is there" test -d /var/lib/sdwdate
 filter=$(systemctl show -p SystemCallFilter --value sdwdate.service)
 for sc in clock_settime clock_adjtime adjtimex settimeofday; do
 	check "sdwdate: the unit's syscall filter allows $sc (it sets the clock)" sh -c "echo '$filter' | tr ' ' '\n' | grep -qx '$sc'"
 done
-check "sdwdate: no restarts" equals "$(systemctl show -p NRestarts --value sdwdate.service)" 0
+# conf POOL_URLS CONTROL: the test's sources and tor, one source per pool.
+conf() {
+	set -- $1 "$2"
+	cat > /etc/sdwdate.d/50_test.conf <<CONF
+PROXY_IP=10.0.2.100
+PROXY_PORT=9050
+TRANSPORT=socks
+CONTROL_PORT=$4
+SDWDATE_POOL_ZERO=(
+    "$1"
+)
+SDWDATE_POOL_ONE=(
+    "$2"
+)
+SDWDATE_POOL_TWO=(
+    "$3"
+)
+CONF
+}
+# round FILE [keep]: restart sdwdate (run directory emptied unless keep), wait up to 240 s for FILE.
+round() {
+	systemctl stop sdwdate.service
+	[ "${2:-}" = keep ] || rm -f /run/sdwdate/*
+	rm -f /run/sdwdate/success /run/sdwdate/fail
+	systemctl start sdwdate.service
+	i=0; while [ ! -e "/run/sdwdate/$1" ] && [ $i -lt 240 ]; do sleep 1; i=$((i + 1)); done
+	info "sdwdate: /run/sdwdate/$1 after $i s"
+}
+mark() { journalctl -b -u sdwdate.service --no-pager -o cat | wc -l; }
+since() { journalctl -b -u sdwdate.service --no-pager -o cat | tail -n +"$(($1 + 1))"; }
+conf "$HONEST" 10.0.2.100:9051
+timesync-check --wait --timeout 300 > /tmp/wait.out 2>&1 & waiter=$!
+m=$(mark); round first_success
+check "sdwdate: through Tor, the first success" test -e /run/sdwdate/first_success || diag sdwdate.service
+off1=$(offset)
+check "sdwdate: ... stepped the clock to within 2 s of the host's (offset now $off1 s)" within "$off1" 0 2
+check "sdwdate: ... with a step, inside Tor's consensus window" sh -c "journalctl -b -u sdwdate --no-pager -o cat | tail -n +$((m + 1)) | grep -q 'clock stepped by +86' && journalctl -b -u sdwdate --no-pager -o cat | tail -n +$((m + 1)) | grep -q 'Tor consensus window'"
+check "sdwdate: ... status files written" sh -c 'test -e /run/sdwdate/success && grep -q "\"icon\": \"success\"" /run/sdwdate/status && test -s /var/lib/sdwdate/time-replay-protection-utc-unixtime'
+wait $waiter; rc=$?
+check "sdwdate: timesync-check --wait returned success" equals "$rc" 0
+check "sdwdate: timesync-check says synced (0)" timesync-check
+# The next round slews: the clock set 3 s slow, sdwdate restarted with its run directory kept.
+date -s "@$(python3 -c 'import time; print("%.3f" % (time.time() - 3))')" > /dev/null
+m=$(mark); round success keep
+sleep 1; o1=$(offset); sleep 30; o2=$(offset)
+check "sdwdate: the next round slews instead of stepping" sh -c "journalctl -b -u sdwdate --no-pager -o cat | tail -n +$((m + 1)) | grep -q 'slewing the clock by +'"
+check "sdwdate: ... and the clock moves towards the host's ($o1 s, then $o2 s 30 s later)" \
+	python3 -c "import sys; sys.exit(not (-4 < $o1 < $o2 - 0.06 and $o2 < 0.5))"
+# Liars (2 hours fast) with the consensus window available: rejected, the clock stays put.
+date -s "@$(python3 -c 'import time; print("%.3f" % (time.time() - float("'"$o2"'")))')" > /dev/null
+conf "$LIARS" 10.0.2.100:9051
+m=$(mark); round fail keep
+check "sdwdate: lying sources fail the round" test -e /run/sdwdate/fail
+check "sdwdate: ... rejected by Tor's consensus window" sh -c "journalctl -b -u sdwdate --no-pager -o cat | tail -n +$((m + 1)) | grep -q 'rejected.*(fast)'"
+off=$(offset)
+check "sdwdate: ... and the clock was not moved (offset $off s)" within "$off" 0 2
+# No consensus window, no time: honest sources, the clock a day slow again, a first round (it
+# would step), but tor's control port is stopped / answers without a consensus.
+date -s "@$(($(date +%s) - 86400))" > /dev/null
+conf "$HONEST" 10.0.2.100:9052
+m=$(mark); round fail
+check "sdwdate: control port stopped: the round fails" test -e /run/sdwdate/fail
+check "sdwdate: ... saying there is no consensus window" sh -c "journalctl -b -u sdwdate --no-pager -o cat | tail -n +$((m + 1)) | grep -q 'no Tor consensus window'"
+off=$(offset)
+check "sdwdate: ... and the clock was not moved (offset $off s)" within "$off" -86400 5
+# Debian's tor in the guest (no network, so no consensus): sdwdate reaches its control socket
+# with the cookie through group debian-tor, and tor has no window to give.
+systemctl start tor@default.service
+i=0; while [ ! -S /run/tor/control ] && [ $i -lt 60 ]; do sleep 1; i=$((i + 1)); done
+conf "$HONEST" auto
+m=$(mark); round fail
+check "sdwdate: Debian's tor control socket without a consensus: the round fails" test -e /run/sdwdate/fail
+check "sdwdate: ... tor itself refused (socket and cookie were usable)" sh -c "journalctl -b -u sdwdate --no-pager -o cat | tail -n +$((m + 1)) | grep 'no Tor consensus window' | grep -q 'unix:/run/tor/control refused'" || diag sdwdate.service
+off=$(offset)
+check "sdwdate: ... and the clock was not moved (offset $off s)" within "$off" -86400 5
+systemctl stop tor@default.service
+date -s "@$(python3 -c 'import time; print("%.3f" % (time.time() - float("'"$off"'")))')" > /dev/null
+check "sdwdate: no automatic restarts" equals "$(systemctl show -p NRestarts --value sdwdate.service)" 0
 score sdwdate.service
 journal_clean sdwdate.service
 check "sdwdate: disable --now" systemctl disable --now sdwdate.service
+rm -f /etc/sdwdate.d/50_test.conf
 purge_clean sdwdate /var/lib/sdwdate /run/sdwdate /etc/systemd/system/multi-user.target.wants/sdwdate.service
+purge_clean timesync-check
+ip link set uplink down
 
 # --- kloak: enabled and started by the package; restarted after a crash.
 install_alone kloak

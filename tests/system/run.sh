@@ -57,7 +57,24 @@ else
   step "root filesystem from the cache ($base)"
 fi
 
-work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
+work=$(mktemp -d)
+# A private Tor network on the host's loopback (tests/tornet) for sdwdate in the guest: three
+# honest onion time sources and three that lie by 2 hours. It comes up while the guest boots;
+# it lives as long as fd 5 is open (tornet-serve reads its stdin to the end).
+ROOT=$(cd "$HERE/../.." && pwd)
+(cd "$ROOT" && cargo build --locked -q -p anon-tornet --bin tornet-serve)
+serve=${CARGO_TARGET_DIR:-$ROOT/target}/debug/tornet-serve
+mkfifo "$work/tornet.ctl"
+"$serve" "$work/tornet.env" 3 3 7200 < "$work/tornet.ctl" > "$work/tornet.log" 2>&1 & tornet=$!
+exec 5> "$work/tornet.ctl"
+cleanup() { exec 5>&-; wait "$tornet" 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+# What the guest reaches through qemu's user network (restrict=on: nothing else, no internet):
+# 10.0.2.100:9050 and :9051 are the network's SocksPort and ControlPort (socat per
+# connection, once tornet.env exists), :80 the env file (onion names), :37 the host's time.
+for p in SOCKS CONTROL; do
+  printf '#!/bin/sh\n[ -f %s ] || exit 1\n. %s\nexec socat STDIO "TCP:$%s"\n' "$work/tornet.env" "$work/tornet.env" "$p" > "$work/$p.sh"
+done
 ov=$work/overlay
 # Every module of the stock kernel (nf_tables and its helpers, evdev, uinput, ...; 92 MB):
 # under usr/lib, since bookworm's /lib is a symlink that an overlay `lib/` entry would replace.
@@ -81,20 +98,24 @@ StandardError=journal+console
 TimeoutStartSec=infinity
 UNIT
 ln -sf ../system-test.service "$ov/etc/systemd/system/multi-user.target.wants/system-test.service"
-# The guest's clock: the host's true time on the command line (the guest may set its own).
 (cd "$ov" && find . | cpio -o -H newc --quiet -R 0:0) > "$work/overlay.cpio"
 cat "$base/rootfs.cpio" "$work/overlay.cpio" > "$work/initrd.cpio"
 step "booting $kver with systemd (timeout $TIMEOUT s)"
 set +e
-timeout "$TIMEOUT" qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 3072 -nographic -no-reboot -nic none \
+# The guest's clock starts a day slow: sdwdate has to set it through Tor.
+timeout "$TIMEOUT" qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 3072 -nographic -no-reboot \
+  -rtc base="$(date -u -d '-1 day' +%Y-%m-%dT%H:%M:%S)" \
+  -netdev "user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:9050-cmd:sh $work/SOCKS.sh,guestfwd=tcp:10.0.2.100:9051-cmd:sh $work/CONTROL.sh,guestfwd=tcp:10.0.2.100:80-cmd:cat $work/tornet.env,guestfwd=tcp:10.0.2.100:37-cmd:date +%s.%N" \
+  -device virtio-net-pci,netdev=n0 \
   -kernel "$KDIR/boot/vmlinuz-$kver" -initrd "$work/initrd.cpio" \
-  -append "console=ttyS0 rdinit=/init panic=-1 quiet loglevel=3 systemd.show_status=0 anon.host_time=$(date +%s)" \
+  -append "console=ttyS0 rdinit=/init panic=-1 quiet loglevel=3 systemd.show_status=0" \
   </dev/null > "$work/console.log" 2>&1
 rc=$?
 set -e
 tr -d '\r' < "$work/console.log" | grep -E '^(SYSTEM|system-test)|SYSTEM' | sed 's/^.*\(SYSTEM\)/\1/' > "$work/results" || true
 cat "$work/results"
 step "guest finished (qemu exit $rc)"
+sed 's/^/tornet: /' "$work/tornet.log"
 pass=$(grep -c '^SYSTEM: PASS' "$work/results" || true)
 failn=$(grep -c '^SYSTEM: FAIL' "$work/results" || true)
 exitline=$(grep -m1 '^SYSTEM-EXIT' "$work/results" || true)
