@@ -95,7 +95,9 @@ maintscript() {
 # anon-firewall
 extract anon-firewall usr/sbin/anon-firewall $UNITDIR/anon-firewall.service \
   $UNITDIR/anon-firewall-timesync.path etc/anon-firewall.d/30_default.toml \
-  $UNITDIR/nftables.service.d/anon-firewall-nftables.conf
+  $UNITDIR/nftables.service.d/anon-firewall-nftables.conf \
+  $UNITDIR/networking.service.d/anon-firewall-network.conf $UNITDIR/ifup@.service.d/anon-firewall-network.conf \
+  $UNITDIR/NetworkManager.service.d/anon-firewall-network.conf $UNITDIR/systemd-networkd.service.d/anon-firewall-network.conf
 man_and_completions anon-firewall 8
 unit_has "$tmp/anon-firewall/$UNITDIR/anon-firewall.service" Type=oneshot RemainAfterExit=yes \
   DefaultDependencies=no Before=network-pre.target Wants=network-pre.target WantedBy=sysinit.target

@@ -245,9 +245,25 @@ systemctl restart anon-firewall.service
 check "anon-firewall: a bad file fails the unit" active anon-firewall.service failed
 check "anon-firewall: ... and leaves lockdown" sh -c 'cat /run/anon-firewall/state | grep -qx lockdown'
 check "anon-firewall: ... and the journal says why" sh -c 'journalctl -b -u anon-firewall --no-pager | grep -q "60_typo.toml:1"'
+# ... and no network manager brings an interface up while anon-firewall is failed (ifupdown's
+# networking.service with a dummy interface; systemd-networkd), until it is fixed.
+cat > /etc/network/interfaces.d/anon-test <<'IF'
+auto anontest0
+iface anontest0 inet manual
+	pre-up ip link add anontest0 type dummy
+	up ip link set anontest0 up
+	post-down ip link del anontest0
+IF
+systemctl stop networking.service; ip link del anontest0 2>/dev/null
+check "anon-firewall: ... networking.service refuses to start" sh -c '! systemctl restart networking.service'
+check "anon-firewall: ... the interface stays down (absent)" sh -c '! ip link show anontest0'
+check "anon-firewall: ... networking's journal says why" sh -c 'journalctl -b -u networking --no-pager | grep -q "anon-firewall is in use but not active"'
+check "anon-firewall: ... systemd-networkd refuses to start too" sh -c '! systemctl start systemd-networkd.service'
 rm /etc/anon-firewall.d/60_typo.toml
-systemctl reset-failed anon-firewall.service
+systemctl reset-failed anon-firewall.service networking.service systemd-networkd.service
 check "anon-firewall: fixed, it applies again" systemctl restart anon-firewall.service
+check "anon-firewall: ... and networking.service brings the interface up" sh -c 'systemctl restart networking.service && ip link show anontest0 | grep -q ",UP"'
+systemctl stop networking.service; rm /etc/network/interfaces.d/anon-test; ip link del anontest0 2>/dev/null
 # Workstation in timesync-fail-closed mode, probed for real: a "gateway" network namespace
 # (10.152.152.10, listeners on 9108 and 9050) behind a veth; before sdwdate's first success only
 # 9108 is reachable, and when /run/sdwdate/first_success appears the path unit reloads to full.
@@ -289,6 +305,9 @@ mkdir -p /run/sdwdate; touch /run/sdwdate/first_success
 i=0; while [ "$(probe 9050)" != open ] && [ $i -lt 20 ]; do sleep 1; i=$((i + 1)); done
 check "anon-firewall: after first_success the path unit reloaded to full (9050 reachable after $i s)" equals "$(probe 9050)" open
 check "anon-firewall: ... by anon-firewall-timesync.service" sh -c 'journalctl -b -u anon-firewall-timesync.service --no-pager | grep -q "mode full"'
+sleep 5
+check "anon-firewall: ... once, not in a loop (path unit still waiting, service ran once)" sh -c \
+	'[ "$(systemctl is-active anon-firewall-timesync.path)" = active ] && [ "$(journalctl -b -u anon-firewall-timesync.service --no-pager -o cat | grep -c "mode full")" = 1 ]'
 kill $listener 2>/dev/null; ip netns del gw; rm -rf /run/sdwdate
 printf 'role = "workstation"\n' > /etc/anon-firewall.d/50_user.toml
 # Gateway role from upstream's marker file, with Debian's tor user: only debian-tor gets out.

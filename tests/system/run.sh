@@ -20,9 +20,10 @@ step() { echo "==> system: $* ($((SECONDS - t0)) s)"; }
 # Every runtime dependency of our packages, preinstalled: the guest has no network.
 # python3: the uinput test keyboard (typist.py); man-db: the autopkgtest that reads man pages;
 # dkms and (below) the booted kernel's headers: tirdad-dkms gets as far as on a user's machine.
-PKGS=systemd,systemd-sysv,udev,kmod,iproute2,procps,nftables,netbase,libsqlite3-0,util-linux,passwd,adduser,tor,apt,libgcc-s1,dbus,python3,man-db,dkms
+# ifupdown: networking.service must not bring interfaces up while anon-firewall is failed.
+PKGS=systemd,systemd-sysv,udev,kmod,iproute2,procps,nftables,netbase,libsqlite3-0,util-linux,passwd,adduser,tor,apt,libgcc-s1,dbus,python3,man-db,dkms,ifupdown
 # Bump RECIPE when the steps below change what the cached root filesystem holds.
-RECIPE=2
+RECIPE=3
 kver=$(ls "$KDIR/lib/modules")
 key=$(printf '%s\n' "$PKGS" "$RECIPE" "$kver" | sha256sum | cut -c1-16)
 base=$CACHE/$key
