@@ -55,6 +55,28 @@ enabled() { equals "$(systemctl is-enabled "$1" 2>/dev/null)" "${2:-enabled}"; }
 
 echo "SYSTEM: start $(uname -r), systemd $(systemctl --version | head -n1 | cut -d' ' -f2)"
 
+# --- The second boot (run.sh appended what the first one installed): anon-firewall enabled,
+# workstation role, a bad file in /etc/anon-firewall.d. At boot it must fail before the
+# network is prepared, leave lockdown, say why, and keep the network managers down.
+if [ -e /root/phase2 ]; then
+	info "second boot: anon-firewall installed and enabled by the first, with a bad file"
+	check "boot: anon-firewall ran and failed at boot" active anon-firewall.service failed || diag anon-firewall.service
+	# `apply` itself locks down before it exits with the error (the stop hook is the net for a
+	# crash): its exit is what network-pre.target must come after.
+	fw_end=$(systemctl show -p ExecMainExitTimestampMonotonic --value anon-firewall.service)
+	pre=$(systemctl show -p ActiveEnterTimestampMonotonic --value network-pre.target)
+	check "boot: ... and exited before network-pre.target was reached ($fw_end < $pre us)" test "${fw_end:-0}" -gt 0 -a "${fw_end:-0}" -lt "${pre:-0}"
+	check "boot: ... the journal orders it the same way" sh -c 'journalctl -b -o cat --no-pager | grep -E "anon-firewall.service|Preparation for Network" | head -n 20 | grep -n . | grep -m1 "Preparation for Network" | grep -qv "^1:"'
+	check "boot: ... lockdown is loaded" sh -c 'grep -qx lockdown /run/anon-firewall/state && nft list table inet anon_firewall >/dev/null'
+	check "boot: ... and the journal says why (file and line)" sh -c 'journalctl -b -u anon-firewall --no-pager | grep -q "60_typo.toml:1"'
+	check "boot: networking.service did not bring interfaces up" active networking.service failed
+	check "boot: ... the boot-time interface is absent" sh -c '! ip link show anontest0'
+	check "boot: ... and networking's journal says why" sh -c 'journalctl -b -u networking --no-pager | grep -q "anon-firewall is in use but not active"'
+	journal_clean anon-firewall.service
+	echo "SYSTEM-EXIT $FAILED"
+	exit 0
+fi
+
 # --- tcp-timestamps-off: applied at installation, no reboot; the drop-in gone after purge.
 sysctl -q -w net.ipv4.tcp_timestamps=1
 install_alone tcp-timestamps-off
@@ -346,4 +368,20 @@ for t in $(sed -n 's/^Tests: *//p' /root/autopkgtest/control); do
 done
 check "all packages: apt purge together" apt-get purge -y anon-firewall sdwdate kloak timesync-check leaktest
 
+# For the second boot: anon-firewall installed and enabled with a bad file, an ifupdown
+# interface to bring up at boot; the files changed since the mark go to the scratch disk.
+touch /root/phase1.mark; sleep 1
+check "second boot prepared: anon-firewall installed" apt-get install -y --no-install-recommends "$(deb anon-firewall)"
+check "second boot prepared: anon-firewall enabled" systemctl enable anon-firewall.service
+printf 'role = "workstation"\n' > /etc/anon-firewall.d/50_user.toml
+echo 'allow_incomming_ssh = true' > /etc/anon-firewall.d/60_typo.toml
+cat > /etc/network/interfaces.d/anon-test <<'IF'
+auto anontest0
+iface anontest0 inet manual
+	pre-up ip link add anontest0 type dummy
+	up ip link set anontest0 up
+IF
+touch /root/phase2
+check "second boot prepared: the changes written to /dev/vda" sh -c \
+	'cd / && find . -xdev \( -path ./tmp -o -path ./var/tmp -o -path ./var/cache -o -path ./var/lib/apt/lists -o -path ./proc -o -path ./sys -o -path ./dev -o -path ./run \) -prune -o -cnewer /root/phase1.mark -print | cpio -o -H newc --quiet > /dev/vda && sync'
 echo "SYSTEM-EXIT $FAILED"

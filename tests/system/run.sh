@@ -21,7 +21,8 @@ step() { echo "==> system: $* ($((SECONDS - t0)) s)"; }
 # python3: the uinput test keyboard (typist.py); man-db: the autopkgtest that reads man pages;
 # dkms and (below) the booted kernel's headers: tirdad-dkms gets as far as on a user's machine.
 # ifupdown: networking.service must not bring interfaces up while anon-firewall is failed.
-PKGS=systemd,systemd-sysv,udev,kmod,iproute2,procps,nftables,netbase,libsqlite3-0,util-linux,passwd,adduser,tor,apt,libgcc-s1,dbus,python3,man-db,dkms,ifupdown
+# cpio: the first boot hands what it installed to the second.
+PKGS=systemd,systemd-sysv,udev,kmod,iproute2,procps,nftables,netbase,libsqlite3-0,util-linux,passwd,adduser,tor,apt,libgcc-s1,dbus,python3,man-db,dkms,ifupdown,cpio
 # Bump RECIPE when the steps below change what the cached root filesystem holds.
 RECIPE=3
 kver=$(ls "$KDIR/lib/modules")
@@ -101,28 +102,44 @@ UNIT
 ln -sf ../system-test.service "$ov/etc/systemd/system/multi-user.target.wants/system-test.service"
 (cd "$ov" && find . | cpio -o -H newc --quiet -R 0:0) > "$work/overlay.cpio"
 cat "$base/rootfs.cpio" "$work/overlay.cpio" > "$work/initrd.cpio"
-step "booting $kver with systemd (timeout $TIMEOUT s)"
-set +e
-# The guest's clock starts a day slow: sdwdate has to set it through Tor.
-timeout "$TIMEOUT" qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 3072 -nographic -no-reboot \
-  -rtc base="$(date -u -d '-1 day' +%Y-%m-%dT%H:%M:%S)" \
-  -netdev "user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:9050-cmd:sh $work/SOCKS.sh,guestfwd=tcp:10.0.2.100:9051-cmd:sh $work/CONTROL.sh,guestfwd=tcp:10.0.2.100:80-cmd:cat $work/tornet.env,guestfwd=tcp:10.0.2.100:37-cmd:date +%s.%N" \
-  -device virtio-net-pci,netdev=n0 \
-  -kernel "$KDIR/boot/vmlinuz-$kver" -initrd "$work/initrd.cpio" \
-  -append "console=ttyS0 rdinit=/init panic=-1 quiet loglevel=3 systemd.show_status=0" \
-  </dev/null > "$work/console.log" 2>&1
-rc=$?
-set -e
-tr -d '\r' < "$work/console.log" | grep -E '^(SYSTEM|system-test)|SYSTEM' | sed 's/^.*\(SYSTEM\)/\1/' > "$work/results" || true
-cat "$work/results"
-step "guest finished (qemu exit $rc)"
+# boot NAME INITRD: one boot, its result lines in $work/results-NAME; 0 when it finished.
+# The guest's clock starts a day slow (sdwdate has to set it through Tor); /dev/vda is a
+# scratch disk on which the first boot leaves a cpio of what it installed for the second.
+boot() {
+  local name=$1 initrd=$2 rc
+  step "boot $name: $kver with systemd (timeout $TIMEOUT s)"
+  set +e
+  timeout "$TIMEOUT" qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 3072 -nographic -no-reboot \
+    -rtc base="$(date -u -d '-1 day' +%Y-%m-%dT%H:%M:%S)" \
+    -netdev "user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:9050-cmd:sh $work/SOCKS.sh,guestfwd=tcp:10.0.2.100:9051-cmd:sh $work/CONTROL.sh,guestfwd=tcp:10.0.2.100:80-cmd:cat $work/tornet.env,guestfwd=tcp:10.0.2.100:37-cmd:date +%s.%N" \
+    -device virtio-net-pci,netdev=n0 -drive "file=$work/disk.img,format=raw,if=virtio" \
+    -kernel "$KDIR/boot/vmlinuz-$kver" -initrd "$initrd" \
+    -append "console=ttyS0 rdinit=/init panic=-1 quiet loglevel=3 systemd.show_status=0" \
+    </dev/null > "$work/console-$name.log" 2>&1
+  rc=$?
+  set -e
+  tr -d '\r' < "$work/console-$name.log" | grep -E 'SYSTEM' | sed 's/^.*\(SYSTEM\)/\1/' > "$work/results-$name" || true
+  cat "$work/results-$name"
+  step "boot $name finished (qemu exit $rc)"
+  if [ "$rc" = 124 ] || ! grep -q '^SYSTEM-EXIT' "$work/results-$name"; then
+    echo "system: boot $name did not finish (timeout or crash); last console lines:"; tr -d '\r' < "$work/console-$name.log" | tail -n 40
+    return 1
+  fi
+}
+truncate -s 256M "$work/disk.img"
+ok=1
+boot packages "$work/initrd.cpio" || ok=0
 sed 's/^/tornet: /' "$work/tornet.log"
+# The second boot: the same system plus what the first one installed (anon-firewall enabled,
+# a bad file in /etc/anon-firewall.d): the boot order, lockdown and the network managers.
+if [ "$ok" = 1 ] && [ "$(head -c 6 "$work/disk.img")" = 070701 ]; then
+  cat "$work/initrd.cpio" "$work/disk.img" > "$work/initrd2.cpio"
+  boot reboot "$work/initrd2.cpio" || ok=0
+else
+  echo "SYSTEM: FAIL the first boot left no installed system for the second" | tee -a "$work/results-packages"
+fi
+cat "$work"/results-* > "$work/results"
 pass=$(grep -c '^SYSTEM: PASS' "$work/results" || true)
 failn=$(grep -c '^SYSTEM: FAIL' "$work/results" || true)
-exitline=$(grep -m1 '^SYSTEM-EXIT' "$work/results" || true)
-if [ "$rc" = 124 ] || [ -z "$exitline" ]; then
-  echo "system: the guest did not finish (timeout or crash); last console lines:"; tr -d '\r' < "$work/console.log" | tail -n 40
-  exit 1
-fi
 echo "system: $pass passed, $failn failed"
-[ "$failn" = 0 ] && [ "$exitline" = "SYSTEM-EXIT 0" ]
+[ "$ok" = 1 ] && [ "$failn" = 0 ] && ! grep '^SYSTEM-EXIT' "$work/results" | grep -qv 'SYSTEM-EXIT 0$'
