@@ -16,6 +16,8 @@ fn facts() -> Facts {
     Facts {
         tor_uid: 107,
         no_nat_uids: vec![],
+        sdwdate_uid: Some(108),
+        vpn_uid: None,
         time_synced: true,
     }
 }

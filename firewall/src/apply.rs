@@ -19,6 +19,7 @@ use thiserror::Error;
 
 use crate::config::{Config, ConfigError, Mode, Role, User, UserRef};
 use crate::ruleset::{self, Facts, Ruleset};
+use crate::validate::{self, Markers, Uids, ValidationError};
 
 /// Upstream's role markers, shipped by anon-gw-base-files / anon-ws-base-files.
 pub const GATEWAY_MARKER: &str = "/usr/share/anon-gw-base-files/gateway";
@@ -28,8 +29,8 @@ pub const WORKSTATION_MARKER: &str = "/usr/share/anon-ws-base-files/workstation"
 pub enum ApplyError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("{0}")]
-    Role(String),
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
     #[error("{at}: user `{user}` does not exist on this host (hint: install its package or write a numeric uid)")]
     UnknownUser { at: String, user: String },
     #[error("nft rejected the ruleset: {0}")]
@@ -69,29 +70,6 @@ impl Default for Host {
     }
 }
 
-/// Picks the role: command line, then config, then the upstream marker files.
-pub fn pick_role(
-    cli: Option<Role>,
-    cfg: Option<Role>,
-    gw_marker: bool,
-    ws_marker: bool,
-) -> Result<Role, ApplyError> {
-    if let Some(r) = cli.or(cfg) {
-        return Ok(r);
-    }
-    match (gw_marker, ws_marker) {
-        (true, false) => Ok(Role::Gateway),
-        (false, true) => Ok(Role::Workstation),
-        (true, true) => Err(ApplyError::Role(format!(
-            "both role markers exist ({GATEWAY_MARKER}, {WORKSTATION_MARKER}); set `role` in the config"
-        ))),
-        (false, false) => Err(ApplyError::Role(format!(
-            "unknown role: no `role` in the config and neither {GATEWAY_MARKER} nor {WORKSTATION_MARKER} exists \
-             (hint: role = \"gateway\" or \"workstation\" in /etc/anon-firewall.d/50_user.toml)"
-        ))),
-    }
-}
-
 fn resolve_user(u: &User) -> Result<u32, ApplyError> {
     match &u.user {
         UserRef::Uid(uid) => Ok(*uid),
@@ -117,30 +95,43 @@ pub struct Plan {
 }
 
 impl Host {
-    /// Reads config, role and facts. Users are only resolved for the gateway.
+    /// Which role marker files exist.
+    pub fn markers(&self) -> Markers {
+        Markers {
+            gateway: self.gateway_marker.exists(),
+            workstation: self.workstation_marker.exists(),
+        }
+    }
+
+    /// Reads config, role and facts, and runs the validation pass over them: a config that
+    /// would widen what the role allows is an error here, like a syntax error. Users are
+    /// resolved only where the role and mode use them.
     pub fn plan(&self, cli_role: Option<Role>) -> Result<Plan, ApplyError> {
         let config = Config::load_dir(&self.config_dir)?;
-        let role = pick_role(
-            cli_role,
-            config.role,
-            self.gateway_marker.exists(),
-            self.workstation_marker.exists(),
-        )?;
-        let facts = match role {
-            Role::Gateway => Facts {
-                tor_uid: resolve_user(&config.tor_user)?,
-                no_nat_uids: config
-                    .no_nat_users
-                    .iter()
-                    .map(resolve_user)
-                    .collect::<Result<_, _>>()?,
-                time_synced: self.time_synced(),
-            },
-            Role::Workstation => Facts {
-                tor_uid: 0,
-                no_nat_uids: Vec::new(),
-                time_synced: self.time_synced(),
-            },
+        let role = validate::role(cli_role, &config, self.markers())?;
+        validate::config(&config, role)?;
+        let mut uids = Uids::default();
+        if role == Role::Gateway {
+            uids.tor = Some(resolve_user(&config.tor_user)?);
+            uids.no_nat = config
+                .no_nat_users
+                .iter()
+                .map(resolve_user)
+                .collect::<Result<_, _>>()?;
+            if config.vpn_firewall {
+                uids.vpn = config.vpn_user.as_ref().map(resolve_user).transpose()?;
+            }
+        }
+        if validate::needs_sdwdate_uid(&config, role) {
+            uids.sdwdate = Some(resolve_user(&config.sdwdate_user)?);
+        }
+        validate::users(&config, &uids)?;
+        let facts = Facts {
+            tor_uid: uids.tor.unwrap_or(0),
+            no_nat_uids: uids.no_nat,
+            sdwdate_uid: uids.sdwdate,
+            vpn_uid: uids.vpn,
+            time_synced: self.time_synced(),
         };
         Ok(Plan {
             config,
@@ -175,7 +166,7 @@ impl Host {
                 Ok((role, mode))
             }
             Err(e) => {
-                self.fail_closed(&e.to_string());
+                self.fail_closed(&e.to_string(), Reason::Replace);
                 Err(e)
             }
         }
@@ -199,7 +190,9 @@ impl Host {
     }
 
     /// Loads the lockdown ruleset (or, failing that, takes the links down) and records why.
-    pub fn fail_closed(&self, why: &str) {
+    /// With [`Reason::KeepFirst`] a reason already in `failed.status` stays first and `why`
+    /// is added below it: the stop hook must not hide why the unit failed.
+    pub fn fail_closed(&self, why: &str, reason: Reason) {
         match self.load(&ruleset::lockdown()) {
             Ok(()) => warn!("lockdown ruleset loaded: all traffic but loopback is dropped"),
             Err(e) => {
@@ -211,8 +204,15 @@ impl Host {
                 }
             }
         }
+        let failed = self.run_dir.join("failed.status");
+        let text = match (reason, fs::read_to_string(&failed)) {
+            (Reason::KeepFirst, Ok(first)) if !first.trim().is_empty() => {
+                format!("{}\nthen: {why}\n", first.trim_end())
+            }
+            _ => format!("{why}\n"),
+        };
         let written = fs::create_dir_all(&self.run_dir)
-            .and_then(|()| fs::write(self.run_dir.join("failed.status"), format!("{why}\n")))
+            .and_then(|()| fs::write(&failed, text))
             .and_then(|()| fs::write(self.run_dir.join("state"), "lockdown\n"));
         if let Err(e) = written {
             error!(
@@ -220,6 +220,31 @@ impl Host {
                 self.run_dir.join("failed.status").display()
             );
         }
+    }
+
+    /// Removes our table on purpose (`anon-firewall unload`): the host is then unfiltered by
+    /// us. Records `unloaded` as the state and clears `failed.status`.
+    pub fn unload(&self) -> Result<(), ApplyError> {
+        self.load(&ruleset::unload())?;
+        let io = |what, path: &Path| {
+            let path = path.to_owned();
+            move |source| ApplyError::Io { what, path, source }
+        };
+        fs::create_dir_all(&self.run_dir).map_err(io("cannot create", &self.run_dir))?;
+        let failed = self.run_dir.join("failed.status");
+        match fs::remove_file(&failed) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(io("cannot remove", &failed)(e))
+            }
+            _ => {}
+        }
+        let state = self.run_dir.join("state");
+        fs::write(&state, "unloaded\n").map_err(io("cannot write", &state))?;
+        warn!(
+            "table inet {} deleted: this host is no longer filtered by anon-firewall",
+            ruleset::TABLE
+        );
+        Ok(())
     }
 
     /// What `status` reports: the recorded state and whether our table is in the kernel.
@@ -275,6 +300,15 @@ impl Host {
             .map_err(|_| ApplyError::Render("render thread panicked".into()))?
             .map_err(ApplyError::Render)
     }
+}
+
+/// What [`Host::fail_closed`] does with an earlier reason in `failed.status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// A new failure: its reason replaces the file.
+    Replace,
+    /// A follow-up (the unit's stop hook): the first reason is kept.
+    KeepFirst,
 }
 
 /// `anon-firewall status` facts.
@@ -336,26 +370,6 @@ fn set_down(sock: &OwnedFd, name: &CStr) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn role_precedence() {
-        assert_eq!(
-            pick_role(Some(Role::Workstation), Some(Role::Gateway), true, false).ok(),
-            Some(Role::Workstation)
-        );
-        assert_eq!(
-            pick_role(None, Some(Role::Gateway), false, true).ok(),
-            Some(Role::Gateway)
-        );
-        assert_eq!(pick_role(None, None, true, false).ok(), Some(Role::Gateway));
-        assert_eq!(
-            pick_role(None, None, false, true).ok(),
-            Some(Role::Workstation)
-        );
-        assert!(pick_role(None, None, true, true).is_err());
-        let e = pick_role(None, None, false, false).expect_err("no role");
-        assert!(e.to_string().contains("unknown role"));
-    }
 
     #[test]
     fn unknown_user_names_file_and_line() {

@@ -4,6 +4,7 @@
 //! Parsing is strict because a typo in a firewall config must never silently open a port or
 //! silently keep one closed: unknown keys and bad values are errors naming file, line and key.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
@@ -183,7 +184,9 @@ impl<'de> Deserialize<'de> for Ipv4Net {
     }
 }
 
-/// A network interface name as the kernel accepts it (1-15 bytes, no `/`, no whitespace).
+/// A network interface name: 1-15 characters of `[A-Za-z0-9_.-]`, optionally ending in `*`
+/// (an nft wildcard, e.g. `vif*` for Qubes; only `internal_interface` may use one, which the
+/// validation pass checks).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IfName(String);
 
@@ -191,20 +194,44 @@ impl IfName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+    /// `Some(prefix)` for a wildcard name such as `vif*`.
+    pub fn wildcard_prefix(&self) -> Option<&str> {
+        self.0.strip_suffix('*')
+    }
+    /// Whether some interface name could match both `self` and `other`.
+    pub fn overlaps(&self, other: &IfName) -> bool {
+        match (self.wildcard_prefix(), other.wildcard_prefix()) {
+            (None, None) => self.0 == other.0,
+            (Some(p), None) => other.0.starts_with(p),
+            (None, Some(p)) => self.0.starts_with(p),
+            (Some(a), Some(b)) => a.starts_with(b) || b.starts_with(a),
+        }
+    }
+}
+
+impl fmt::Display for IfName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 impl FromStr for IfName {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let ok = !s.is_empty()
+        let stem = s.strip_suffix('*').unwrap_or(s);
+        let ok = !stem.is_empty()
             && s.len() <= 15
-            && !s.contains('/')
-            && !s.chars().any(|c| c.is_whitespace() || c.is_control());
+            && stem != "."
+            && stem != ".."
+            && stem
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
         if ok {
             Ok(IfName(s.to_owned()))
         } else {
             Err(format!(
-                "`{s}` is not an interface name (1-15 characters, no `/` or spaces)"
+                "`{s}` is not an interface name (1-15 characters of A-Z a-z 0-9 _ . -, \
+                 optionally ending in `*` where a wildcard is allowed)"
             ))
         }
     }
@@ -273,8 +300,18 @@ pub struct Config {
     /// Further networks the gateway may reach as any user (upstream's LOCAL_NET). Empty by
     /// default: a LAN is outside Tor too.
     pub local_networks: Vec<Ipv4Net>,
+    /// The opt-in for `local_networks` outside the private and link-local ranges: each such
+    /// network must be named here too (and be no wider than a /16).
+    pub allow_public_local_networks: Vec<Ipv4Net>,
     pub tor_user: User,
     pub no_nat_users: Vec<User>,
+    /// The opt-in for root (uid 0) as `tor_user`, in `no_nat_users` or as `vpn_user`
+    /// (upstream's ALLOW_GATEWAY_ROOT_USER): without it, root reaching the internet outside
+    /// Tor is a configuration error.
+    pub allow_root_user: bool,
+    /// Workstation, `timesync-fail-closed`: the only user that reaches the gateway before
+    /// sdwdate's first success (its SocksPort and the control port filter).
+    pub sdwdate_user: User,
     pub trans_port: u16,
     pub dns_port: u16,
     pub control_port_filter_port: u16,
@@ -288,12 +325,42 @@ pub struct Config {
     pub vpn_firewall: bool,
     pub vpn_interface: IfName,
     pub vpn_servers: Vec<IpAddr>,
+    /// The VPN client's user: the only one that reaches `vpn_servers`.
+    pub vpn_user: Option<User>,
+    /// The TCP/UDP ports of `vpn_servers` the VPN client connects to.
+    pub vpn_server_ports: Vec<PortRange>,
     /// Workstation: accept outgoing TCP to any address (it can only be routed to the gateway,
     /// which transparently proxies it); `false` allows TCP to the gateway only.
     pub workstation_transparent_tcp: bool,
     /// Workstation: TCP ports reachable from outside (upstream's EXTERNAL_OPEN_PORTS).
     pub workstation_open_ports: Vec<PortRange>,
+    /// Where each key was last set (file, line); a key missing here has its compiled-in
+    /// default. Used by the validation pass to point at the line to fix.
+    pub locs: BTreeMap<String, Loc>,
 }
+
+impl Config {
+    /// Where `key` got its value, for error messages.
+    pub fn at(&self, key: &str) -> String {
+        self.locs.get(key).map_or_else(
+            || format!("compiled-in default: key `{key}`"),
+            ToString::to_string,
+        )
+    }
+}
+
+/// Upstream whonix-firewall's SocksPorts (firewall-common's INTERNAL_OPEN_PORTS plus the
+/// 9152-9229 range for custom applications). 9112, 9113, 9116, 9119-9121 and 9151 (Tor
+/// Browser's ControlPort number) are not SocksPorts of Whonix's Tor and stay closed.
+pub const DEFAULT_SOCKS_PORTS: [PortRange; 7] = [
+    PortRange::single(9050),
+    PortRange::range(9100, 9111),
+    PortRange::range(9114, 9115),
+    PortRange::range(9117, 9118),
+    PortRange::range(9122, 9125),
+    PortRange::single(9150),
+    PortRange::range(9152, 9229),
+];
 
 fn name(s: &str) -> IfName {
     IfName(s.to_owned())
@@ -312,19 +379,21 @@ impl Default for Config {
                 prefix: 18,
             },
             local_networks: Vec::new(),
+            allow_public_local_networks: Vec::new(),
             tor_user: User {
                 user: UserRef::Name("debian-tor".into()),
                 loc: None,
             },
             no_nat_users: Vec::new(),
+            allow_root_user: false,
+            sdwdate_user: User {
+                user: UserRef::Name("sdwdate".into()),
+                loc: None,
+            },
             trans_port: 9040,
             dns_port: 5300,
             control_port_filter_port: 9051,
-            socks_ports: vec![
-                PortRange::single(9050),
-                PortRange::range(9100, 9125),
-                PortRange::range(9150, 9229),
-            ],
+            socks_ports: DEFAULT_SOCKS_PORTS.to_vec(),
             sdwdate_socks_port: 9108,
             internal_open_ports: Vec::new(),
             external_open_ports: Vec::new(),
@@ -334,8 +403,11 @@ impl Default for Config {
             vpn_firewall: false,
             vpn_interface: name("tun0"),
             vpn_servers: Vec::new(),
+            vpn_user: None,
+            vpn_server_ports: Vec::new(),
             workstation_transparent_tcp: true,
             workstation_open_ports: Vec::new(),
+            locs: BTreeMap::new(),
         }
     }
 }
@@ -351,13 +423,16 @@ struct FileConfig {
     gateway_ip: Option<Ipv4Addr>,
     internal_network: Option<Ipv4Net>,
     local_networks: Option<Vec<Ipv4Net>>,
+    allow_public_local_networks: Option<Vec<Ipv4Net>>,
     tor_user: Option<toml::Spanned<UserRef>>,
     no_nat_users: Option<Vec<toml::Spanned<UserRef>>>,
-    trans_port: Option<u16>,
-    dns_port: Option<u16>,
-    control_port_filter_port: Option<u16>,
+    allow_root_user: Option<bool>,
+    sdwdate_user: Option<toml::Spanned<UserRef>>,
+    trans_port: Option<Port>,
+    dns_port: Option<Port>,
+    control_port_filter_port: Option<Port>,
     socks_ports: Option<Vec<PortRange>>,
-    sdwdate_socks_port: Option<u16>,
+    sdwdate_socks_port: Option<Port>,
     internal_open_ports: Option<Vec<PortRange>>,
     external_open_ports: Option<Vec<PortRange>>,
     external_udp_open_ports: Option<Vec<PortRange>>,
@@ -366,8 +441,43 @@ struct FileConfig {
     vpn_firewall: Option<bool>,
     vpn_interface: Option<IfName>,
     vpn_servers: Option<Vec<IpAddr>>,
+    vpn_user: Option<toml::Spanned<UserRef>>,
+    vpn_server_ports: Option<Vec<PortRange>>,
     workstation_transparent_tcp: Option<bool>,
     workstation_open_ports: Option<Vec<PortRange>>,
+}
+
+/// A single port in a scalar key: 1-65535 (0 would mean "any port" to some tools).
+#[derive(Debug, Clone, Copy)]
+struct Port(u16);
+
+impl From<Port> for u16 {
+    fn from(p: Port) -> u16 {
+        p.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Port {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = i64::deserialize(d)?;
+        match u16::try_from(n) {
+            Ok(p) if p != 0 => Ok(Port(p)),
+            _ => Err(serde::de::Error::custom(format!(
+                "`{n}` is not a port (1-65535)"
+            ))),
+        }
+    }
+}
+
+/// The line a top-level `key = ...` is written on (our files are flat: no tables).
+fn line_of_key(text: &str, key: &str) -> usize {
+    text.lines()
+        .position(|l| {
+            l.trim_start()
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map_or(1, |i| i + 1)
 }
 
 /// Shortens serde's "unknown field `x`, expected one of <all keys>" to a hint at the
@@ -425,8 +535,21 @@ impl Config {
             }),
             user: s.into_inner(),
         };
+        // Remember where every key of this file is, for the validation pass.
+        if let Ok(table) = toml::from_str::<toml::Table>(text) {
+            for key in table.keys() {
+                self.locs.insert(
+                    key.clone(),
+                    Loc {
+                        file: file.to_owned(),
+                        line: line_of_key(text, key),
+                        key: key.clone(),
+                    },
+                );
+            }
+        }
         macro_rules! take {
-            ($($f:ident),*) => { $( if let Some(v) = fc.$f { self.$f = v; } )* };
+            ($($f:ident),*) => { $( if let Some(v) = fc.$f { self.$f = v.into(); } )* };
         }
         take!(
             mode,
@@ -435,6 +558,9 @@ impl Config {
             gateway_ip,
             internal_network,
             local_networks,
+            allow_public_local_networks,
+            allow_root_user,
+            vpn_server_ports,
             trans_port,
             dns_port,
             control_port_filter_port,
@@ -459,6 +585,12 @@ impl Config {
         }
         if let Some(list) = fc.no_nat_users {
             self.no_nat_users = list.into_iter().map(|u| user(u, "no_nat_users")).collect();
+        }
+        if let Some(u) = fc.sdwdate_user {
+            self.sdwdate_user = user(u, "sdwdate_user");
+        }
+        if let Some(u) = fc.vpn_user {
+            self.vpn_user = Some(user(u, "vpn_user"));
         }
         Ok(())
     }

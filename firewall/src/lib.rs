@@ -3,7 +3,9 @@
 pub mod apply;
 pub mod config;
 pub mod ruleset;
+pub mod validate;
 
 pub use apply::Host;
 pub use config::{Config, Mode, Role};
 pub use ruleset::{Facts, Ruleset};
+pub use validate::{Markers, ValidationError};

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
-use anon_firewall::{Host, Role, Ruleset};
+use anon_firewall::apply::Reason;
+use anon_firewall::{Host, Mode, Role, Ruleset};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -16,6 +17,12 @@ Examples:
   anon-firewall dry-run --role gateway --format nft
   anon-firewall check-config --config-dir /etc/anon-firewall.d
   anon-firewall status                     is the ruleset loaded? did the last apply fail?
+  anon-firewall unload                     DANGEROUS: delete our rules, the host is unfiltered
+
+The role comes from upstream's marker files (/usr/share/anon-gw-base-files/gateway,
+/usr/share/anon-ws-base-files/workstation) when one exists; `role` in the config or --role
+must agree with it (a contradiction is an error and, for apply, lockdown). Without a marker,
+--role or `role` decides.
 
 Exit codes:
   0  success (status: ruleset loaded and the last apply succeeded)
@@ -38,6 +45,12 @@ struct Cli {
     /// The nft program.
     #[arg(long, global = true, default_value = "nft")]
     nft: PathBuf,
+    /// Upstream's gateway marker file (for tests).
+    #[arg(long, global = true, default_value = anon_firewall::apply::GATEWAY_MARKER, hide = true)]
+    gateway_marker: PathBuf,
+    /// Upstream's workstation marker file (for tests).
+    #[arg(long, global = true, default_value = anon_firewall::apply::WORKSTATION_MARKER, hide = true)]
+    workstation_marker: PathBuf,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -65,11 +78,18 @@ enum Cmd {
     Status,
     /// Load the lockdown ruleset now (drop everything but loopback).
     Lockdown {
-        /// For ExecStopPost=: do nothing unless systemd's $SERVICE_RESULT says the unit failed.
+        /// For ExecStopPost=: do nothing unless systemd's $SERVICE_RESULT says the unit failed;
+        /// a reason already in failed.status is kept first.
         #[arg(long)]
         if_service_failed: bool,
     },
-    /// In timesync-fail-closed mode: wait for sdwdate's first success, then apply the full ruleset.
+    /// DANGEROUS: delete our nft table; this host is then not filtered by anon-firewall at all.
+    ///
+    /// For package removal, to leave the host in a known state on purpose. Other nft tables
+    /// are left alone. Afterwards `status` says `unloaded` and exits 3.
+    Unload,
+    /// Apply the current ruleset (timesync-fail-closed until sdwdate's first success), wait for
+    /// that success, then apply the full ruleset. Any error or the timeout means lockdown.
     Watch {
         #[arg(long)]
         role: Option<Role>,
@@ -99,7 +119,8 @@ fn main() -> ExitCode {
         run_dir: cli.run_dir,
         sdwdate_run_dir: cli.sdwdate_run_dir,
         nft: cli.nft,
-        ..Host::default()
+        gateway_marker: cli.gateway_marker,
+        workstation_marker: cli.workstation_marker,
     };
     if matches!(cli.cmd, Cmd::Apply { .. } | Cmd::Watch { .. }) {
         // A crash half-way must not leave the host open either.
@@ -107,7 +128,7 @@ fn main() -> ExitCode {
         let default_hook = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             default_hook(info);
-            h.fail_closed(&format!("anon-firewall crashed: {info}"));
+            h.fail_closed(&format!("anon-firewall crashed: {info}"), Reason::Replace);
         }));
     }
     match run(cli.cmd, &host) {
@@ -166,29 +187,45 @@ fn run(cmd: Cmd, host: &Host) -> anyhow::Result<ExitCode> {
             if if_service_failed && result == "success" {
                 return Ok(ExitCode::SUCCESS);
             }
-            let why = if if_service_failed {
-                format!("anon-firewall.service ended with result `{result}`")
+            if if_service_failed {
+                let why = format!("anon-firewall.service ended with result `{result}`");
+                host.fail_closed(&why, Reason::KeepFirst);
             } else {
-                "lockdown requested by the administrator".to_owned()
-            };
-            host.fail_closed(&why);
+                host.fail_closed("lockdown requested by the administrator", Reason::Replace);
+            }
             println!("anon-firewall: lockdown");
         }
-        Cmd::Watch { role, timeout } => {
+        Cmd::Unload => {
+            host.unload()?;
+            println!(
+                "anon-firewall: table inet {} deleted; this host is NOT filtered by anon-firewall",
+                anon_firewall::ruleset::TABLE
+            );
+        }
+        Cmd::Watch {
+            role: cli_role,
+            timeout,
+        } => {
             let deadline = timeout.map(|t| Instant::now() + Duration::from_secs(t));
-            let plan = host.plan(role)?;
-            if plan.config.mode == anon_firewall::Mode::TimesyncFailClosed {
-                while !host.time_synced() {
-                    if deadline.is_some_and(|d| Instant::now() >= d) {
-                        bail!(
-                            "timed out waiting for {}",
-                            host.sdwdate_run_dir.join("first_success").display()
-                        );
-                    }
-                    std::thread::sleep(Duration::from_millis(500));
-                }
+            // What the host should have now, before waiting: the timesync ruleset until
+            // sdwdate's first success. `apply` locks down itself on any error.
+            let (role, mode) = host.apply(cli_role)?;
+            println!("anon-firewall: {role} ruleset loaded (mode {mode})");
+            if mode == Mode::Full {
+                return Ok(ExitCode::SUCCESS);
             }
-            let (role, mode) = host.apply(role)?;
+            while !host.time_synced() {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    let why = format!(
+                        "watch: timed out waiting for {}",
+                        host.sdwdate_run_dir.join("first_success").display()
+                    );
+                    host.fail_closed(&why, Reason::Replace);
+                    bail!("{why}; locked down");
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            let (role, mode) = host.apply(cli_role)?;
             println!("anon-firewall: {role} ruleset loaded (mode {mode})");
         }
         Cmd::Man => {

@@ -29,6 +29,10 @@ pub const TABLE: &str = "anon_firewall";
 pub struct Facts {
     pub tor_uid: u32,
     pub no_nat_uids: Vec<u32>,
+    /// Workstation, timesync-fail-closed: sdwdate's uid, the only one let through.
+    pub sdwdate_uid: Option<u32>,
+    /// Gateway with `vpn_servers`: the VPN client's uid.
+    pub vpn_uid: Option<u32>,
     /// `/run/sdwdate/first_success` exists (only read in `timesync-fail-closed` mode).
     pub time_synced: bool,
 }
@@ -55,7 +59,7 @@ impl Ruleset {
         let mut t = Tx::new();
         match role {
             Role::Gateway => gateway(&mut t, cfg, facts, mode),
-            Role::Workstation => workstation(&mut t, cfg, mode),
+            Role::Workstation => workstation(&mut t, cfg, facts, mode),
         }
         Ruleset {
             nftables: t.finish(),
@@ -67,13 +71,7 @@ impl Ruleset {
 /// The lockdown ruleset loaded on any error: everything dropped but loopback.
 pub fn lockdown() -> Nftables<'static> {
     let mut t = Tx::new();
-    for (chain, hook) in [
-        ("input", NfHook::Input),
-        ("forward", NfHook::Forward),
-        ("output", NfHook::Output),
-    ] {
-        t.base_chain(chain, NfChainType::Filter, hook, 0, NfChainPolicy::Drop);
-    }
+    filter_chains(&mut t);
     t.rule(
         "input",
         vec![m_eq(meta(MetaKey::Iifname), s("lo")), accept()],
@@ -85,13 +83,28 @@ pub fn lockdown() -> Nftables<'static> {
     t.finish()
 }
 
+/// `anon-firewall unload`: removes our table and nothing else, in one transaction that also
+/// works when the table is absent. Dangerous on purpose: afterwards this host is unfiltered
+/// (unless other tables filter it).
+pub fn unload() -> Nftables<'static> {
+    let mut batch = Batch::new();
+    let table = || {
+        NfListObject::Table(Table {
+            family: NfFamily::INet,
+            name: TABLE.into(),
+            handle: None,
+        })
+    };
+    batch.add(table());
+    batch.delete(table());
+    batch.to_nftables()
+}
+
 // ---------------------------------------------------------------------------------------------
 // Roles
 
-fn gateway(t: &mut Tx, cfg: &Config, facts: &Facts, mode: Mode) {
-    let int_if = cfg.internal_interface.as_str();
-    let ext_if = cfg.external_interface.as_str();
-    let gw = cfg.gateway_ip.to_string();
+/// The three filter chains, policy drop.
+fn filter_chains(t: &mut Tx) {
     for (chain, hook) in [
         ("input", NfHook::Input),
         ("forward", NfHook::Forward),
@@ -99,6 +112,13 @@ fn gateway(t: &mut Tx, cfg: &Config, facts: &Facts, mode: Mode) {
     ] {
         t.base_chain(chain, NfChainType::Filter, hook, 0, NfChainPolicy::Drop);
     }
+}
+
+fn gateway(t: &mut Tx, cfg: &Config, facts: &Facts, mode: Mode) {
+    let int_if = cfg.internal_interface.as_str();
+    let ext_if = cfg.external_interface.as_str();
+    let gw = cfg.gateway_ip.to_string();
+    filter_chains(t);
     t.base_chain(
         "prerouting",
         NfChainType::NAT,
@@ -107,14 +127,14 @@ fn gateway(t: &mut Tx, cfg: &Config, facts: &Facts, mode: Mode) {
         NfChainPolicy::Accept,
     );
 
-    // input
+    // input. The sanity drops come first, before loopback, as upstream's.
+    sanity_drops(t, "input");
     t.rule(
         "input",
         vec![m_eq(meta(MetaKey::Iifname), s("lo")), accept()],
     );
-    sanity_drops(t, "input");
-    icmp_rules(t, "input", cfg.allow_incoming_icmp);
     t.rule("input", vec![m_in(ct("state"), s("established")), accept()]);
+    icmp_rules(t, "input", ext_if, cfg.allow_incoming_icmp);
     // The ports the workstation may reach on the gateway itself.
     let internal_tcp = internal_tcp_ports(cfg, mode);
     t.rule(
@@ -156,9 +176,14 @@ fn gateway(t: &mut Tx, cfg: &Config, facts: &Facts, mode: Mode) {
         );
     }
     if cfg.allow_incoming_ssh {
+        // The external interface only, as upstream: never from the workstation or the VPN.
         t.rule(
             "input",
-            vec![m_eq(payload("tcp", "dport"), E::Number(22)), accept()],
+            vec![
+                m_eq(meta(MetaKey::Iifname), s(ext_if)),
+                m_eq(payload("tcp", "dport"), E::Number(22)),
+                accept(),
+            ],
         );
     }
 
@@ -198,19 +223,18 @@ fn gateway(t: &mut Tx, cfg: &Config, facts: &Facts, mode: Mode) {
     }
 
     // output: only Tor (and no_nat_users) leave the box.
-    t.rule(
-        "output",
-        vec![m_eq(meta(MetaKey::Oifname), s("lo")), accept()],
-    );
-    // Invalid packets are dropped, not rejected: conntrack-invalid packets of a closed Tor
-    // connection must not go out, and a reject would itself send something.
-    t.rule("output", vec![m_in(ct("state"), s("invalid")), drop()]);
+    sanity_drops(t, "output");
     t.rule(
         "output",
         vec![
             m_in(ct("state"), list(&["established", "related"])),
             accept(),
         ],
+    );
+    timesync_loopback_rejects(t, cfg, mode);
+    t.rule(
+        "output",
+        vec![m_eq(meta(MetaKey::Oifname), s("lo")), accept()],
     );
     t.rule(
         "output",
@@ -220,21 +244,24 @@ fn gateway(t: &mut Tx, cfg: &Config, facts: &Facts, mode: Mode) {
             accept(),
         ],
     );
-    let mut local = vec![cfg.internal_network];
-    local.extend(cfg.local_networks.iter().copied());
-    t.rule(
-        "output",
-        vec![
-            m_eq(
-                payload("ip", "daddr"),
-                set(local
-                    .iter()
-                    .map(|n| prefix(&n.addr.to_string(), n.prefix))
-                    .collect()),
-            ),
-            accept(),
-        ],
-    );
+    if mode == Mode::Full {
+        // As upstream, the workstation network and the LAN only in full mode.
+        let mut local = vec![cfg.internal_network];
+        local.extend(cfg.local_networks.iter().copied());
+        t.rule(
+            "output",
+            vec![
+                m_eq(
+                    payload("ip", "daddr"),
+                    set(local
+                        .iter()
+                        .map(|n| prefix(&n.addr.to_string(), n.prefix))
+                        .collect()),
+                ),
+                accept(),
+            ],
+        );
+    }
     let mut out_uids = vec![facts.tor_uid];
     out_uids.extend(
         facts
@@ -243,17 +270,11 @@ fn gateway(t: &mut Tx, cfg: &Config, facts: &Facts, mode: Mode) {
             .copied()
             .filter(|u| *u != facts.tor_uid),
     );
-    let uid_match = m_eq(
-        meta(MetaKey::Skuid),
-        if out_uids.len() == 1 {
-            E::Number(out_uids[0])
-        } else {
-            set(out_uids.iter().map(|u| E::Number(*u)).collect())
-        },
-    );
+    let uid_match = m_eq(meta(MetaKey::Skuid), uids(&out_uids));
     if cfg.vpn_firewall {
-        if !cfg.vpn_servers.is_empty() {
-            // The VPN client's own connection to its servers, through the real uplink.
+        if let (false, Some(vpn_uid)) = (cfg.vpn_servers.is_empty(), facts.vpn_uid) {
+            // The VPN client's own connection to its servers, through the real uplink: its
+            // user, its ports, nothing else.
             let (v4, v6): (Vec<&std::net::IpAddr>, Vec<_>) =
                 cfg.vpn_servers.iter().partition(|a| a.is_ipv4());
             for (proto, addrs) in [("ip", v4), ("ip6", v6)] {
@@ -266,6 +287,9 @@ fn gateway(t: &mut Tx, cfg: &Config, facts: &Facts, mode: Mode) {
                                 payload(proto, "daddr"),
                                 set(addrs.iter().map(|a| s(&a.to_string())).collect()),
                             ),
+                            m_eq(meta(MetaKey::Skuid), E::Number(vpn_uid)),
+                            m_eq(meta(MetaKey::L4proto), list(&["tcp", "udp"])),
+                            m_eq(payload("th", "dport"), ports(&cfg.vpn_server_ports)),
                             accept(),
                         ],
                     );
@@ -286,38 +310,19 @@ fn gateway(t: &mut Tx, cfg: &Config, facts: &Facts, mode: Mode) {
     t.rule("output", reject_rules());
 }
 
-fn workstation(t: &mut Tx, cfg: &Config, mode: Mode) {
+fn workstation(t: &mut Tx, cfg: &Config, facts: &Facts, mode: Mode) {
     let gw = cfg.gateway_ip.to_string();
-    t.base_chain(
-        "input",
-        NfChainType::Filter,
-        NfHook::Input,
-        0,
-        NfChainPolicy::Drop,
-    );
-    t.base_chain(
-        "forward",
-        NfChainType::Filter,
-        NfHook::Forward,
-        0,
-        NfChainPolicy::Drop,
-    );
-    t.base_chain(
-        "output",
-        NfChainType::Filter,
-        NfHook::Output,
-        0,
-        NfChainPolicy::Drop,
-    );
+    let ext_if = cfg.external_interface.as_str();
+    filter_chains(t);
 
+    sanity_drops(t, "input");
     t.rule(
         "input",
         vec![m_eq(meta(MetaKey::Iifname), s("lo")), accept()],
     );
-    t.rule("input", vec![m_in(ct("state"), s("invalid")), drop()]);
     t.rule("input", vec![m_in(ct("state"), s("established")), accept()]);
-    icmp_rules(t, "input", false);
-    if !cfg.workstation_open_ports.is_empty() {
+    icmp_rules(t, "input", ext_if, false);
+    if mode == Mode::Full && !cfg.workstation_open_ports.is_empty() {
         t.rule(
             "input",
             vec![
@@ -328,17 +333,18 @@ fn workstation(t: &mut Tx, cfg: &Config, mode: Mode) {
     }
     t.rule("input", reject_rules());
 
-    t.rule(
-        "output",
-        vec![m_eq(meta(MetaKey::Oifname), s("lo")), accept()],
-    );
-    t.rule("output", vec![m_in(ct("state"), s("invalid")), drop()]);
+    sanity_drops(t, "output");
     t.rule(
         "output",
         vec![
             m_in(ct("state"), list(&["established", "related"])),
             accept(),
         ],
+    );
+    timesync_loopback_rejects(t, cfg, mode);
+    t.rule(
+        "output",
+        vec![m_eq(meta(MetaKey::Oifname), s("lo")), accept()],
     );
     t.rule(
         "output",
@@ -370,20 +376,68 @@ fn workstation(t: &mut Tx, cfg: &Config, mode: Mode) {
             t.rule("output", r);
         }
         Mode::TimesyncFailClosed => {
-            t.rule(
-                "output",
-                vec![
-                    m_eq(payload("ip", "daddr"), s(&gw)),
-                    m_eq(
-                        payload("tcp", "dport"),
-                        E::Number(cfg.sdwdate_socks_port.into()),
-                    ),
-                    accept(),
-                ],
-            );
+            // Only sdwdate's user reaches the gateway, and only its SocksPort and the control
+            // port filter (for Tor's consensus time). Without a resolved uid nobody does.
+            if let Some(uid) = facts.sdwdate_uid {
+                t.rule(
+                    "output",
+                    vec![
+                        m_eq(meta(MetaKey::Skuid), E::Number(uid)),
+                        m_eq(payload("ip", "daddr"), s(&gw)),
+                        m_eq(
+                            payload("tcp", "dport"),
+                            ports(&[
+                                PortRange::single(cfg.sdwdate_socks_port),
+                                PortRange::single(cfg.control_port_filter_port),
+                            ]),
+                        ),
+                        accept(),
+                    ],
+                );
+            }
         }
     }
     t.rule("output", reject_rules());
+}
+
+/// In timesync-fail-closed mode, new loopback connections to every SocksPort but sdwdate's
+/// are refused, before the loopback accept (upstream: whonix-firewall's "Prevent connections
+/// to Tor SocksPorts"). Matching on `oifname lo` covers 127.0.0.1, ::1 and the host's own
+/// addresses (the gateway's 10.152.152.10 is reached over `lo` from the gateway itself).
+fn timesync_loopback_rejects(t: &mut Tx, cfg: &Config, mode: Mode) {
+    if mode != Mode::TimesyncFailClosed {
+        return;
+    }
+    let closed = without_port(&cfg.socks_ports, cfg.sdwdate_socks_port);
+    if closed.is_empty() {
+        return;
+    }
+    t.push(
+        "output",
+        vec![
+            m_eq(meta(MetaKey::Oifname), s("lo")),
+            m_eq(payload("tcp", "dport"), ports(&closed)),
+            S::Reject(Some(Reject::new(Some(RejectType::TCPReset), None))),
+        ],
+    );
+}
+
+/// `ranges` without the single port `port` (a range holding it is split around it).
+fn without_port(ranges: &[PortRange], port: u16) -> Vec<PortRange> {
+    let mut out = Vec::new();
+    for r in ranges {
+        if !r.contains(port) {
+            out.push(*r);
+            continue;
+        }
+        if r.first < port {
+            out.push(PortRange::range(r.first, port - 1));
+        }
+        if port < r.last {
+            out.push(PortRange::range(port + 1, r.last));
+        }
+    }
+    out
 }
 
 /// TCP ports of the gateway open to the workstation in `mode`.
@@ -402,12 +456,15 @@ fn internal_tcp_ports(cfg: &Config, mode: Mode) -> Vec<PortRange> {
     }
 }
 
-/// Drops of packets no honest stack sends (upstream whonix-firewall's list).
+/// Drops of packets no honest stack sends (upstream whonix-firewall's list), on input and on
+/// output of both roles. Dropped rather than rejected on output too: a conntrack-invalid packet
+/// of a closed Tor connection must not go out, and a reject would itself send something.
 fn sanity_drops(t: &mut Tx, chain: &str) {
     t.rule(chain, vec![m_in(ct("state"), s("invalid")), drop()]);
     let all = ["fin", "syn", "rst", "psh", "ack", "urg"];
     for (mask, value) in [
-        (&all[..], &["fin", "psh", "urg"][..]), // XMAS
+        (&all[..], &all[..]),                   // all flags (upstream's XMAS)
+        (&all[..], &["fin", "psh", "urg"][..]), // the classic XMAS scan
         (&all[..], &[][..]),                    // NULL
         (&["syn", "fin"][..], &["syn", "fin"][..]),
         (&["syn", "rst"][..], &["syn", "rst"][..]),
@@ -425,7 +482,8 @@ fn sanity_drops(t: &mut Tx, chain: &str) {
             ],
         );
     }
-    // IPv4 fragments: any packet with MF set or a non-zero offset.
+    // IPv4 fragments: any packet with MF set or a non-zero offset (upstream drops only
+    // non-first fragments, 0x1fff).
     t.rule(
         chain,
         vec![
@@ -440,8 +498,10 @@ fn sanity_drops(t: &mut Tx, chain: &str) {
     );
 }
 
-/// ICMP: only what keeps TCP working (PMTU discovery, neighbour discovery) unless echo is allowed.
-fn icmp_rules(t: &mut Tx, chain: &str, allow_echo: bool) {
+/// ICMP: only what keeps TCP working (PMTU discovery, neighbour discovery) unless echo is
+/// allowed, and then only on the external interface. Router advertisements only from the
+/// external interface: nobody on the internal side may become our router.
+fn icmp_rules(t: &mut Tx, chain: &str, ext_if: &str, allow_echo: bool) {
     t.rule(
         chain,
         vec![
@@ -462,7 +522,23 @@ fn icmp_rules(t: &mut Tx, chain: &str, allow_echo: bool) {
     t.rule(
         chain,
         vec![
-            m_eq(payload("icmpv6", "type"), nd_types()),
+            m_eq(
+                payload("icmpv6", "type"),
+                list(&[
+                    "nd-router-solicit",
+                    "nd-neighbor-solicit",
+                    "nd-neighbor-advert",
+                ]),
+            ),
+            m_eq(payload("ip6", "hoplimit"), E::Number(255)),
+            accept(),
+        ],
+    );
+    t.rule(
+        chain,
+        vec![
+            m_eq(meta(MetaKey::Iifname), s(ext_if)),
+            m_eq(payload("icmpv6", "type"), s("nd-router-advert")),
             m_eq(payload("ip6", "hoplimit"), E::Number(255)),
             accept(),
         ],
@@ -470,11 +546,19 @@ fn icmp_rules(t: &mut Tx, chain: &str, allow_echo: bool) {
     if allow_echo {
         t.rule(
             chain,
-            vec![m_eq(payload("icmp", "type"), s("echo-request")), accept()],
+            vec![
+                m_eq(meta(MetaKey::Iifname), s(ext_if)),
+                m_eq(payload("icmp", "type"), s("echo-request")),
+                accept(),
+            ],
         );
         t.rule(
             chain,
-            vec![m_eq(payload("icmpv6", "type"), s("echo-request")), accept()],
+            vec![
+                m_eq(meta(MetaKey::Iifname), s(ext_if)),
+                m_eq(payload("icmpv6", "type"), s("echo-request")),
+                accept(),
+            ],
         );
     }
     t.rule(
@@ -484,6 +568,14 @@ fn icmp_rules(t: &mut Tx, chain: &str, allow_echo: bool) {
             drop(),
         ],
     );
+}
+
+fn uids(u: &[u32]) -> E<'static> {
+    if let [one] = u {
+        E::Number(*one)
+    } else {
+        set(u.iter().map(|u| E::Number(*u)).collect())
+    }
 }
 
 /// Neighbour discovery. Redirects are left out on purpose: nobody needs to reroute us.
@@ -694,6 +786,8 @@ mod tests {
                     let facts = Facts {
                         tor_uid: 1,
                         no_nat_uids: vec![2],
+                        sdwdate_uid: Some(3),
+                        vpn_uid: None,
                         time_synced: synced,
                     };
                     out.push(Ruleset::build(&cfg, role, &facts).nftables);
@@ -750,6 +844,8 @@ mod tests {
             let facts = Facts {
                 tor_uid: 1,
                 no_nat_uids: vec![],
+                sdwdate_uid: None,
+                vpn_uid: None,
                 time_synced: synced,
             };
             serde_json::to_string(&Ruleset::build(&cfg, Role::Gateway, &facts).nftables)

@@ -11,7 +11,12 @@ use anon_firewall::{ruleset, Config, Facts, Role, Ruleset};
 pub const CASES: &[(&str, &str, Role, bool)] = &[
     ("gateway-default", "", Role::Gateway, false),
     ("gateway-timesync", "mode = \"timesync-fail-closed\"", Role::Gateway, false),
-    ("gateway-vpn", "vpn_firewall = true\nvpn_servers = [\"192.0.2.7\", \"2001:db8::7\"]", Role::Gateway, false),
+    (
+        "gateway-vpn",
+        "vpn_firewall = true\nvpn_servers = [\"192.0.2.7\", \"2001:db8::7\"]\nvpn_user = \"tunnel\"\nvpn_server_ports = [1194, \"443\"]",
+        Role::Gateway,
+        false,
+    ),
     ("gateway-ssh-icmp", "allow_incoming_ssh = true\nallow_incoming_icmp = true", Role::Gateway, false),
     (
         "gateway-open-ports",
@@ -22,7 +27,7 @@ pub const CASES: &[(&str, &str, Role, bool)] = &[
     ("gateway-no-nat-users", "no_nat_users = [\"root-is-not-here\", 1234]", Role::Gateway, false),
     (
         "gateway-custom-net",
-        "external_interface = \"wan0\"\ninternal_interface = \"vif7\"\ngateway_ip = \"10.137.0.1\"\n\
+        "external_interface = \"wan0\"\ninternal_interface = \"vif*\"\ngateway_ip = \"10.137.0.1\"\n\
          internal_network = \"10.137.0.0/16\"\nlocal_networks = [\"192.168.1.0/24\"]\ntrans_port = 9041\n\
          dns_port = 5400\ncontrol_port_filter_port = 9052\nsocks_ports = [9050]\nsdwdate_socks_port = 9050",
         Role::Gateway,
@@ -43,6 +48,8 @@ fn facts(synced: bool) -> Facts {
     Facts {
         tor_uid: 107,
         no_nat_uids: vec![1234],
+        sdwdate_uid: Some(108),
+        vpn_uid: Some(1195),
         time_synced: synced,
     }
 }
@@ -136,5 +143,17 @@ fn golden_files_are_all_known() {
             .to_string_lossy()
             .into_owned();
         assert!(names.contains(&file), "stale golden file {file}");
+    }
+}
+
+#[test]
+fn every_golden_case_is_a_valid_config() {
+    // The golden files show what users can get: none of them may need a config that the
+    // validation pass refuses.
+    for (name, text, role, _) in CASES {
+        let mut cfg = Config::default();
+        cfg.merge_str(Path::new("case.toml"), text)
+            .expect("case config parses");
+        anon_firewall::validate::config(&cfg, *role).unwrap_or_else(|e| panic!("{name}: {e}"));
     }
 }

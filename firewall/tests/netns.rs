@@ -14,6 +14,7 @@ use anon_netns::{
 
 const TOR_UID: u32 = 64001;
 const USER_UID: u32 = 64002;
+const SDWDATE_UID: u32 = 64003;
 const SHORT: Duration = Duration::from_millis(700);
 
 fn sa(ip: impl Into<IpAddr>, port: u16) -> SocketAddr {
@@ -25,6 +26,8 @@ struct Fw {
     cfg: TempDir,
     run: TempDir,
     sdwdate: TempDir,
+    /// Stands in for /usr/share/anon-{gw,ws}-base-files: `gateway` and `workstation` in here.
+    markers: TempDir,
 }
 
 impl Fw {
@@ -33,19 +36,30 @@ impl Fw {
             cfg: TempDir::new("afw-cfg").expect("tmp"),
             run: TempDir::new("afw-run").expect("tmp"),
             sdwdate: TempDir::new("afw-sdw").expect("tmp"),
+            markers: TempDir::new("afw-mark").expect("tmp"),
         };
         std::fs::write(fw.cfg.path().join("50_test.toml"), config).expect("write config");
         fw
     }
 
-    fn cmd(&self, ns: &Netns, args: &[&str]) -> Output {
-        ns.command(env!("CARGO_BIN_EXE_anon-firewall"))
-            .arg("--config-dir")
+    /// The command line with this host's directories, before the subcommand.
+    fn command(&self, ns: &Netns) -> std::process::Command {
+        let mut c = ns.command(env!("CARGO_BIN_EXE_anon-firewall"));
+        c.arg("--config-dir")
             .arg(self.cfg.path())
             .arg("--run-dir")
             .arg(self.run.path())
             .arg("--sdwdate-run-dir")
             .arg(self.sdwdate.path())
+            .arg("--gateway-marker")
+            .arg(self.markers.path().join("gateway"))
+            .arg("--workstation-marker")
+            .arg(self.markers.path().join("workstation"));
+        c
+    }
+
+    fn cmd(&self, ns: &Netns, args: &[&str]) -> Output {
+        self.command(ns)
             .args(args)
             .output()
             .expect("run anon-firewall")
@@ -444,8 +458,7 @@ fn a_bad_config_leaves_the_host_in_lockdown() {
         // A good config afterwards recovers and clears failed.status.
         let good = Fw {
             cfg: Fw::new(&gateway_config()).cfg,
-            run: fw.run,
-            sdwdate: fw.sdwdate,
+            ..fw
         };
         good.apply(&t.gateway);
         assert_eq!(good.cmd(&t.gateway, &["status"]).status.code(), Some(0));
@@ -541,15 +554,8 @@ fn timesync_fail_closed_opens_only_sdwdate_until_first_success() {
     assert!(socks.accept_all(SHORT).is_empty() && trans.accept_all(Duration::ZERO).is_empty());
 
     // `watch` waits for sdwdate and then switches to full.
-    let mut watch = t
-        .gateway
-        .command(env!("CARGO_BIN_EXE_anon-firewall"))
-        .arg("--config-dir")
-        .arg(fw.cfg.path())
-        .arg("--run-dir")
-        .arg(fw.run.path())
-        .arg("--sdwdate-run-dir")
-        .arg(fw.sdwdate.path())
+    let mut watch = fw
+        .command(&t.gateway)
         .args(["watch", "--timeout", "20"])
         .spawn()
         .expect("watch");
@@ -652,9 +658,7 @@ fn status_and_the_units_stop_post_lockdown() {
 
     // ExecStopPost after a normal stop keeps the rules ...
     let stop = |result: &str| {
-        ns.command(env!("CARGO_BIN_EXE_anon-firewall"))
-            .arg("--run-dir")
-            .arg(fw.run.path())
+        fw.command(&ns)
             .args(["lockdown", "--if-service-failed"])
             .env("SERVICE_RESULT", result)
             .status()
@@ -668,4 +672,467 @@ fn status_and_the_units_stop_post_lockdown() {
     let why = std::fs::read_to_string(fw.run.path().join("failed.status")).expect("failed.status");
     assert!(why.contains("signal"), "{why}");
     assert_eq!(fw.cmd(&ns, &["status"]).status.code(), Some(1));
+}
+
+/// Everything is closed: an ordinary user, root and the Tor user on the gateway, the
+/// workstation, and the internet towards the gateway.
+fn assert_all_closed(
+    t: &Topology,
+    server: &anon_netns::Listener,
+    ssh: &anon_netns::Listener,
+    what: &str,
+) {
+    assert_lockdown(&t.gateway);
+    for uid in [USER_UID, TOR_UID, 0] {
+        assert!(
+            !tcp_connect_as(&t.gateway, uid, sa(INTERNET_IP, 443), SHORT).expect("probe"),
+            "{what}: uid {uid} on the gateway reached the internet"
+        );
+    }
+    assert!(
+        t.workstation
+            .tcp_connect(sa(INTERNET_IP, 443), SHORT)
+            .is_err(),
+        "{what}: the workstation reached the internet"
+    );
+    assert!(
+        t.internet
+            .tcp_connect(sa(GATEWAY_EXT_IP, 22), SHORT)
+            .is_err(),
+        "{what}: the internet reached the gateway"
+    );
+    assert!(
+        t.workstation
+            .tcp_connect(sa(GATEWAY_IP, 22), SHORT)
+            .is_err(),
+        "{what}: the workstation reached the gateway"
+    );
+    assert!(
+        server.accept_all(SHORT).is_empty() && ssh.accept_all(Duration::ZERO).is_empty(),
+        "{what}: a connection got through"
+    );
+}
+
+#[test]
+fn dangerous_configs_are_refused_and_leave_lockdown() {
+    if !require_root("dangerous_configs_are_refused_and_leave_lockdown") {
+        return;
+    }
+    let t = Topology::up("afw-danger").expect("topology");
+    let server = t.internet.tcp_listen(sa(INTERNET_IP, 443)).expect("listen");
+    let ssh = t.gateway.tcp_listen(sa([0, 0, 0, 0], 22)).expect("listen");
+    let gw = gateway_config();
+    // (config, extra arguments, create the gateway marker, what the error must say)
+    let cases: Vec<(String, &[&str], bool, &str)> = vec![
+        (
+            format!("{gw}local_networks = [\"0.0.0.0/0\"]\n"),
+            &[],
+            false,
+            "50_test.toml:3: key `local_networks`: `0.0.0.0/0` covers public internet addresses",
+        ),
+        (
+            format!("{gw}local_networks = [\"128.0.0.0/1\"]\n"),
+            &[],
+            false,
+            "50_test.toml:3: key `local_networks`: `128.0.0.0/1` covers public internet addresses",
+        ),
+        (
+            format!("{gw}local_networks = [\"0.0.0.0/0\"]\nallow_public_local_networks = [\"0.0.0.0/0\"]\n"),
+            &[],
+            false,
+            "50_test.toml:4: key `allow_public_local_networks`: `0.0.0.0/0` is wider than a /16",
+        ),
+        (
+            format!("tor_user = {TOR_UID}\nrole = \"workstation\"\n"),
+            &[],
+            true,
+            "50_test.toml:2: key `role`: `workstation` contradicts",
+        ),
+        (
+            format!("tor_user = {TOR_UID}\n"),
+            &["--role", "workstation"],
+            true,
+            "command line: --role: `workstation` contradicts",
+        ),
+        (
+            format!("{gw}internal_interface = \"eth*\"\n"),
+            &[],
+            false,
+            "50_test.toml:3: key `internal_interface`: `eth*` also matches external_interface `eth0`",
+        ),
+        (
+            format!("{gw}internal_interface = \"eth0\"\n"),
+            &[],
+            false,
+            "50_test.toml:3: key `internal_interface`: `eth0` is the same as external_interface `eth0`",
+        ),
+        (
+            format!("{gw}vpn_firewall = true\nvpn_interface = \"eth0\"\n"),
+            &[],
+            false,
+            "50_test.toml:4: key `vpn_interface`: `eth0` is the same as external_interface `eth0`",
+        ),
+        (
+            format!("{gw}no_nat_users = [{USER_UID}, 0]\n"),
+            &[],
+            false,
+            "50_test.toml:3: key `no_nat_users`: `uid 0` is root",
+        ),
+        (
+            "role = \"gateway\"\ntor_user = \"root\"\n".to_owned(),
+            &[],
+            false,
+            "50_test.toml:2: key `tor_user`: `root` is root",
+        ),
+        (
+            format!("{gw}trans_port = 0\n"),
+            &[],
+            false,
+            "50_test.toml:3: key `trans_port`: `0` is not a port (1-65535)",
+        ),
+        (
+            format!("{gw}external_open_ports = [70000]\n"),
+            &[],
+            false,
+            "50_test.toml:3: key `external_open_ports`: `70000` is not a port (1-65535)",
+        ),
+    ];
+    for (text, extra, marker, expect) in cases {
+        // Start from a loaded, working ruleset each time: the refusal must replace it.
+        let fw = Fw::new(&gw);
+        fw.apply(&t.gateway);
+        assert!(tcp_connect_as(
+            &t.gateway,
+            TOR_UID,
+            sa(INTERNET_IP, 443),
+            Duration::from_secs(2)
+        )
+        .expect("probe"));
+        assert_eq!(
+            server.accept_all(SHORT).len(),
+            1,
+            "the Tor user gets out before"
+        );
+        std::fs::write(fw.cfg.path().join("50_test.toml"), &text).expect("write config");
+        if marker {
+            std::fs::write(fw.markers.path().join("gateway"), "").expect("marker");
+        }
+        let mut args = vec!["apply"];
+        args.extend_from_slice(extra);
+        let out = fw.cmd(&t.gateway, &args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{text}: {err}");
+        assert!(
+            err.contains(expect),
+            "{text}: the error must name the cause: {err}"
+        );
+        let status =
+            std::fs::read_to_string(fw.run.path().join("failed.status")).expect("failed.status");
+        assert!(status.contains(expect), "{status}");
+        assert_all_closed(&t, &server, &ssh, &text);
+        // check-config refuses it too.
+        let mut args = vec!["check-config"];
+        args.extend_from_slice(extra);
+        let cc = fw.cmd(&t.gateway, &args);
+        assert_eq!(cc.status.code(), Some(1), "{text}");
+        assert!(String::from_utf8_lossy(&cc.stderr).contains(expect));
+    }
+}
+
+#[test]
+fn timesync_mode_on_the_gateway_refuses_local_socks_ports_but_sdwdates() {
+    if !require_root("timesync_mode_on_the_gateway_refuses_local_socks_ports_but_sdwdates") {
+        return;
+    }
+    let t = Topology::up("afw-tsgw").expect("topology");
+    let mut listeners = Vec::new();
+    for port in [9050, 9108, 9150, 9200, 8080] {
+        listeners.push((
+            port,
+            t.gateway
+                .tcp_listen(sa([127, 0, 0, 1], port))
+                .expect("listen"),
+        ));
+    }
+    let own_ip = t.gateway.tcp_listen(sa(GATEWAY_IP, 9050)).expect("listen");
+    let fw = Fw::new(&format!(
+        "{}mode = \"timesync-fail-closed\"\n",
+        gateway_config()
+    ));
+    // Without rules every local port is reachable (the probe can see a refusal).
+    for (port, l) in &listeners {
+        assert!(
+            tcp_connect_as(&t.gateway, USER_UID, sa([127, 0, 0, 1], *port), SHORT).expect("probe")
+        );
+        assert_eq!(l.accept_all(SHORT).len(), 1);
+    }
+    fw.apply(&t.gateway);
+    for uid in [USER_UID, SDWDATE_UID, TOR_UID, 0] {
+        for (port, l) in &listeners {
+            let open = *port == 9108 || *port == 8080;
+            let got = tcp_connect_as(
+                &t.gateway,
+                uid,
+                sa([127, 0, 0, 1], *port),
+                Duration::from_secs(2),
+            )
+            .expect("probe");
+            assert_eq!(got, open, "uid {uid} to 127.0.0.1:{port}");
+            assert_eq!(
+                l.accept_all(SHORT).len(),
+                usize::from(open),
+                "uid {uid} port {port}"
+            );
+        }
+        // The gateway's own internal address is loopback too.
+        assert!(
+            !tcp_connect_as(&t.gateway, uid, sa(GATEWAY_IP, 9050), SHORT).expect("probe"),
+            "uid {uid} to {GATEWAY_IP}:9050"
+        );
+    }
+    assert!(own_ip.accept_all(SHORT).is_empty());
+    // After sdwdate's first success the SocksPorts open again.
+    std::fs::write(fw.sdwdate.path().join("first_success"), "").expect("first_success");
+    fw.apply(&t.gateway);
+    assert!(tcp_connect_as(
+        &t.gateway,
+        USER_UID,
+        sa([127, 0, 0, 1], 9050),
+        Duration::from_secs(2)
+    )
+    .expect("probe"));
+    assert_eq!(listeners[0].1.accept_all(SHORT).len(), 1);
+}
+
+#[test]
+fn timesync_mode_on_the_workstation_lets_only_sdwdate_reach_the_gateway() {
+    if !require_root("timesync_mode_on_the_workstation_lets_only_sdwdate_reach_the_gateway") {
+        return;
+    }
+    let t = Topology::up("afw-tsws").expect("topology");
+    let gw_9108 = t.gateway.tcp_listen(sa(GATEWAY_IP, 9108)).expect("listen");
+    let gw_9050 = t.gateway.tcp_listen(sa(GATEWAY_IP, 9050)).expect("listen");
+    let local_9050 = t
+        .workstation
+        .tcp_listen(sa([127, 0, 0, 1], 9050))
+        .expect("listen");
+    let fw = Fw::new(&format!(
+        "role = \"workstation\"\nmode = \"timesync-fail-closed\"\nsdwdate_user = {SDWDATE_UID}\n"
+    ));
+    fw.apply(&t.workstation);
+    let to = |uid, addr| {
+        tcp_connect_as(&t.workstation, uid, addr, Duration::from_secs(2)).expect("probe")
+    };
+    assert!(
+        to(SDWDATE_UID, sa(GATEWAY_IP, 9108)),
+        "sdwdate must reach the gateway's 9108"
+    );
+    assert_eq!(gw_9108.accept_all(SHORT).len(), 1);
+    for uid in [USER_UID, 0] {
+        assert!(
+            !to(uid, sa(GATEWAY_IP, 9108)),
+            "uid {uid} reached the gateway's 9108"
+        );
+    }
+    for uid in [SDWDATE_UID, USER_UID, 0] {
+        assert!(
+            !to(uid, sa(GATEWAY_IP, 9050)),
+            "uid {uid} reached the gateway's 9050"
+        );
+        assert!(
+            !to(uid, sa([127, 0, 0, 1], 9050)),
+            "uid {uid} reached local 9050"
+        );
+    }
+    assert!(gw_9108.accept_all(SHORT).is_empty() && gw_9050.accept_all(Duration::ZERO).is_empty());
+    assert!(local_9050.accept_all(Duration::ZERO).is_empty());
+
+    // sdwdate's user must exist: a name that does not resolve is lockdown, like a typo.
+    let bad = Fw::new("role = \"workstation\"\nmode = \"timesync-fail-closed\"\nsdwdate_user = \"no-such-sdwdate\"\n");
+    let out = bad.cmd(&t.workstation, &["apply"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("50_test.toml:3: key `sdwdate_user`"));
+    assert_lockdown(&t.workstation);
+    assert!(!to(SDWDATE_UID, sa(GATEWAY_IP, 9108)));
+}
+
+#[test]
+fn incoming_ssh_and_icmp_only_on_the_external_interface() {
+    if !require_root("incoming_ssh_and_icmp_only_on_the_external_interface") {
+        return;
+    }
+    let t = Topology::up("afw-sshicmp").expect("topology");
+    let ssh = t.gateway.tcp_listen(sa([0, 0, 0, 0], 22)).expect("listen");
+    let icmp = t.gateway.icmp_observer(false).expect("icmp");
+    // Baseline: both sides reach ssh and get their pings seen.
+    t.workstation.ping(GATEWAY_IP.into(), 1).expect("ping");
+    assert_eq!(icmp.echo_requests(SHORT), 1, "baseline ICMP");
+    // Without the options nobody gets in. (First: an accepted echo leaves a conntrack entry
+    // that would make the probe's next echo, same id, `established`.)
+    Fw::new(&gateway_config()).apply(&t.gateway);
+    assert!(t
+        .internet
+        .tcp_connect(sa(GATEWAY_EXT_IP, 22), SHORT)
+        .is_err());
+    t.internet.ping(GATEWAY_EXT_IP.into(), 1).expect("ping");
+    assert_eq!(icmp.echo_requests(SHORT), 0);
+    assert!(ssh.accept_all(Duration::ZERO).is_empty());
+
+    Fw::new(&format!(
+        "{}allow_incoming_ssh = true\nallow_incoming_icmp = true\n",
+        gateway_config()
+    ))
+    .apply(&t.gateway);
+
+    assert!(t
+        .internet
+        .tcp_connect(sa(GATEWAY_EXT_IP, 22), Duration::from_secs(2))
+        .is_ok());
+    assert_eq!(ssh.accept_all(SHORT).len(), 1, "ssh from the external side");
+    // From the workstation, port 22 is not the gateway's ssh (the connection is redirected into
+    // the TransPort, where nothing listens here).
+    let _ = t
+        .workstation
+        .tcp_connect(sa(GATEWAY_IP, 22), Duration::from_secs(1));
+    assert!(ssh.accept_all(SHORT).is_empty(), "ssh from the workstation");
+
+    t.internet.ping(GATEWAY_EXT_IP.into(), 1).expect("ping");
+    assert_eq!(icmp.echo_requests(SHORT), 1, "echo from the external side");
+    t.workstation.ping(GATEWAY_IP.into(), 2).expect("ping");
+    assert_eq!(icmp.echo_requests(SHORT), 0, "echo from the workstation");
+
+    // In timesync-fail-closed mode there is no redirect in the way: the workstation would
+    // reach port 22 itself if the rule were not bound to the external interface.
+    Fw::new(&format!(
+        "{}allow_incoming_ssh = true\nallow_incoming_icmp = true\nmode = \"timesync-fail-closed\"\n",
+        gateway_config()
+    ))
+    .apply(&t.gateway);
+    assert!(t
+        .workstation
+        .tcp_connect(sa(GATEWAY_IP, 22), SHORT)
+        .is_err());
+    assert!(ssh.accept_all(SHORT).is_empty(), "ssh from the workstation");
+    assert!(t
+        .internet
+        .tcp_connect(sa(GATEWAY_EXT_IP, 22), Duration::from_secs(2))
+        .is_ok());
+    assert_eq!(ssh.accept_all(SHORT).len(), 1, "ssh from the external side");
+}
+
+#[test]
+fn the_stop_hook_keeps_the_first_failure_reason() {
+    if !require_root("the_stop_hook_keeps_the_first_failure_reason") {
+        return;
+    }
+    let ns = Netns::new(&format!("afw-first-{}", std::process::id())).expect("netns");
+    let fw = Fw::new(&format!(
+        "{}local_networks = [\"0.0.0.0/0\"]\n",
+        gateway_config()
+    ));
+    assert_eq!(fw.cmd(&ns, &["apply"]).status.code(), Some(1));
+    let out = fw
+        .command(&ns)
+        .args(["lockdown", "--if-service-failed"])
+        .env("SERVICE_RESULT", "exit-code")
+        .output()
+        .expect("stop hook");
+    assert!(out.status.success());
+    let why = std::fs::read_to_string(fw.run.path().join("failed.status")).expect("failed.status");
+    let mut lines = why.lines();
+    assert!(
+        lines
+            .next()
+            .is_some_and(|l| l.contains("key `local_networks`: `0.0.0.0/0`")),
+        "the first reason must stay first: {why}"
+    );
+    assert!(
+        why.contains("then: anon-firewall.service ended with result `exit-code`"),
+        "{why}"
+    );
+    assert_lockdown(&ns);
+    let st = fw.cmd(&ns, &["status"]);
+    assert!(String::from_utf8_lossy(&st.stdout).contains("0.0.0.0/0"));
+}
+
+#[test]
+fn watch_applies_first_and_locks_down_on_timeout() {
+    if !require_root("watch_applies_first_and_locks_down_on_timeout") {
+        return;
+    }
+    let ns = Netns::new(&format!("afw-watch-{}", std::process::id())).expect("netns");
+    let fw = Fw::new(&format!(
+        "{}mode = \"timesync-fail-closed\"\n",
+        gateway_config()
+    ));
+    let mut watch = fw
+        .command(&ns)
+        .args(["watch", "--timeout", "3"])
+        .spawn()
+        .expect("watch");
+    // Before any wait is over, the timesync ruleset is loaded (nothing was before).
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !ruleset(&ns).contains("9108") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        ruleset(&ns).contains("tcp dport 9108 accept"),
+        "{}",
+        ruleset(&ns)
+    );
+    let status = watch.wait().expect("watch exits");
+    assert_eq!(status.code(), Some(1), "a timeout is an error");
+    assert_lockdown(&ns);
+    let why = std::fs::read_to_string(fw.run.path().join("failed.status")).expect("failed.status");
+    assert!(why.contains("timed out"), "{why}");
+    // A bad config: watch fails at once, locked down.
+    let bad = Fw::new(&format!(
+        "{}internal_interface = \"eth0\"\n",
+        gateway_config()
+    ));
+    let out = bad.cmd(&ns, &["watch", "--timeout", "30"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_lockdown(&ns);
+}
+
+#[test]
+fn unload_removes_our_table_and_nothing_else() {
+    if !require_root("unload_removes_our_table_and_nothing_else") {
+        return;
+    }
+    let t = Topology::up("afw-unload").expect("topology");
+    let server = t.internet.tcp_listen(sa(INTERNET_IP, 443)).expect("listen");
+    t.gateway
+        .nft("table inet someone_else {\n chain c { type filter hook output priority 10; policy accept; }\n}\n")
+        .expect("other table");
+    let fw = Fw::new(&gateway_config());
+    fw.apply(&t.gateway);
+    assert!(!tcp_connect_as(&t.gateway, USER_UID, sa(INTERNET_IP, 443), SHORT).expect("probe"));
+    let out = fw.cmd(&t.gateway, &["unload"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("NOT filtered"));
+    let rules = ruleset(&t.gateway);
+    assert!(!rules.contains("anon_firewall"), "{rules}");
+    assert!(rules.contains("someone_else"), "{rules}");
+    // Dangerous as documented: the host is now unfiltered.
+    assert!(tcp_connect_as(
+        &t.gateway,
+        USER_UID,
+        sa(INTERNET_IP, 443),
+        Duration::from_secs(2)
+    )
+    .expect("probe"));
+    assert_eq!(server.accept_all(SHORT).len(), 1);
+    let st = fw.cmd(&t.gateway, &["status"]);
+    assert_eq!(st.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&st.stdout).contains("state: unloaded"));
+    // Twice is fine (nothing left to delete), and so is a lockdown table.
+    assert!(fw.cmd(&t.gateway, &["lockdown"]).status.success());
+    assert!(fw.cmd(&t.gateway, &["unload"]).status.success());
+    assert!(fw.cmd(&t.gateway, &["unload"]).status.success());
+    assert!(!ruleset(&t.gateway).contains("anon_firewall"));
 }
