@@ -747,4 +747,36 @@ mod tests {
             Config::default()
         );
     }
+
+    #[test]
+    fn the_shipped_defaults_file_documents_the_compiled_in_defaults() {
+        // 30_default.toml is all comments; uncommented, its `key = value` lines must give
+        // exactly the compiled-in defaults (so the file never lies about them).
+        let text = include_str!("../etc/anon-firewall.d/30_default.toml");
+        let mut uncommented = String::new();
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix("# ") else {
+                continue;
+            };
+            let Some((key, _)) = rest.split_once('=') else {
+                continue;
+            };
+            let key = key.trim();
+            // `role` has no default (markers); `vpn_user` neither.
+            if key.is_empty() || key.contains(' ') || key == "role" || key == "vpn_user" {
+                continue;
+            }
+            uncommented.push_str(rest.split(" #").next().unwrap_or(rest));
+            uncommented.push('\n');
+        }
+        let mut c = Config::default();
+        c.merge_str(Path::new("30_default.toml"), &uncommented)
+            .unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
+        // Where the values came from is the only difference allowed.
+        c.locs.clear();
+        c.tor_user.loc = None;
+        c.sdwdate_user.loc = None;
+        assert_eq!(c, Config::default(), "{uncommented}");
+        assert!(uncommented.lines().count() >= 25, "{uncommented}");
+    }
 }

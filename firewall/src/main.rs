@@ -28,7 +28,7 @@ Exit codes:
   0  success (status: ruleset loaded and the last apply succeeded)
   1  error; after a failed apply the host is in lockdown (all but loopback dropped)
   2  usage error
-  3  status: our ruleset is not loaded";
+  3  status: our ruleset is not loaded (never applied, or removed by `unload`)";
 
 #[derive(Debug, Parser)]
 #[command(name = "anon-firewall", version, about = "Fail-closed nftables firewall for Whonix gateways and workstations", after_help = EXAMPLES)]
