@@ -854,4 +854,53 @@ mod tests {
         assert!(!json(false).contains("redirect"));
         assert!(json(true).contains("redirect"));
     }
+
+    /// The statements of each rule of `chain`, as JSON text, in order.
+    fn rules_of(n: &Nftables<'static>, chain: &str) -> Vec<String> {
+        objects(n)
+            .iter()
+            .filter_map(|o| match o {
+                NfObject::CmdObject(NfCmd::Add(NfListObject::Rule(r))) if r.chain == chain => {
+                    Some(serde_json::to_string(&r.expr).expect("json"))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sanity_drops_come_first_on_every_chain_of_both_roles() {
+        for n in all_cases().into_iter().skip(1) {
+            for chain in ["input", "output"] {
+                let rules = rules_of(&n, chain);
+                let lo = rules
+                    .iter()
+                    .position(|r| r.contains("\"lo\"") && r.contains("accept"))
+                    .expect("a loopback accept");
+                let before = &rules[..lo];
+                assert!(before.iter().any(|r| r.contains("invalid")), "{chain}");
+                assert!(before.iter().any(|r| r.contains("frag-off")), "{chain}");
+                assert!(
+                    before.iter().filter(|r| r.contains("flags")).count() >= 6,
+                    "{chain}"
+                );
+                assert!(
+                    before.iter().all(|r| r.contains("drop") || r.contains("reject")
+                        || r.contains("established")),
+                    "{chain}: nothing but drops, the established accept and timesync rejects before lo"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn router_advertisements_only_from_the_external_interface() {
+        for n in all_cases().into_iter().skip(1) {
+            for r in rules_of(&n, "input") {
+                if r.contains("nd-router-advert") {
+                    assert!(r.contains("\"eth0\""), "{r}");
+                }
+            }
+        }
+    }
 }

@@ -1136,3 +1136,38 @@ fn unload_removes_our_table_and_nothing_else() {
     assert!(fw.cmd(&t.gateway, &["unload"]).status.success());
     assert!(!ruleset(&t.gateway).contains("anon_firewall"));
 }
+
+#[test]
+fn vpn_servers_are_reachable_only_by_the_vpn_user_and_ports() {
+    if !require_root("vpn_servers_are_reachable_only_by_the_vpn_user_and_ports") {
+        return;
+    }
+    const VPN_UID: u32 = 64004;
+    let t = Topology::up("afw-vpn").expect("topology");
+    let vpn = t
+        .internet
+        .tcp_listen(sa(INTERNET_IP, 1194))
+        .expect("listen");
+    let web = t.internet.tcp_listen(sa(INTERNET_IP, 80)).expect("listen");
+    Fw::new(&format!(
+        "{}vpn_firewall = true\nvpn_servers = [\"{INTERNET_IP}\"]\nvpn_user = {VPN_UID}\nvpn_server_ports = [1194]\n",
+        gateway_config()
+    ))
+    .apply(&t.gateway);
+    let to = |uid, port| {
+        tcp_connect_as(
+            &t.gateway,
+            uid,
+            sa(INTERNET_IP, port),
+            Duration::from_secs(2),
+        )
+        .expect("probe")
+    };
+    assert!(to(VPN_UID, 1194), "the VPN client must reach its server");
+    assert_eq!(vpn.accept_all(SHORT).len(), 1);
+    assert!(!to(VPN_UID, 80), "the VPN user on another port");
+    for uid in [USER_UID, TOR_UID, 0] {
+        assert!(!to(uid, 1194), "uid {uid} reached the VPN server");
+    }
+    assert!(vpn.accept_all(SHORT).is_empty() && web.accept_all(Duration::ZERO).is_empty());
+}
