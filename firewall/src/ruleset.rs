@@ -18,7 +18,7 @@ use nftables::schema::{Chain, NfListObject, Nftables, Rule, Table};
 use nftables::stmt::{Match, Operator, Reject, RejectType, Statement as S, NAT};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook, RejectCode};
 
-use crate::config::{Config, Mode, PortRange, Role};
+use crate::config::{Config, Mode, PortRange, Role, DEFAULT_SOCKS_PORTS};
 
 /// The one table we own.
 pub const TABLE: &str = "anon_firewall";
@@ -245,22 +245,38 @@ fn gateway(t: &mut Tx, cfg: &Config, facts: &Facts, mode: Mode) {
         ],
     );
     if mode == Mode::Full {
-        // As upstream, the workstation network and the LAN only in full mode.
-        let mut local = vec![cfg.internal_network];
-        local.extend(cfg.local_networks.iter().copied());
+        // As upstream, the workstation network and the LAN only in full mode. The workstation
+        // network only through the internal interface: an address of it that is routed out of
+        // the uplink (Whonix-KVM's external 10.0.2.0/24 with dnsmasq's DNS on 10.0.2.2, if the
+        // internal network were written 10.0.0.0/8) is not the workstation.
+        let n = cfg.internal_network;
         t.rule(
             "output",
             vec![
+                m_eq(meta(MetaKey::Oifname), s(int_if)),
                 m_eq(
                     payload("ip", "daddr"),
-                    set(local
-                        .iter()
-                        .map(|n| prefix(&n.addr.to_string(), n.prefix))
-                        .collect()),
+                    prefix(&n.addr.to_string(), n.prefix),
                 ),
                 accept(),
             ],
         );
+        if !cfg.local_networks.is_empty() {
+            t.rule(
+                "output",
+                vec![
+                    m_eq(
+                        payload("ip", "daddr"),
+                        set(cfg
+                            .local_networks
+                            .iter()
+                            .map(|n| prefix(&n.addr.to_string(), n.prefix))
+                            .collect()),
+                    ),
+                    accept(),
+                ],
+            );
+        }
     }
     let mut out_uids = vec![facts.tor_uid];
     out_uids.extend(
@@ -364,7 +380,9 @@ fn workstation(t: &mut Tx, cfg: &Config, facts: &Facts, mode: Mode) {
                     accept(),
                 ],
             );
-            let mut r = Vec::new();
+            // Only out of the uplink to the gateway (`external_interface`): another interface
+            // of the workstation (a second NIC, a USB tether) would not go through Tor.
+            let mut r = vec![m_eq(meta(MetaKey::Oifname), s(ext_if))];
             if !cfg.workstation_transparent_tcp {
                 r.push(m_eq(payload("ip", "daddr"), s(&gw)));
             }
@@ -400,26 +418,65 @@ fn workstation(t: &mut Tx, cfg: &Config, facts: &Facts, mode: Mode) {
     t.rule("output", reject_rules());
 }
 
-/// In timesync-fail-closed mode, new loopback connections to every SocksPort but sdwdate's
-/// are refused, before the loopback accept (upstream: whonix-firewall's "Prevent connections
-/// to Tor SocksPorts"). Matching on `oifname lo` covers 127.0.0.1, ::1 and the host's own
-/// addresses (the gateway's 10.152.152.10 is reached over `lo` from the gateway itself).
+/// In timesync-fail-closed mode, new loopback connections to every Tor port but sdwdate's
+/// SocksPort are refused, before the loopback accept (upstream: whonix-firewall's "Prevent
+/// connections to Tor SocksPorts"). Matching on `oifname lo` covers 127.0.0.1, ::1 and the
+/// host's own addresses (the gateway's 10.152.152.10 is reached over `lo` from the gateway
+/// itself).
+///
+/// Which ports Tor really listens on comes from torrc, not from our config: the closed set is
+/// the union of upstream's SocksPorts, the configured `socks_ports`, the TransPort and the
+/// DnsPort (TCP and UDP), so that `socks_ports = [9108]` cannot reopen 9050 on loopback. The
+/// control port filter (9051) stays reachable, as upstream (sdwdate reads Tor's consensus
+/// time through it).
 fn timesync_loopback_rejects(t: &mut Tx, cfg: &Config, mode: Mode) {
     if mode != Mode::TimesyncFailClosed {
         return;
     }
-    let closed = without_port(&cfg.socks_ports, cfg.sdwdate_socks_port);
-    if closed.is_empty() {
-        return;
+    let mut tor = DEFAULT_SOCKS_PORTS.to_vec();
+    tor.extend(cfg.socks_ports.iter().copied());
+    tor.push(PortRange::single(cfg.trans_port));
+    tor.push(PortRange::single(cfg.dns_port));
+    let closed_tcp = without_port(&merged(&tor), cfg.sdwdate_socks_port);
+    if !closed_tcp.is_empty() {
+        t.push(
+            "output",
+            vec![
+                m_eq(meta(MetaKey::Oifname), s("lo")),
+                m_eq(payload("tcp", "dport"), ports(&closed_tcp)),
+                S::Reject(Some(Reject::new(Some(RejectType::TCPReset), None))),
+            ],
+        );
     }
+    // Tor's only UDP port is the DnsPort.
     t.push(
         "output",
         vec![
             m_eq(meta(MetaKey::Oifname), s("lo")),
-            m_eq(payload("tcp", "dport"), ports(&closed)),
-            S::Reject(Some(Reject::new(Some(RejectType::TCPReset), None))),
+            m_eq(payload("udp", "dport"), E::Number(cfg.dns_port.into())),
+            S::Reject(Some(Reject::new(
+                Some(RejectType::ICMPX),
+                Some(RejectCode::AdminProhibited),
+            ))),
         ],
     );
+}
+
+/// `ranges` sorted, with overlapping and adjacent ranges merged (nft refuses overlapping
+/// intervals in one set).
+fn merged(ranges: &[PortRange]) -> Vec<PortRange> {
+    let mut sorted = ranges.to_vec();
+    sorted.sort_by_key(|r| (r.first, r.last));
+    let mut out: Vec<PortRange> = Vec::new();
+    for r in sorted {
+        match out.last_mut() {
+            Some(last) if u32::from(r.first) <= u32::from(last.last) + 1 => {
+                last.last = last.last.max(r.last);
+            }
+            _ => out.push(r),
+        }
+    }
+    out
 }
 
 /// `ranges` without the single port `port` (a range holding it is split around it).
@@ -890,6 +947,117 @@ mod tests {
                     "{chain}: nothing but drops, the established accept and timesync rejects before lo"
                 );
             }
+        }
+    }
+
+    fn facts() -> Facts {
+        Facts {
+            tor_uid: 1,
+            no_nat_uids: vec![],
+            sdwdate_uid: Some(3),
+            vpn_uid: None,
+            time_synced: false,
+        }
+    }
+
+    #[test]
+    fn timesync_loopback_rejects_cover_tor_ports_whatever_socks_ports_says() {
+        for role in [Role::Gateway, Role::Workstation] {
+            let cfg = Config {
+                mode: Mode::TimesyncFailClosed,
+                socks_ports: vec![PortRange::single(9108)],
+                ..Config::default()
+            };
+            let rules = rules_of(&Ruleset::build(&cfg, role, &facts()).nftables, "output");
+            let lo = rules
+                .iter()
+                .position(|r| r.contains("\"lo\"") && r.contains("accept"))
+                .expect("a loopback accept");
+            let rejects: Vec<&String> = rules[..lo]
+                .iter()
+                .filter(|r| r.contains("reject"))
+                .collect();
+            let tcp = rejects
+                .iter()
+                .find(|r| r.contains("\"tcp\""))
+                .unwrap_or_else(|| panic!("{role}: no TCP reject before lo: {rules:?}"));
+            // Upstream's SocksPorts, the TransPort and the DnsPort, split around 9108.
+            for port in [
+                "9050",
+                "9040",
+                "5300",
+                "9150",
+                "[9100,9107]",
+                "[9109,9111]",
+                "[9152,9229]",
+            ] {
+                assert!(tcp.contains(port), "{role}: {port} not rejected: {tcp}");
+            }
+            assert!(!tcp.contains("9108") && !tcp.contains("9051"), "{tcp}");
+            let udp = rejects
+                .iter()
+                .find(|r| r.contains("\"udp\""))
+                .unwrap_or_else(|| panic!("{role}: no UDP reject before lo: {rules:?}"));
+            assert!(udp.contains("5300"), "{udp}");
+        }
+    }
+
+    #[test]
+    fn merged_sorts_and_joins_ranges() {
+        let r = PortRange::range;
+        assert_eq!(
+            merged(&[
+                r(9100, 9125),
+                r(9050, 9050),
+                r(9110, 9130),
+                r(9131, 9131),
+                r(1, 2)
+            ]),
+            vec![r(1, 2), r(9050, 9050), r(9100, 9131)]
+        );
+        assert_eq!(merged(&[r(65535, 65535), r(1, 65535)]), vec![r(1, 65535)]);
+    }
+
+    #[test]
+    fn the_internal_network_is_reached_only_through_the_internal_interface() {
+        let cfg = Config::default();
+        let rules = rules_of(
+            &Ruleset::build(&cfg, Role::Gateway, &facts()).nftables,
+            "output",
+        );
+        let internal: Vec<&String> = rules
+            .iter()
+            .filter(|r| r.contains("10.152.128.0"))
+            .collect();
+        assert_eq!(internal.len(), 1, "{rules:?}");
+        assert!(
+            internal[0].contains("oifname") && internal[0].contains("\"eth1\""),
+            "{}",
+            internal[0]
+        );
+    }
+
+    #[test]
+    fn workstation_tcp_leaves_only_through_the_uplink() {
+        for transparent in [true, false] {
+            let cfg = Config {
+                workstation_transparent_tcp: transparent,
+                ..Config::default()
+            };
+            let rules = rules_of(
+                &Ruleset::build(&cfg, Role::Workstation, &facts()).nftables,
+                "output",
+            );
+            let tcp: Vec<&String> = rules
+                .iter()
+                .filter(|r| r.contains("\"tcp\"") && r.contains("accept"))
+                .collect();
+            assert_eq!(tcp.len(), 1, "{rules:?}");
+            assert!(
+                tcp[0].contains("oifname") && tcp[0].contains("\"eth0\""),
+                "{}",
+                tcp[0]
+            );
         }
     }
 

@@ -138,6 +138,9 @@ const CGNAT: (Ipv4Addr, u8) = (Ipv4Addr::new(100, 64, 0, 0), 10);
 const LOOPBACK: (Ipv4Addr, u8) = (Ipv4Addr::new(127, 0, 0, 0), 8);
 /// The widest network the public opt-in accepts: anything wider is not a LAN.
 const WIDEST_OPT_IN: u8 = 16;
+/// The widest internal (workstation) network: upstream's is a /18 (10.152.152.0/18), Qubes'
+/// a /16 (10.137.0.0/16).
+const WIDEST_INTERNAL: u8 = 16;
 
 fn net(a: Ipv4Addr, p: u8) -> Ipv4Net {
     Ipv4Net { addr: a, prefix: p }
@@ -214,6 +217,18 @@ pub fn config(cfg: &Config, role: Role) -> Result<(), ValidationError> {
                 "`{}/{}` is not a private network (10.0.0.0/8, 172.16.0.0/12, \
                  192.168.0.0/16): the workstation network must never include public addresses, \
                  the gateway lets every user reach it",
+                internal.addr, internal.prefix
+            ),
+        );
+    } else if internal.prefix < WIDEST_INTERNAL {
+        bad(
+            "internal_network",
+            format!(
+                "`{}/{}` is wider than a /{WIDEST_INTERNAL}: every user of the gateway reaches \
+                 the internal network, so a wide one takes in other private networks outside \
+                 Tor (on Whonix-KVM 10.0.0.0/8 includes the external network 10.0.2.0/24 and \
+                 its DNS server 10.0.2.2). The default is 10.152.152.0/18; Qubes uses \
+                 10.137.0.0/16",
                 internal.addr, internal.prefix
             ),
         );
@@ -582,6 +597,30 @@ mod tests {
             .contains("key `gateway_ip`: `198.51.100.2` is not a private address"));
         assert!(one("gateway_ip = \"192.168.0.1\"", Role::Gateway)
             .contains("is outside internal_network"));
+    }
+
+    #[test]
+    fn internal_network_is_at_most_a_slash_16() {
+        for net in ["10.0.0.0/8", "10.128.0.0/9", "10.152.0.0/15"] {
+            let msg = one(
+                &format!("\ninternal_network = \"{net}\"\ngateway_ip = \"10.152.152.10\""),
+                Role::Gateway,
+            );
+            assert!(
+                msg.starts_with(&format!(
+                    "{FILE}:2: key `internal_network`: `{net}` is wider than a /16"
+                )),
+                "{msg}"
+            );
+            assert!(msg.contains("10.0.2.2"), "{msg}");
+        }
+        // The default (/18) and Qubes' /16 are fine.
+        config(&Config::default(), Role::Gateway).expect("default");
+        config(
+            &cfg("internal_network = \"10.137.0.0/16\"\ngateway_ip = \"10.137.0.1\""),
+            Role::Gateway,
+        )
+        .expect("qubes");
     }
 
     #[test]

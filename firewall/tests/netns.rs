@@ -1171,3 +1171,178 @@ fn vpn_servers_are_reachable_only_by_the_vpn_user_and_ports() {
     }
     assert!(vpn.accept_all(SHORT).is_empty() && web.accept_all(Duration::ZERO).is_empty());
 }
+
+#[test]
+fn timesync_mode_on_the_gateway_refuses_tor_ports_that_socks_ports_leaves_out() {
+    if !require_root("timesync_mode_on_the_gateway_refuses_tor_ports_that_socks_ports_leaves_out") {
+        return;
+    }
+    // Tor's real ports come from torrc: `socks_ports = [9108]` must not reopen 9050, the
+    // TransPort or the DnsPort on loopback before sdwdate's first success.
+    let t = Topology::up("afw-tsports").expect("topology");
+    let mut listeners = Vec::new();
+    for port in [9050, 9040, 5300, 9150, 9200, 9108, 9051] {
+        listeners.push((
+            port,
+            t.gateway
+                .tcp_listen(sa([127, 0, 0, 1], port))
+                .expect("listen"),
+        ));
+    }
+    let dns = t.gateway.udp_bind(sa([127, 0, 0, 1], 5300)).expect("bind");
+    // Without rules the probes get through.
+    t.gateway
+        .udp_send(sa([127, 0, 0, 1], 5300), b"baseline")
+        .expect("send");
+    assert_eq!(udp_received(&dns, SHORT).len(), 1, "baseline UDP");
+    Fw::new(&format!(
+        "{}mode = \"timesync-fail-closed\"\nsocks_ports = [9108]\n",
+        gateway_config()
+    ))
+    .apply(&t.gateway);
+    for uid in [USER_UID, 0] {
+        for (port, l) in &listeners {
+            let open = *port == 9108 || *port == 9051;
+            let got = tcp_connect_as(
+                &t.gateway,
+                uid,
+                sa([127, 0, 0, 1], *port),
+                Duration::from_secs(2),
+            )
+            .expect("probe");
+            assert_eq!(got, open, "uid {uid} to 127.0.0.1:{port}");
+            assert_eq!(
+                l.accept_all(SHORT).len(),
+                usize::from(open),
+                "uid {uid} port {port}"
+            );
+        }
+    }
+    let _ = t.gateway.udp_send(sa([127, 0, 0, 1], 5300), b"dns?");
+    assert!(
+        udp_received(&dns, SHORT).is_empty(),
+        "UDP reached the DnsPort over loopback"
+    );
+}
+
+#[test]
+fn the_internal_network_is_reached_only_through_the_internal_interface() {
+    if !require_root("the_internal_network_is_reached_only_through_the_internal_interface") {
+        return;
+    }
+    // An address of internal_network that is routed out of the uplink (as Whonix-KVM's
+    // 10.0.2.2 DNS server would be with internal_network = "10.0.0.0/8") is not the
+    // workstation: no gateway user but Tor may reach it.
+    let t = Topology::up("afw-intif").expect("topology");
+    const OUTSIDE: [u8; 4] = [10, 152, 160, 1];
+    t.internet
+        .ip(&["addr", "add", "10.152.160.1/32", "dev", "up0"])
+        .expect("addr");
+    t.gateway
+        .ip(&["route", "add", "10.152.160.1/32", "dev", "eth0"])
+        .expect("route");
+    let outside_tcp = t.internet.tcp_listen(sa(OUTSIDE, 53)).expect("listen");
+    let outside_udp = t.internet.udp_bind(sa(OUTSIDE, 53)).expect("bind");
+    let ws = t
+        .workstation
+        .tcp_listen(sa(WORKSTATION_IP, 8080))
+        .expect("listen");
+    // Without rules the outside address answers (the probe can see a leak).
+    assert!(tcp_connect_as(
+        &t.gateway,
+        USER_UID,
+        sa(OUTSIDE, 53),
+        Duration::from_secs(2)
+    )
+    .expect("probe"));
+    assert_eq!(outside_tcp.accept_all(SHORT).len(), 1);
+    t.gateway
+        .udp_send(sa(OUTSIDE, 53), b"baseline")
+        .expect("send");
+    assert_eq!(udp_received(&outside_udp, SHORT).len(), 1);
+
+    Fw::new(&gateway_config()).apply(&t.gateway);
+    for uid in [USER_UID, 0] {
+        assert!(
+            !tcp_connect_as(&t.gateway, uid, sa(OUTSIDE, 53), SHORT).expect("probe"),
+            "uid {uid} reached 10.152.160.1 through the uplink"
+        );
+    }
+    let _ = t.gateway.udp_send(sa(OUTSIDE, 53), b"dns?");
+    assert!(outside_tcp.accept_all(SHORT).is_empty());
+    assert!(
+        udp_received(&outside_udp, SHORT).is_empty(),
+        "UDP reached 10.152.160.1 through the uplink"
+    );
+    // The workstation, through the internal interface, is still reachable by any user.
+    assert!(tcp_connect_as(
+        &t.gateway,
+        USER_UID,
+        sa(WORKSTATION_IP, 8080),
+        Duration::from_secs(2)
+    )
+    .expect("probe"));
+    assert_eq!(ws.accept_all(SHORT).len(), 1);
+}
+
+#[test]
+fn workstation_tcp_leaves_only_through_its_uplink_to_the_gateway() {
+    if !require_root("workstation_tcp_leaves_only_through_its_uplink_to_the_gateway") {
+        return;
+    }
+    // A second interface on the workstation (a USB tether, a second NIC) straight to the
+    // internet: TCP through it would bypass the gateway and Tor.
+    let t = Topology::up("afw-wsif").expect("topology");
+    t.workstation
+        .ip(&[
+            "link",
+            "add",
+            "wlan0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "up1",
+            "netns",
+            t.internet.name(),
+        ])
+        .expect("veth");
+    t.workstation
+        .ip(&["addr", "add", "192.168.77.2/24", "dev", "wlan0"])
+        .expect("addr");
+    t.internet
+        .ip(&["addr", "add", "192.168.77.1/24", "dev", "up1"])
+        .expect("addr");
+    t.workstation
+        .ip(&["link", "set", "wlan0", "up"])
+        .expect("up");
+    t.internet.ip(&["link", "set", "up1", "up"]).expect("up");
+    let side = t
+        .internet
+        .tcp_listen(sa([192, 168, 77, 1], 80))
+        .expect("listen");
+    let web = t.internet.tcp_listen(sa(INTERNET_IP, 80)).expect("listen");
+    assert!(t
+        .workstation
+        .tcp_connect(sa([192, 168, 77, 1], 80), Duration::from_secs(2))
+        .is_ok());
+    assert_eq!(side.accept_all(SHORT).len(), 1, "baseline");
+
+    Fw::new("role = \"workstation\"\n").apply(&t.workstation);
+    for uid in [USER_UID, 0] {
+        assert!(
+            !tcp_connect_as(&t.workstation, uid, sa([192, 168, 77, 1], 80), SHORT).expect("probe"),
+            "uid {uid} left the workstation through wlan0"
+        );
+    }
+    assert!(side.accept_all(SHORT).is_empty(), "TCP left through wlan0");
+    // Through eth0 (to the gateway, which has no rules in this test) TCP still goes.
+    assert!(tcp_connect_as(
+        &t.workstation,
+        USER_UID,
+        sa(INTERNET_IP, 80),
+        Duration::from_secs(2)
+    )
+    .expect("probe"));
+    assert_eq!(web.accept_all(SHORT).len(), 1);
+}
