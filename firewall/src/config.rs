@@ -347,6 +347,17 @@ impl Config {
             ToString::to_string,
         )
     }
+
+    /// Where to fix a conflict between `key` and `other`: the one the user set in a file (both
+    /// when both are); the compiled-in default of `key` only when neither is.
+    pub fn at_either(&self, key: &str, other: &str) -> String {
+        match (self.locs.get(key), self.locs.get(other)) {
+            (Some(a), Some(b)) => format!("{a} (and {b})"),
+            (Some(a), None) => a.to_string(),
+            (None, Some(b)) => b.to_string(),
+            (None, None) => format!("compiled-in default: key `{key}`"),
+        }
+    }
 }
 
 /// Upstream whonix-firewall's SocksPorts (firewall-common's INTERNAL_OPEN_PORTS plus the

@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use thiserror::Error;
 
-use crate::config::{Config, IfName, Ipv4Net, Mode, Role, User};
+use crate::config::{Config, IfName, Ipv4Net, Mode, PortRange, Role, User, DEFAULT_SOCKS_PORTS};
 
 /// One broken invariant: where (`file:line: key `k``, or the command line) and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,21 +198,60 @@ fn local_network_problem(n: Ipv4Net) -> Option<String> {
     ))
 }
 
+/// `Some(v4)` for an IPv4-mapped IPv6 address (`::ffff:1.2.3.4`).
+fn ipv4_mapped(a: IpAddr) -> Option<Ipv4Addr> {
+    match a {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped(),
+        IpAddr::V4(_) => None,
+    }
+}
+
+/// Tor's ports on the gateway, each with what it is. Tor's real SocksPorts come from torrc,
+/// so upstream's set counts as well as the configured `socks_ports`.
+fn tor_ports(cfg: &Config) -> Vec<(String, PortRange)> {
+    let mut out: Vec<(String, PortRange)> = Vec::new();
+    for r in DEFAULT_SOCKS_PORTS.iter().chain(&cfg.socks_ports) {
+        if !out.iter().any(|(_, o)| o == r) {
+            out.push(("SocksPort".into(), *r));
+        }
+    }
+    for (what, port) in [
+        ("TransPort (trans_port)", cfg.trans_port),
+        ("DnsPort (dns_port)", cfg.dns_port),
+        (
+            "control port filter (control_port_filter_port)",
+            cfg.control_port_filter_port,
+        ),
+    ] {
+        out.push((what.into(), PortRange::single(port)));
+    }
+    out
+}
+
+fn shown(r: PortRange) -> String {
+    if r.first == r.last {
+        r.first.to_string()
+    } else {
+        format!("{}-{}", r.first, r.last)
+    }
+}
+
+fn ranges_overlap(a: PortRange, b: PortRange) -> bool {
+    a.first <= b.last && b.first <= a.last
+}
+
 /// Checks the merged config for `role`: networks, ports, interfaces and the VPN keys.
 pub fn config(cfg: &Config, role: Role) -> Result<(), ValidationError> {
     let mut out = Vec::new();
-    let mut bad = |key: &str, message: String| {
-        out.push(Violation {
-            at: cfg.at(key),
-            message,
-        })
-    };
+    // `at`: where the user fixes it, `cfg.at(key)` or, for a check between two keys,
+    // `cfg.at_either(key, other)` (the one set in a file, or both).
+    let mut bad = |at: String, message: String| out.push(Violation { at, message });
 
     // Networks.
     let internal = cfg.internal_network;
     if !is_private(internal) {
         bad(
-            "internal_network",
+            cfg.at("internal_network"),
             format!(
                 "`{}/{}` is not a private network (10.0.0.0/8, 172.16.0.0/12, \
                  192.168.0.0/16): the workstation network must never include public addresses, \
@@ -222,7 +261,7 @@ pub fn config(cfg: &Config, role: Role) -> Result<(), ValidationError> {
         );
     } else if internal.prefix < WIDEST_INTERNAL {
         bad(
-            "internal_network",
+            cfg.at("internal_network"),
             format!(
                 "`{}/{}` is wider than a /{WIDEST_INTERNAL}: every user of the gateway reaches \
                  the internal network, so a wide one takes in other private networks outside \
@@ -236,7 +275,7 @@ pub fn config(cfg: &Config, role: Role) -> Result<(), ValidationError> {
     let gw = net(cfg.gateway_ip, 32);
     if !is_private(gw) {
         bad(
-            "gateway_ip",
+            cfg.at("gateway_ip"),
             format!(
                 "`{}` is not a private address; the gateway is always on the private internal \
                  network",
@@ -245,7 +284,7 @@ pub fn config(cfg: &Config, role: Role) -> Result<(), ValidationError> {
         );
     } else if role == Role::Gateway && !within(gw, internal) {
         bad(
-            "gateway_ip",
+            cfg.at_either("gateway_ip", "internal_network"),
             format!(
                 "`{}` is outside internal_network {}/{}",
                 cfg.gateway_ip, internal.addr, internal.prefix
@@ -257,7 +296,7 @@ pub fn config(cfg: &Config, role: Role) -> Result<(), ValidationError> {
         match local_network_problem(*n) {
             Some(_) if opted_in && !overlap(*n, net(LOOPBACK.0, LOOPBACK.1)) => {}
             Some(why) => bad(
-                "local_networks",
+                cfg.at("local_networks"),
                 format!(
                     "{why}. To reach a public network outside Tor on purpose, name it in \
                      `allow_public_local_networks` too (at most a /{WIDEST_OPT_IN})"
@@ -269,7 +308,7 @@ pub fn config(cfg: &Config, role: Role) -> Result<(), ValidationError> {
     for n in &cfg.allow_public_local_networks {
         if n.prefix < WIDEST_OPT_IN {
             bad(
-                "allow_public_local_networks",
+                cfg.at("allow_public_local_networks"),
                 format!(
                     "`{}/{}` is wider than a /{WIDEST_OPT_IN}: that is not a LAN but a large \
                      part of the internet, which must be reached through Tor",
@@ -288,7 +327,7 @@ pub fn config(cfg: &Config, role: Role) -> Result<(), ValidationError> {
         ("sdwdate_socks_port", cfg.sdwdate_socks_port),
     ] {
         if port == 0 {
-            bad(key, "`0` is not a port (1-65535)".into());
+            bad(cfg.at(key), "`0` is not a port (1-65535)".into());
         }
     }
     for (key, list) in [
@@ -302,7 +341,7 @@ pub fn config(cfg: &Config, role: Role) -> Result<(), ValidationError> {
         for r in list {
             if r.first == 0 || r.first > r.last {
                 bad(
-                    key,
+                    cfg.at(key),
                     format!(
                         "`{}-{}` is not a port range (1-65535, first <= last)",
                         r.first, r.last
@@ -317,12 +356,61 @@ pub fn config(cfg: &Config, role: Role) -> Result<(), ValidationError> {
         .any(|r| r.contains(cfg.sdwdate_socks_port))
     {
         bad(
-            "sdwdate_socks_port",
+            cfg.at_either("sdwdate_socks_port", "socks_ports"),
             format!(
                 "`{}` is not one of socks_ports; sdwdate's port must be a SocksPort",
                 cfg.sdwdate_socks_port
             ),
         );
+    }
+
+    // Tor's own ports are never opened on the external interface: anyone on the uplink could
+    // then use this gateway's Tor (SocksPorts, TransPort, DnsPort) or its control port filter.
+    let tor = tor_ports(cfg);
+    for (key, list) in [
+        ("external_open_ports", &cfg.external_open_ports),
+        ("external_udp_open_ports", &cfg.external_udp_open_ports),
+    ] {
+        for r in list {
+            let hit: Vec<String> = tor
+                .iter()
+                .filter(|(_, t)| ranges_overlap(*r, *t))
+                .map(|(what, t)| format!("{what} {}", shown(*t)))
+                .collect();
+            if !hit.is_empty() {
+                bad(
+                    cfg.at(key),
+                    format!(
+                        "`{}` overlaps Tor's ports ({}): opened on the external interface, \
+                         anyone on the uplink could use this gateway's Tor and the \
+                         workstation's ports; open other ports",
+                        shown(*r),
+                        hit.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+    // TransPort, DnsPort and the control port filter are distinct from each other and from
+    // the SocksPorts: sdwdate's SocksPort is the one port left open in timesync mode, and
+    // must not take another port's traffic with it.
+    let singles = [
+        ("trans_port", cfg.trans_port),
+        ("dns_port", cfg.dns_port),
+        ("control_port_filter_port", cfg.control_port_filter_port),
+    ];
+    for (i, &(key, port)) in singles.iter().enumerate() {
+        if let Some((other, _)) = singles[..i].iter().find(|(_, p)| *p == port) {
+            bad(
+                cfg.at_either(key, other),
+                format!("`{port}` is also {other}; Tor's ports must be different"),
+            );
+        } else if cfg.socks_ports.iter().any(|r| r.contains(port)) {
+            bad(
+                cfg.at_either(key, "socks_ports"),
+                format!("`{port}` is also one of socks_ports; Tor's ports must be different"),
+            );
+        }
     }
 
     // Interfaces.
@@ -331,19 +419,28 @@ pub fn config(cfg: &Config, role: Role) -> Result<(), ValidationError> {
         ("internal_interface", &cfg.internal_interface),
         ("vpn_interface", &cfg.vpn_interface),
     ];
+    let loopback: IfName = "lo".parse().expect("`lo` is an interface name");
     for (key, name) in ifaces {
         if let Err(e) = name.as_str().parse::<IfName>() {
-            bad(key, e);
+            bad(cfg.at(key), e);
         }
-        if name.as_str() == "lo" || name.as_str() == "lo*" {
+        if name.overlaps(&loopback) {
+            let how = if name.as_str() == "lo" {
+                "`lo` is".to_owned()
+            } else {
+                format!("`{name}` also matches `lo`,")
+            };
             bad(
-                key,
-                "`lo` is loopback, which the rules always accept; name a network interface".into(),
+                cfg.at(key),
+                format!(
+                    "{how} loopback, which the rules always accept (and which must never \
+                     get the workstation-facing ports or the redirect); name a network interface"
+                ),
             );
         }
         if name.wildcard_prefix().is_some() && key != "internal_interface" {
             bad(
-                key,
+                cfg.at(key),
                 format!(
                     "`{name}` is a wildcard; only internal_interface may be one (e.g. `vif*` \
                      for Qubes), the {} must be named exactly",
@@ -357,8 +454,12 @@ pub fn config(cfg: &Config, role: Role) -> Result<(), ValidationError> {
             if !a.overlaps(b) {
                 continue;
             }
-            // Point at the wildcard if there is one, else at the later key.
-            let ((key, this), (other_key, other)) = if a.wildcard_prefix().is_some() {
+            // Point at the wildcard if there is one, else at the key set in a file (the later
+            // one when both are).
+            let set = |k: &str| cfg.locs.contains_key(k);
+            let ((key, this), (other_key, other)) = if a.wildcard_prefix().is_some()
+                || (b.wildcard_prefix().is_none() && set(ka) && !set(kb))
+            {
                 ((ka, a), (kb, b))
             } else {
                 ((kb, b), (ka, a))
@@ -369,7 +470,7 @@ pub fn config(cfg: &Config, role: Role) -> Result<(), ValidationError> {
                 "is the same as"
             };
             bad(
-                key,
+                cfg.at_either(key, other_key),
                 format!(
                     "`{this}` {how} {other_key} `{other}`; the internal, external and VPN \
                      interfaces must be different (the workstation-facing ports and the \
@@ -383,7 +484,7 @@ pub fn config(cfg: &Config, role: Role) -> Result<(), ValidationError> {
     if !cfg.vpn_servers.is_empty() {
         if !cfg.vpn_firewall {
             bad(
-                "vpn_servers",
+                cfg.at("vpn_servers"),
                 "vpn_servers without vpn_firewall = true: nothing would use them; remove them \
                  or enable vpn_firewall"
                     .into(),
@@ -391,13 +492,13 @@ pub fn config(cfg: &Config, role: Role) -> Result<(), ValidationError> {
         }
         if cfg.vpn_user.is_none() {
             bad(
-                "vpn_servers",
+                cfg.at("vpn_servers"),
                 "vpn_servers needs vpn_user: only the VPN client's user may reach them".into(),
             );
         }
         if cfg.vpn_server_ports.is_empty() {
             bad(
-                "vpn_servers",
+                cfg.at("vpn_servers"),
                 "vpn_servers needs vpn_server_ports: only the VPN's ports are reachable".into(),
             );
         }
@@ -413,15 +514,25 @@ pub fn config(cfg: &Config, role: Role) -> Result<(), ValidationError> {
             };
             if odd {
                 bad(
-                    "vpn_servers",
+                    cfg.at("vpn_servers"),
                     format!("`{a}` is not a unicast server address"),
+                );
+            }
+            if let Some(v4) = ipv4_mapped(*a) {
+                bad(
+                    cfg.at("vpn_servers"),
+                    format!(
+                        "`{a}` is an IPv4-mapped IPv6 address: the rule would match it as IPv6 \
+                         (`ip6 daddr`), which no packet to the IPv4 server ever carries, so the \
+                         VPN could never connect; write `{v4}`"
+                    ),
                 );
             }
         }
     }
     if cfg.vpn_firewall && role == Role::Workstation {
         bad(
-            "vpn_firewall",
+            cfg.at("vpn_firewall"),
             "vpn_firewall is a gateway option (upstream's workstation tunnel firewall is not \
              supported)"
                 .into(),
@@ -827,6 +938,169 @@ mod tests {
             .expect_err("unknown")
             .to_string()
             .contains("unknown role"));
+    }
+
+    #[test]
+    fn no_interface_may_match_loopback() {
+        for (text, key) in [
+            ("internal_interface = \"l*\"", "internal_interface"),
+            ("internal_interface = \"lo*\"", "internal_interface"),
+            ("internal_interface = \"lo\"", "internal_interface"),
+            ("vpn_interface = \"lo\"", "vpn_interface"),
+            ("external_interface = \"lo\"", "external_interface"),
+        ] {
+            let msg = one(text, Role::Gateway);
+            assert!(
+                msg.starts_with(&format!("{FILE}:1: key `{key}`")),
+                "{text}: {msg}"
+            );
+            assert!(msg.contains("loopback"), "{text}: {msg}");
+        }
+        assert!(
+            one("internal_interface = \"l*\"", Role::Gateway).contains("`l*` also matches `lo`")
+        );
+        // A name that only starts like it is fine.
+        config(&cfg("internal_interface = \"lan*\""), Role::Gateway).expect("lan*");
+        config(&cfg("internal_interface = \"lo0\""), Role::Gateway).expect("lo0");
+    }
+
+    #[test]
+    fn ipv4_mapped_ipv6_addresses_are_refused() {
+        let base = "vpn_firewall = true\nvpn_user = \"tunnel\"\nvpn_server_ports = [1194]\n";
+        let msg = one(
+            &format!("{base}vpn_servers = [\"192.0.2.7\", \"::ffff:192.0.2.8\"]"),
+            Role::Gateway,
+        );
+        assert!(
+            msg.starts_with(&format!(
+                "{FILE}:4: key `vpn_servers`: `::ffff:192.0.2.8` is an IPv4-mapped IPv6 address"
+            )),
+            "{msg}"
+        );
+        assert!(msg.contains("write `192.0.2.8`"), "{msg}");
+        config(
+            &cfg(&format!(
+                "{base}vpn_servers = [\"192.0.2.7\", \"2001:db8::7\"]"
+            )),
+            Role::Gateway,
+        )
+        .expect("plain addresses");
+        // The other address keys are IPv4 only: parsing refuses the mapped form.
+        let mut c = Config::default();
+        for key in ["gateway_ip", "internal_network", "local_networks"] {
+            let value = if key == "local_networks" {
+                "[\"::ffff:10.0.0.1\"]"
+            } else {
+                "\"::ffff:10.152.152.10\""
+            };
+            let text = format!("{key} = {value}");
+            c.merge_str(Path::new(FILE), &text).expect_err(&text);
+        }
+    }
+
+    #[test]
+    fn external_open_ports_may_not_overlap_tors_ports() {
+        for (text, needle) in [
+            ("external_open_ports = [\"9000-9999\"]", "SocksPort 9050"),
+            (
+                "external_open_ports = [\"9000-9999\"]",
+                "TransPort (trans_port) 9040",
+            ),
+            ("external_open_ports = [443, 9051]", "control port filter"),
+            ("external_open_ports = [9200]", "SocksPort 9152-9229"),
+            ("external_open_ports = [5300]", "DnsPort (dns_port) 5300"),
+            (
+                "external_udp_open_ports = [5300]",
+                "DnsPort (dns_port) 5300",
+            ),
+            // Upstream's SocksPorts count even when socks_ports leaves them out (torrc decides).
+            (
+                "socks_ports = [9108]\nexternal_open_ports = [9050]",
+                "SocksPort 9050",
+            ),
+            (
+                "socks_ports = [9108, 7000]\nexternal_open_ports = [7000]",
+                "SocksPort 7000",
+            ),
+            (
+                "trans_port = 8040\nexternal_open_ports = [8040]",
+                "TransPort",
+            ),
+        ] {
+            let msg = one(text, Role::Gateway);
+            let key = if text.contains("udp") {
+                "external_udp_open_ports"
+            } else {
+                "external_open_ports"
+            };
+            let line = text.lines().count();
+            assert!(
+                msg.starts_with(&format!("{FILE}:{line}: key `{key}`")),
+                "{text}: {msg}"
+            );
+            assert!(msg.contains("overlaps Tor's ports"), "{text}: {msg}");
+            assert!(msg.contains(needle), "{text}: {msg}");
+        }
+        config(
+            &cfg("external_open_ports = [443, \"8000-8010\", 9001]\nexternal_udp_open_ports = [4500, 53]"),
+            Role::Gateway,
+        )
+        .expect("relay and VPN ports");
+    }
+
+    #[test]
+    fn tors_single_ports_are_distinct() {
+        assert!(
+            one("\ndns_port = 9040", Role::Gateway).starts_with(&format!(
+                "{FILE}:2: key `dns_port`: `9040` is also trans_port"
+            ))
+        );
+        assert!(
+            one("trans_port = 9108", Role::Gateway).starts_with(&format!(
+                "{FILE}:1: key `trans_port`: `9108` is also one of socks_ports"
+            ))
+        );
+    }
+
+    #[test]
+    fn cross_key_errors_point_at_the_key_set_in_a_file() {
+        // Only socks_ports is in the file: point there, not at sdwdate's compiled-in default.
+        let msg = one("\nsocks_ports = [9050]", Role::Gateway);
+        assert!(
+            msg.starts_with(&format!(
+                "{FILE}:2: key `socks_ports`: `9108` is not one of"
+            )),
+            "{msg}"
+        );
+        // Both in the file: both named.
+        let msg = one(
+            "socks_ports = [9050]\nsdwdate_socks_port = 9100",
+            Role::Gateway,
+        );
+        assert!(
+            msg.starts_with(&format!(
+                "{FILE}:2: key `sdwdate_socks_port` (and {FILE}:1: key `socks_ports`)"
+            )),
+            "{msg}"
+        );
+        // The internal network moved away from the default gateway_ip.
+        let msg = one("\n\ninternal_network = \"10.137.0.0/16\"", Role::Gateway);
+        assert!(
+            msg.starts_with(&format!(
+                "{FILE}:3: key `internal_network`: `10.152.152.10` is outside"
+            )),
+            "{msg}"
+        );
+        // external_interface set to the default internal one.
+        let msg = one("external_interface = \"eth1\"", Role::Gateway);
+        assert!(
+            msg.starts_with(&format!(
+                "{FILE}:1: key `external_interface`: `eth1` is the same as internal_interface \
+                 `eth1`"
+            )),
+            "{msg}"
+        );
+        assert!(!msg.contains("compiled-in default"), "{msg}");
     }
 
     #[test]

@@ -796,6 +796,12 @@ fn dangerous_configs_are_refused_and_leave_lockdown() {
             false,
             "50_test.toml:3: key `external_open_ports`: `70000` is not a port (1-65535)",
         ),
+        (
+            format!("{gw}external_open_ports = [\"9000-9999\"]\n"),
+            &[],
+            false,
+            "50_test.toml:3: key `external_open_ports`: `9000-9999` overlaps Tor's ports",
+        ),
     ];
     for (text, extra, marker, expect) in cases {
         // Start from a loaded, working ruleset each time: the refusal must replace it.
