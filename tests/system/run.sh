@@ -54,6 +54,8 @@ if [ ! -f "$base/rootfs.cpio" ]; then
   ln -sf lib/systemd/systemd "$r/init"
   (cd "$r" && find . | cpio -o -H newc --quiet) > "$base/rootfs.cpio.partial"
   mv "$base/rootfs.cpio.partial" "$base/rootfs.cpio"
+  # Older root filesystems (other package lists or recipes): about 3 GB each.
+  find "$CACHE" -mindepth 1 -maxdepth 1 ! -name "$key" -exec rm -rf {} +
   step "root filesystem cached in $base ($(du -sh "$base/rootfs.cpio" | cut -f1))"
 else
   step "root filesystem from the cache ($base)"
