@@ -61,7 +61,7 @@ echo "SYSTEM: start $(uname -r), systemd $(systemctl --version | head -n1 | cut 
 # workstation role, a bad file in /etc/anon-firewall.d. At boot it must fail before the
 # network is prepared, leave lockdown, say why, and keep the network managers down.
 if [ -e /root/phase2 ]; then
-	info "second boot: anon-firewall installed and enabled by the first, with a bad file"
+	info "second boot: anon-firewall installed and enabled by the first (gateway marker), with a bad file"
 	check "boot: anon-firewall ran and failed at boot" active anon-firewall.service failed || diag anon-firewall.service
 	# `apply` itself locks down before it exits with the error (the stop hook is the net for a
 	# crash): its exit is what network-pre.target must come after.
@@ -74,6 +74,12 @@ if [ -e /root/phase2 ]; then
 	check "boot: networking.service did not bring interfaces up" active networking.service failed
 	check "boot: ... the boot-time interface is absent" sh -c '! ip link show anontest0'
 	check "boot: ... and networking's journal says why" sh -c 'journalctl -b -u networking --no-pager | grep -q "anon-firewall is in use but not active"'
+	# The admin fixes the file: the gateway rules load (only debian-tor out), the network comes up.
+	rm /etc/anon-firewall.d/60_typo.toml
+	systemctl reset-failed anon-firewall.service networking.service
+	check "boot: fixed, the gateway role applies" systemctl restart anon-firewall.service
+	check "boot: ... only debian-tor's uid gets out" sh -c "nft list table inet anon_firewall | grep -Eq 'skuid (debian-tor|$(id -u debian-tor))'"
+	check "boot: ... and networking.service brings the interface up" sh -c 'systemctl restart networking.service && ip link show anontest0 | grep -q ",UP"'
 	journal_clean anon-firewall.service
 	echo "SYSTEM-EXIT $FAILED"
 	exit 0
@@ -381,7 +387,7 @@ check "all packages: apt purge together" apt-get purge -y anon-firewall sdwdate 
 touch /root/phase1.mark; sleep 1
 check "second boot prepared: anon-firewall installed" apt-get install -y --no-install-recommends "$(deb anon-firewall)"
 check "second boot prepared: anon-firewall enabled" systemctl enable anon-firewall.service
-printf 'role = "workstation"\n' > /etc/anon-firewall.d/50_user.toml
+mkdir -p /usr/share/anon-gw-base-files; touch /usr/share/anon-gw-base-files/gateway
 echo 'allow_incomming_ssh = true' > /etc/anon-firewall.d/60_typo.toml
 cat > /etc/network/interfaces.d/anon-test <<'IF'
 auto anontest0
