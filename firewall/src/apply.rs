@@ -70,7 +70,9 @@ impl Default for Host {
     }
 }
 
-fn resolve_user(u: &User) -> Result<u32, ApplyError> {
+/// The uid of `u`, the value of `key` in `cfg` (`key` names a compiled-in default in the
+/// error, e.g. a missing `sdwdate` user).
+fn resolve_user(cfg: &Config, u: &User, key: &str) -> Result<u32, ApplyError> {
     match &u.user {
         UserRef::Uid(uid) => Ok(*uid),
         UserRef::Name(name) => match nix::unistd::User::from_name(name) {
@@ -79,7 +81,7 @@ fn resolve_user(u: &User) -> Result<u32, ApplyError> {
                 at: u
                     .loc
                     .as_ref()
-                    .map_or_else(|| "default".to_owned(), ToString::to_string),
+                    .map_or_else(|| cfg.at(key), ToString::to_string),
                 user: name.clone(),
             }),
         },
@@ -112,18 +114,22 @@ impl Host {
         validate::config(&config, role)?;
         let mut uids = Uids::default();
         if role == Role::Gateway {
-            uids.tor = Some(resolve_user(&config.tor_user)?);
+            uids.tor = Some(resolve_user(&config, &config.tor_user, "tor_user")?);
             uids.no_nat = config
                 .no_nat_users
                 .iter()
-                .map(resolve_user)
+                .map(|u| resolve_user(&config, u, "no_nat_users"))
                 .collect::<Result<_, _>>()?;
             if config.vpn_firewall {
-                uids.vpn = config.vpn_user.as_ref().map(resolve_user).transpose()?;
+                uids.vpn = config
+                    .vpn_user
+                    .as_ref()
+                    .map(|u| resolve_user(&config, u, "vpn_user"))
+                    .transpose()?;
             }
         }
         if validate::needs_sdwdate_uid(&config, role) {
-            uids.sdwdate = Some(resolve_user(&config.sdwdate_user)?);
+            uids.sdwdate = Some(resolve_user(&config, &config.sdwdate_user, "sdwdate_user")?);
         }
         validate::users(&config, &uids)?;
         let facts = Facts {
@@ -379,27 +385,38 @@ mod tests {
             "\ntor_user = \"no-such-user-xyz\"\n",
         )
         .expect("parse");
-        let e = resolve_user(&c.tor_user).expect_err("unknown user");
+        let e = resolve_user(&c, &c.tor_user, "tor_user").expect_err("unknown user");
         assert!(
             e.to_string()
                 .starts_with("/etc/anon-firewall.d/50_user.toml:2: key `tor_user`"),
             "{e}"
         );
+        let user = |name: &str| User {
+            user: UserRef::Name(name.into()),
+            loc: None,
+        };
         assert_eq!(
-            resolve_user(&User {
-                user: UserRef::Uid(7),
-                loc: None
-            })
+            resolve_user(
+                &c,
+                &User {
+                    user: UserRef::Uid(7),
+                    loc: None
+                },
+                "tor_user"
+            )
             .ok(),
             Some(7)
         );
-        assert_eq!(
-            resolve_user(&User {
-                user: UserRef::Name("root".into()),
-                loc: None
-            })
-            .ok(),
-            Some(0)
+        assert_eq!(resolve_user(&c, &user("root"), "tor_user").ok(), Some(0));
+        // A compiled-in default user that this host lacks (no sdwdate package) says so, with
+        // the key to set.
+        let e = resolve_user(&c, &user("no-such-sdwdate-xyz"), "sdwdate_user")
+            .expect_err("unknown default user");
+        assert!(
+            e.to_string().starts_with(
+                "compiled-in default: key `sdwdate_user`: user `no-such-sdwdate-xyz` does not exist"
+            ),
+            "{e}"
         );
     }
 }

@@ -131,17 +131,45 @@ impl FromStr for PortRange {
     }
 }
 
+/// A value written as a number or a string (a port range, a user), read without serde's
+/// untagged enums, whose error ("data did not match any variant of untagged enum") names
+/// neither the type found nor the one expected.
+enum NumOrStr {
+    Num(i64),
+    Str(String),
+}
+
+/// Reads a [`NumOrStr`]; any other type is an error saying what was found and `expecting`.
+fn num_or_str<'de, D: Deserializer<'de>>(
+    d: D,
+    expecting: &'static str,
+) -> Result<NumOrStr, D::Error> {
+    struct V(&'static str);
+    impl serde::de::Visitor<'_> for V {
+        type Value = NumOrStr;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+        fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<NumOrStr, E> {
+            Ok(NumOrStr::Num(n))
+        }
+        fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<NumOrStr, E> {
+            i64::try_from(n)
+                .map(NumOrStr::Num)
+                .map_err(|_| E::custom(format!("`{n}` is too large")))
+        }
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<NumOrStr, E> {
+            Ok(NumOrStr::Str(s.to_owned()))
+        }
+    }
+    d.deserialize_any(V(expecting))
+}
+
 impl<'de> Deserialize<'de> for PortRange {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Int(i64),
-            Str(String),
-        }
-        let text = match Raw::deserialize(d)? {
-            Raw::Int(n) => n.to_string(),
-            Raw::Str(s) => s,
+        let text = match num_or_str(d, "a port (9050) or a port range (\"9100-9125\")")? {
+            NumOrStr::Num(n) => n.to_string(),
+            NumOrStr::Str(s) => s,
         };
         text.parse().map_err(|e: String| {
             serde::de::Error::custom(format!("{e}; hint: write 9050 or \"9100-9125\""))
@@ -263,18 +291,12 @@ impl fmt::Display for UserRef {
 
 impl<'de> Deserialize<'de> for UserRef {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Int(i64),
-            Str(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Int(n) => u32::try_from(n)
+        match num_or_str(d, "a user name (\"debian-tor\") or a numeric uid")? {
+            NumOrStr::Num(n) => u32::try_from(n)
                 .map(UserRef::Uid)
                 .map_err(|_| serde::de::Error::custom(format!("`{n}` is not a uid"))),
-            Raw::Str(s) if s.is_empty() => Err(serde::de::Error::custom("empty user name")),
-            Raw::Str(s) => Ok(UserRef::Name(s)),
+            NumOrStr::Str(s) if s.is_empty() => Err(serde::de::Error::custom("empty user name")),
+            NumOrStr::Str(s) => Ok(UserRef::Name(s)),
         }
     }
 }
@@ -470,7 +492,14 @@ impl From<Port> for u16 {
 
 impl<'de> Deserialize<'de> for Port {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let n = i64::deserialize(d)?;
+        let n = match num_or_str(d, "a port number (1-65535)")? {
+            NumOrStr::Num(n) => n,
+            NumOrStr::Str(s) => {
+                return Err(serde::de::Error::custom(format!(
+                    "`\"{s}\"` is a string, not a port; hint: write the number without quotes"
+                )))
+            }
+        };
         match u16::try_from(n) {
             Ok(p) if p != 0 => Ok(Port(p)),
             _ => Err(serde::de::Error::custom(format!(
@@ -480,15 +509,17 @@ impl<'de> Deserialize<'de> for Port {
     }
 }
 
-/// The line a top-level `key = ...` is written on (our files are flat: no tables).
-fn line_of_key(text: &str, key: &str) -> usize {
-    text.lines()
-        .position(|l| {
-            l.trim_start()
-                .strip_prefix(key)
-                .is_some_and(|rest| rest.trim_start().starts_with('='))
+/// Every top-level key of a file with the line it is written on, from the TOML parser's own
+/// spans: a quoted key (`"local_networks" = [...]`) or one written after a multi-line value
+/// gets its real line (our files are flat: no tables).
+fn key_lines(text: &str) -> Vec<(String, usize)> {
+    toml::from_str::<BTreeMap<toml::Spanned<String>, serde::de::IgnoredAny>>(text)
+        .map(|keys| {
+            keys.into_keys()
+                .map(|k| (k.get_ref().clone(), line_of(text, k.span().start)))
+                .collect()
         })
-        .map_or(1, |i| i + 1)
+        .unwrap_or_default()
 }
 
 /// Shortens serde's "unknown field `x`, expected one of <all keys>" to a hint at the
@@ -523,6 +554,11 @@ fn key_on_line(text: &str, line: usize) -> Option<String> {
     let l = text.lines().nth(line.checked_sub(1)?)?;
     let (k, _) = l.split_once('=')?;
     let k = k.trim();
+    let k = k
+        .strip_prefix('"')
+        .and_then(|k| k.strip_suffix('"'))
+        .or_else(|| k.strip_prefix('\'').and_then(|k| k.strip_suffix('\'')))
+        .unwrap_or(k);
     (!k.is_empty() && !k.starts_with('#')).then(|| k.to_owned())
 }
 
@@ -547,17 +583,15 @@ impl Config {
             user: s.into_inner(),
         };
         // Remember where every key of this file is, for the validation pass.
-        if let Ok(table) = toml::from_str::<toml::Table>(text) {
-            for key in table.keys() {
-                self.locs.insert(
-                    key.clone(),
-                    Loc {
-                        file: file.to_owned(),
-                        line: line_of_key(text, key),
-                        key: key.clone(),
-                    },
-                );
-            }
+        for (key, line) in key_lines(text) {
+            self.locs.insert(
+                key.clone(),
+                Loc {
+                    file: file.to_owned(),
+                    line,
+                    key,
+                },
+            );
         }
         macro_rules! take {
             ($($f:ident),*) => { $( if let Some(v) = fc.$f { self.$f = v.into(); } )* };
@@ -724,6 +758,67 @@ mod tests {
             );
             assert!(msg.contains(needle), "{text}: {msg}");
         }
+    }
+
+    #[test]
+    fn quoted_keys_get_their_own_line() {
+        let c = parse(
+            "# \"local_networks\" = [\"10.0.0.0/8\"]\nmode = \"full\"\n\"local_networks\" = [\n  \"192.168.1.0/24\",\n]\n'gateway_ip' = \"10.152.152.10\"\n",
+        )
+        .expect("ok");
+        assert_eq!(c.locs["local_networks"].line, 3);
+        assert_eq!(c.locs["gateway_ip"].line, 6);
+        assert_eq!(c.locs["mode"].line, 2);
+        assert_eq!(
+            c.at("local_networks"),
+            "/etc/anon-firewall.d/50_user.toml:3: key `local_networks`"
+        );
+        // An error on a quoted key names the key without its quotes.
+        let msg = parse("\n\"trans_port\" = 0")
+            .expect_err("port 0")
+            .to_string();
+        assert!(
+            msg.starts_with("/etc/anon-firewall.d/50_user.toml:2: key `trans_port`:"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn wrong_types_say_what_was_expected() {
+        for (text, needle) in [
+            (
+                "socks_ports = [true]",
+                "invalid type: boolean `true`, expected a port (9050) or a port range",
+            ),
+            (
+                "external_open_ports = [1.5]",
+                "invalid type: floating point `1.5`, expected a port (9050) or a port range",
+            ),
+            (
+                "tor_user = true",
+                "invalid type: boolean `true`, expected a user name",
+            ),
+            (
+                "no_nat_users = [[1]]",
+                "expected a user name (\"debian-tor\") or a numeric uid",
+            ),
+            (
+                "trans_port = true",
+                "invalid type: boolean `true`, expected a port number (1-65535)",
+            ),
+            ("trans_port = \"9040\"", "is a string, not a port"),
+        ] {
+            let msg = parse(text).expect_err(text).to_string();
+            assert!(msg.contains(needle), "{text}: {msg}");
+            assert!(!msg.contains("untagged"), "{text}: {msg}");
+            assert!(msg.contains("50_user.toml:1:"), "{text}: {msg}");
+        }
+        // Numbers and strings still parse.
+        let c =
+            parse("socks_ports = [9050, \"9100-9102\"]\ntor_user = 107\nno_nat_users = [\"a\"]")
+                .expect("ok");
+        assert_eq!(c.socks_ports.len(), 2);
+        assert_eq!(c.tor_user.user, UserRef::Uid(107));
     }
 
     #[test]
