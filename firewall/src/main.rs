@@ -17,7 +17,8 @@ Examples:
   anon-firewall dry-run --role gateway --format nft
   anon-firewall check-config --config-dir /etc/anon-firewall.d
   anon-firewall status                     is the ruleset loaded? did the last apply fail?
-  anon-firewall unload                     DANGEROUS: delete our rules, the host is unfiltered
+  systemctl stop anon-firewall anon-firewall-timesync.path
+  anon-firewall unload --yes-unfiltered    DANGEROUS: delete our rules, the host is unfiltered
 
 The role comes from upstream's marker files (/usr/share/anon-gw-base-files/gateway,
 /usr/share/anon-ws-base-files/workstation) when one exists; `role` in the config or --role
@@ -45,10 +46,11 @@ struct Cli {
     /// The nft program.
     #[arg(long, global = true, default_value = "nft")]
     nft: PathBuf,
-    /// Upstream's gateway marker file (for tests).
+    /// Upstream's gateway marker file. Tests only: any other path is refused unless
+    /// ANON_FIREWALL_TEST_MARKERS=1 is set (see `test_markers_allowed`).
     #[arg(long, global = true, default_value = anon_firewall::apply::GATEWAY_MARKER, hide = true)]
     gateway_marker: PathBuf,
-    /// Upstream's workstation marker file (for tests).
+    /// Upstream's workstation marker file. Tests only, as --gateway-marker.
     #[arg(long, global = true, default_value = anon_firewall::apply::WORKSTATION_MARKER, hide = true)]
     workstation_marker: PathBuf,
     #[command(subcommand)]
@@ -86,8 +88,19 @@ enum Cmd {
     /// DANGEROUS: delete our nft table; this host is then not filtered by anon-firewall at all.
     ///
     /// For package removal, to leave the host in a known state on purpose. Other nft tables
-    /// are left alone. Afterwards `status` says `unloaded` and exits 3.
-    Unload,
+    /// are left alone. Refused without --yes-unfiltered. Afterwards `status` says `unloaded`
+    /// and exits 3.
+    ///
+    /// Stop the service first (`systemctl stop anon-firewall anon-firewall-timesync.path`):
+    /// while anon-firewall.service is active, the network managers' gate shipped with the
+    /// package (it checks `systemctl is-active anon-firewall.service`) still treats this host
+    /// as protected, and the path unit would load the rules again. A stopped service with
+    /// the `unloaded` state keeps the network managers from starting, as after a failure.
+    Unload {
+        /// Confirms that this host is to be left unfiltered by anon-firewall.
+        #[arg(long, required = true)]
+        yes_unfiltered: bool,
+    },
     /// Apply the current ruleset (timesync-fail-closed until sdwdate's first success), wait for
     /// that success, then apply the full ruleset. Any error or the timeout means lockdown.
     Watch {
@@ -111,9 +124,36 @@ enum Format {
     Nft,
 }
 
+/// The environment variable that lets --gateway-marker / --workstation-marker name other files.
+const TEST_MARKERS_ENV: &str = "ANON_FIREWALL_TEST_MARKERS";
+
+/// Whether the hidden marker flags may point anywhere but upstream's marker files.
+///
+/// The markers decide the role (a gateway must never get the workstation rules, which let
+/// every process out). A flag that moves them would let a stray or malicious command line
+/// (`--gateway-marker /nonexistent apply --role workstation`) bypass that on a production
+/// host, so the flags exist only for the tests, which set ANON_FIREWALL_TEST_MARKERS=1; no
+/// unit or script of the package sets it.
+fn test_markers_allowed(cli: &Cli) -> Result<(), String> {
+    use anon_firewall::apply::{GATEWAY_MARKER, WORKSTATION_MARKER};
+    let moved = cli.gateway_marker.as_os_str() != GATEWAY_MARKER
+        || cli.workstation_marker.as_os_str() != WORKSTATION_MARKER;
+    if !moved || std::env::var_os(TEST_MARKERS_ENV).is_some_and(|v| v == "1") {
+        return Ok(());
+    }
+    Err(format!(
+        "--gateway-marker and --workstation-marker are for tests only (they need \
+         {TEST_MARKERS_ENV}=1); the role markers are {GATEWAY_MARKER} and {WORKSTATION_MARKER}"
+    ))
+}
+
 fn main() -> ExitCode {
     init_logging();
     let cli = Cli::parse();
+    if let Err(e) = test_markers_allowed(&cli) {
+        eprintln!("anon-firewall: {e}");
+        return ExitCode::from(2);
+    }
     let host = Host {
         config_dir: cli.config_dir,
         run_dir: cli.run_dir,
@@ -195,11 +235,21 @@ fn run(cmd: Cmd, host: &Host) -> anyhow::Result<ExitCode> {
             }
             println!("anon-firewall: lockdown");
         }
-        Cmd::Unload => {
+        Cmd::Unload { yes_unfiltered } => {
+            // clap requires the flag; this keeps it required if that ever changes.
+            if !yes_unfiltered {
+                bail!("unload needs --yes-unfiltered");
+            }
             host.unload()?;
             println!(
                 "anon-firewall: table inet {} deleted; this host is NOT filtered by anon-firewall",
                 anon_firewall::ruleset::TABLE
+            );
+            eprintln!(
+                "anon-firewall: warning: if anon-firewall.service is still active, the network \
+                 managers still treat this host as protected and anon-firewall-timesync.path may \
+                 load the rules again; run `systemctl stop anon-firewall \
+                 anon-firewall-timesync.path` (and disable them) first"
             );
         }
         Cmd::Watch {

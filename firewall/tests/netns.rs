@@ -42,9 +42,11 @@ impl Fw {
         fw
     }
 
-    /// The command line with this host's directories, before the subcommand.
+    /// The command line with this host's directories, before the subcommand. The marker
+    /// flags need ANON_FIREWALL_TEST_MARKERS=1 (refused without it, see main.rs).
     fn command(&self, ns: &Netns) -> std::process::Command {
         let mut c = ns.command(env!("CARGO_BIN_EXE_anon-firewall"));
+        c.env("ANON_FIREWALL_TEST_MARKERS", "1");
         c.arg("--config-dir")
             .arg(self.cfg.path())
             .arg("--run-dir")
@@ -1114,13 +1116,24 @@ fn unload_removes_our_table_and_nothing_else() {
     let fw = Fw::new(&gateway_config());
     fw.apply(&t.gateway);
     assert!(!tcp_connect_as(&t.gateway, USER_UID, sa(INTERNET_IP, 443), SHORT).expect("probe"));
+    // Refused without the confirmation: a usage error, the rules stay.
     let out = fw.cmd(&t.gateway, &["unload"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--yes-unfiltered"));
+    assert!(ruleset(&t.gateway).contains("anon_firewall"));
+    assert!(!tcp_connect_as(&t.gateway, USER_UID, sa(INTERNET_IP, 443), SHORT).expect("probe"));
+    let out = fw.cmd(&t.gateway, &["unload", "--yes-unfiltered"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("NOT filtered"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("systemctl stop anon-firewall"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rules = ruleset(&t.gateway);
     assert!(!rules.contains("anon_firewall"), "{rules}");
     assert!(rules.contains("someone_else"), "{rules}");
@@ -1138,8 +1151,14 @@ fn unload_removes_our_table_and_nothing_else() {
     assert!(String::from_utf8_lossy(&st.stdout).contains("state: unloaded"));
     // Twice is fine (nothing left to delete), and so is a lockdown table.
     assert!(fw.cmd(&t.gateway, &["lockdown"]).status.success());
-    assert!(fw.cmd(&t.gateway, &["unload"]).status.success());
-    assert!(fw.cmd(&t.gateway, &["unload"]).status.success());
+    assert!(fw
+        .cmd(&t.gateway, &["unload", "--yes-unfiltered"])
+        .status
+        .success());
+    assert!(fw
+        .cmd(&t.gateway, &["unload", "--yes-unfiltered"])
+        .status
+        .success());
     assert!(!ruleset(&t.gateway).contains("anon_firewall"));
 }
 
@@ -1351,4 +1370,71 @@ fn workstation_tcp_leaves_only_through_its_uplink_to_the_gateway() {
     )
     .expect("probe"));
     assert_eq!(web.accept_all(SHORT).len(), 1);
+}
+
+#[test]
+fn marker_flags_are_refused_outside_tests() {
+    if !require_root("marker_flags_are_refused_outside_tests") {
+        return;
+    }
+    // On a production gateway `--gateway-marker /nonexistent apply --role workstation` would
+    // hide the marker and load the workstation rules, which let every process out. Without
+    // the tests' environment variable the flags are a usage error and nothing is loaded.
+    let ns = Netns::new(&format!("afw-markers-{}", std::process::id())).expect("netns");
+    let fw = Fw::new("");
+    std::fs::write(fw.markers.path().join("gateway"), "").expect("marker");
+    for args in [
+        &[
+            "--gateway-marker",
+            "/nonexistent",
+            "apply",
+            "--role",
+            "workstation",
+        ][..],
+        &[
+            "--workstation-marker",
+            "/nonexistent",
+            "apply",
+            "--role",
+            "workstation",
+        ][..],
+        &[
+            "apply",
+            "--gateway-marker",
+            "/nonexistent",
+            "--role",
+            "workstation",
+        ][..],
+    ] {
+        let out = ns
+            .command(env!("CARGO_BIN_EXE_anon-firewall"))
+            .env_remove("ANON_FIREWALL_TEST_MARKERS")
+            .arg("--config-dir")
+            .arg(fw.cfg.path())
+            .arg("--run-dir")
+            .arg(fw.run.path())
+            .args(args)
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("ANON_FIREWALL_TEST_MARKERS=1"), "{err}");
+        assert!(
+            !ruleset(&ns).contains("anon_firewall"),
+            "{args:?} loaded rules"
+        );
+        assert!(!fw.run.path().join("state").exists());
+    }
+    // Another value than 1 does not count.
+    let out = fw
+        .command(&ns)
+        .env("ANON_FIREWALL_TEST_MARKERS", "yes")
+        .args(["apply", "--role", "workstation"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    // With the variable (the tests), the marker in the test's directory decides.
+    let out = fw.cmd(&ns, &["apply", "--role", "workstation"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("contradicts"));
 }
