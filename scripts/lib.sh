@@ -103,7 +103,7 @@ vm_setup() {
 # Prints the kernel tree's directory (bzImage in arch/x86/boot, ready for M= module builds).
 rust_kernel_setup() {
   ensure_debs clang-19 lld-19 llvm-19 libclang-19-dev linux-source-6.12 flex bison bc libelf-dev \
-    libssl-dev make cpio xz-utils kmod zstd gcc libc6-dev
+    libssl-dev make cpio xz-utils kmod zstd gcc libc6-dev dkms
   rustup component list --installed 2>/dev/null | grep -q '^rust-src' || rustup component add rust-src >/dev/null
   local bindgen_version=0.73.2
   if ! bindgen --version 2>/dev/null | grep -q "$bindgen_version"; then

@@ -7,28 +7,111 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-fn build_module(tree: &Path) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tirdad");
-    let dir = std::env::temp_dir().join(format!("tirdad-build-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    for f in ["Kbuild", "Makefile", "tirdad_main.rs", "tirdad_shim.c"] {
-        std::fs::copy(src.join(f), dir.join(f)).expect("copy module source");
-    }
-    let out = Command::new("make")
-        .arg("-C")
-        .arg(&dir)
-        .arg(format!("KDIR={}", tree.display()))
-        .arg("LLVM=-19")
-        .output()
-        .expect("make");
+/// Runs a command, panicking with its output when it fails; returns stdout.
+fn run(cmd: &mut Command, what: &str) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
     assert!(
         out.status.success(),
-        "module build failed:\n{}\n{}",
+        "{what} failed:\n{}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    dir.join("tirdad.ko")
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Builds tirdad.ko as the tirdad-dkms package has it built: Debian's DKMS with the package's
+/// dkms.conf and source files (the ones debian/tirdad-dkms.install ships to /usr/src),
+/// against the Rust kernel's tree, in a private DKMS and source tree (`--dkmstree`,
+/// `--sourcetree`: nothing under /var/lib/dkms or /usr/src is touched). DKMS refuses to run
+/// without root; then (locally only) the module is built with the same `make` DKMS runs.
+fn build_module(tree: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tirdad");
+    let conf = std::fs::read_to_string(src.join("dkms.conf")).expect("dkms.conf");
+    let version = conf
+        .lines()
+        .find_map(|l| l.strip_prefix("PACKAGE_VERSION="))
+        .map(|v| v.trim_matches('"').to_owned())
+        .expect("PACKAGE_VERSION in dkms.conf");
+    let top = std::env::temp_dir().join(format!("tirdad-dkms-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&top);
+    let dir = top.join("src").join(format!("tirdad-{version}"));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::create_dir_all(top.join("dkms")).expect("mkdir");
+    let install = std::fs::read_to_string(src.join("../debian/tirdad-dkms.install"))
+        .expect("debian/tirdad-dkms.install");
+    for f in install.lines().filter_map(|l| l.split_whitespace().next()) {
+        let f = Path::new(f).file_name().expect("file name");
+        std::fs::copy(src.join(f), dir.join(f)).expect("copy module source");
+    }
+    std::fs::copy(src.join("dkms.conf"), dir.join("dkms.conf")).expect("copy dkms.conf");
+    let dkms = Command::new("dkms").arg("--version").output().is_ok();
+    let root = nix::unistd::geteuid().is_root();
+    if !(dkms && root) {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI builds tirdad with DKMS: needs root and Debian's dkms (scripts/test.sh installs it)"
+        );
+        eprintln!("\n*** tirdad: no DKMS build (needs root and dkms): building with make as DKMS would ***\n");
+        run(
+            Command::new("make")
+                .arg("-C")
+                .arg(&dir)
+                .arg(format!("KDIR={}", tree.display())),
+            "make",
+        );
+        return dir.join("tirdad.ko");
+    }
+    let kver = run(
+        Command::new("make")
+            .args(["-s", "-C"])
+            .arg(tree)
+            .arg("kernelrelease"),
+        "make kernelrelease",
+    );
+    let kver = kver.trim();
+    let trees = |c: &mut Command| {
+        c.arg("--dkmstree")
+            .arg(top.join("dkms"))
+            .arg("--sourcetree")
+            .arg(top.join("src"));
+    };
+    let mut add = Command::new("dkms");
+    add.args(["add", "-m", "tirdad", "-v", &version]);
+    trees(&mut add);
+    run(&mut add, "dkms add");
+    let mut build = Command::new("dkms");
+    build
+        .args([
+            "build",
+            "-m",
+            "tirdad",
+            "-v",
+            &version,
+            "-k",
+            kver,
+            "--kernelsourcedir",
+        ])
+        .arg(tree);
+    trees(&mut build);
+    let out = build.output().expect("dkms build");
+    let log = top.join(format!("dkms/tirdad/{version}/build/make.log"));
+    assert!(
+        out.status.success(),
+        "dkms build failed:\n{}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    eprintln!("tirdad: built by DKMS for {kver}");
+    let ko = top.join(format!(
+        "dkms/tirdad/{version}/{kver}/x86_64/module/tirdad.ko"
+    ));
+    assert!(
+        ko.exists(),
+        "DKMS reported success but {} is missing",
+        ko.display()
+    );
+    ko
 }
 
 /// (n, time-derived) of `ISNPROBE {fam} {kind}` in `section`.
