@@ -44,7 +44,7 @@ extract() {
 # man_and_completions NAME SECTION: a man page and bash/zsh/fish completions.
 man_and_completions() {
   local name=$1 s=$2 r=$tmp/$1
-  zcat "$r/usr/share/man/man$s/$name.$s.gz" | grep -q "^.TH" || fail "$name: man page"
+  grep -q "^.TH" <<<"$(zcat "$r/usr/share/man/man$s/$name.$s.gz")" || fail "$name: man page"
   grep -q "complete -F" "$r/usr/share/bash-completion/completions/$name" || fail "$name: bash completion"
   grep -q "#compdef $name" "$r/usr/share/zsh/vendor-completions/_$name" || fail "$name: zsh completion"
   grep -q "complete -c $name" "$r/usr/share/fish/vendor_completions.d/$name.fish" || fail "$name: fish completion"
@@ -118,8 +118,9 @@ linked sdwdate "$tmp/sdwdate/usr/bin/sdwdate"
 units "$tmp/sdwdate" sdwdate.service
 # sdwdate sets the clock: its resolved syscall filter must keep @clock (a later ~@privileged
 # once removed it, and the kernel would have killed it at its first clock change).
-systemd-analyze security --offline=true --root="$tmp/sdwdate" sdwdate.service 2>/dev/null |
-  grep -q 'SystemCallFilter=~@clock .*@clock is included' || fail "sdwdate.service: the syscall filter denies @clock"
+# (Captured first: with pipefail, `grep -q` closing the pipe early made this fail at random.)
+sec=$(systemd-analyze security --offline=true --root="$tmp/sdwdate" sdwdate.service 2>/dev/null || true)
+grep -q 'SystemCallFilter=~@clock .*@clock is included' <<<"$sec" || fail "sdwdate.service: the syscall filter denies @clock"
 maintscript sdwdate postinst 'systemd-sysusers'
 maintscript sdwdate postinst 'systemd-tmpfiles .*--create sdwdate.conf'
 maintscript sdwdate postinst 'deb-systemd-helper enable'
