@@ -69,7 +69,9 @@ packaging_setup() {
 vm_setup() {
   if ! dpkg-query -W -f='${Status}' qemu-system-x86 2>/dev/null | grep -q 'ok installed'; then
     local codename; codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
-    if ! apt-cache policy 2>/dev/null | grep -q "${codename}-backports"; then
+    # (Captured first: under pipefail `grep -q` closing a long pipe early reads as "absent".)
+    local policy; policy=$(apt-cache policy 2>/dev/null || true)
+    if ! grep -q "${codename}-backports" <<<"$policy"; then
       # Reuse the mirror this machine already uses for Debian.
       local uri; uri=$(grep -m1 '^URIs:' /etc/apt/sources.list.d/debian.sources 2>/dev/null | awk '{print $2}')
       [ -n "$uri" ] || uri=$(grep -m1 -o 'https\?://[^ ]*debian/\? ' /etc/apt/sources.list | tr -d ' ')
