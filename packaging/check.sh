@@ -102,11 +102,18 @@ man_and_completions anon-firewall 8
 unit_has "$tmp/anon-firewall/$UNITDIR/anon-firewall.service" Type=oneshot RemainAfterExit=yes \
   DefaultDependencies=no Before=network-pre.target Wants=network-pre.target WantedBy=sysinit.target
 linked anon-firewall "$tmp/anon-firewall/usr/sbin/anon-firewall"
-units "$tmp/anon-firewall" anon-firewall.service anon-firewall-timesync.path anon-firewall-timesync.service
+units "$tmp/anon-firewall" anon-firewall.service anon-firewall-timesync.path anon-firewall-timesync.service anon-firewall-lockdown.service
+unit_has "$tmp/anon-firewall/$UNITDIR/anon-firewall.service" OnFailure=anon-firewall-lockdown.service
 # Never enabled by the package (README.Debian): debhelper's --no-enable snippet re-enables
 # only units an admin had enabled (`debian-installed` ... `was-enabled`), never on first install.
 maintscript anon-firewall postinst 'deb-systemd-helper update-state'
 if grep -q "new installations run enable" "$tmp/ctrl-anon-firewall/postinst"; then fail "anon-firewall's postinst enables its units on installation"; fi
+# The lockdown unit is never started by the maintainer scripts: that would lock the host down.
+for s in postinst prerm postrm; do
+  if grep -Eq "(deb-systemd-invoke|systemctl).*anon-firewall-lockdown" "$tmp/ctrl-anon-firewall/$s" 2>/dev/null; then
+    fail "anon-firewall's $s starts or stops the lockdown unit"
+  fi
+done
 
 # sdwdate
 extract sdwdate usr/bin/sdwdate $UNITDIR/sdwdate.service usr/lib/sysusers.d/sdwdate.conf \

@@ -80,8 +80,9 @@ enum Cmd {
     Status,
     /// Load the lockdown ruleset now (drop everything but loopback).
     Lockdown {
-        /// For ExecStopPost=: do nothing unless systemd's $SERVICE_RESULT says the unit failed;
-        /// a reason already in failed.status is kept first.
+        /// For ExecStopPost= and OnFailure= units: do nothing unless systemd's $SERVICE_RESULT
+        /// (or $MONITOR_SERVICE_RESULT) says the unit failed; a reason already in
+        /// failed.status is kept first.
         #[arg(long)]
         if_service_failed: bool,
     },
@@ -223,7 +224,11 @@ fn run(cmd: Cmd, host: &Host) -> anyhow::Result<ExitCode> {
             });
         }
         Cmd::Lockdown { if_service_failed } => {
-            let result = std::env::var("SERVICE_RESULT").unwrap_or_default();
+            // ExecStopPost= gets SERVICE_RESULT; an OnFailure= unit (anon-firewall-lockdown)
+            // gets the failed unit's as MONITOR_SERVICE_RESULT.
+            let result = std::env::var("SERVICE_RESULT")
+                .or_else(|_| std::env::var("MONITOR_SERVICE_RESULT"))
+                .unwrap_or_default();
             if if_service_failed && result == "success" {
                 return Ok(ExitCode::SUCCESS);
             }
