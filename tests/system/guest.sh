@@ -70,7 +70,8 @@ if [ -e /root/phase2 ]; then
 	check "boot: ... and exited before network-pre.target was reached ($fw_end < $pre us)" test "${fw_end:-0}" -gt 0 -a "${fw_end:-0}" -lt "${pre:-0}"
 	check "boot: ... the journal orders it the same way" sh -c 'journalctl -b -o cat --no-pager | grep -E "anon-firewall.service|Preparation for Network" | head -n 20 | grep -n . | grep -m1 "Preparation for Network" | grep -qv "^1:"'
 	check "boot: ... lockdown is loaded" sh -c 'grep -qx lockdown /run/anon-firewall/state && nft list table inet anon_firewall >/dev/null'
-	check "boot: ... and the journal says why (file and line)" sh -c 'journalctl -b -u anon-firewall --no-pager | grep -q "60_typo.toml:1"'
+	check "boot: ... failed.status says why (file and line)" grep -q "60_typo.toml:1" /run/anon-firewall/failed.status
+	check "boot: ... and so does the unit's journal" sh -c 'journalctl -b -u anon-firewall --no-pager | grep -q "60_typo.toml:1"' || diag anon-firewall.service
 	check "boot: networking.service did not bring interfaces up" active networking.service failed
 	check "boot: ... the boot-time interface is absent" sh -c '! ip link show anontest0'
 	check "boot: ... and networking's journal says why" sh -c 'journalctl -b -u networking --no-pager | grep -q "anon-firewall is in use but not active"'
