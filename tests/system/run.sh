@@ -79,6 +79,8 @@ trap cleanup EXIT
 for p in SOCKS CONTROL; do
   printf '#!/bin/sh\n[ -f %s ] || exit 1\n. %s\nexec socat STDIO "TCP:$%s"\n' "$work/tornet.env" "$work/tornet.env" "$p" > "$work/$p.sh"
 done
+# (qemu hands the command's stderr to the guest too: nothing but the file, once it exists.)
+printf '#!/bin/sh\n[ -f %s ] && exec cat %s\n' "$work/tornet.env" "$work/tornet.env" > "$work/ENV.sh"
 ov=$work/overlay
 # Every module of the stock kernel (nf_tables and its helpers, evdev, uinput, ...; 92 MB):
 # under usr/lib, since bookworm's /lib is a symlink that an overlay `lib/` entry would replace.
@@ -113,7 +115,7 @@ boot() {
   set +e
   timeout "$TIMEOUT" qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 3072 -nographic -no-reboot \
     -rtc base="$(date -u -d '-1 day' +%Y-%m-%dT%H:%M:%S)" \
-    -netdev "user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:9050-cmd:sh $work/SOCKS.sh,guestfwd=tcp:10.0.2.100:9051-cmd:sh $work/CONTROL.sh,guestfwd=tcp:10.0.2.100:80-cmd:cat $work/tornet.env,guestfwd=tcp:10.0.2.100:37-cmd:date +%s.%N" \
+    -netdev "user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:9050-cmd:sh $work/SOCKS.sh,guestfwd=tcp:10.0.2.100:9051-cmd:sh $work/CONTROL.sh,guestfwd=tcp:10.0.2.100:80-cmd:sh $work/ENV.sh,guestfwd=tcp:10.0.2.100:37-cmd:date +%s.%N" \
     -device virtio-net-pci,netdev=n0 -drive "file=$work/disk.img,format=raw,if=virtio" \
     -kernel "$KDIR/boot/vmlinuz-$kver" -initrd "$initrd" \
     -append "console=ttyS0 rdinit=/init panic=-1 quiet loglevel=3 systemd.show_status=0" \
