@@ -179,6 +179,11 @@ impl Host {
     }
 
     fn record_success(&self, role: Role, mode: Mode) -> Result<(), ApplyError> {
+        self.record_state(&format!("{role} {mode}"))
+    }
+
+    /// Clears `failed.status` and writes `state`: what is loaded now, on purpose.
+    fn record_state(&self, state_line: &str) -> Result<(), ApplyError> {
         let io = |what, path: &Path| {
             let path = path.to_owned();
             move |source| ApplyError::Io { what, path, source }
@@ -192,7 +197,7 @@ impl Host {
             _ => {}
         }
         let state = self.run_dir.join("state");
-        fs::write(&state, format!("{role} {mode}\n")).map_err(io("cannot write", &state))
+        fs::write(&state, format!("{state_line}\n")).map_err(io("cannot write", &state))
     }
 
     /// Loads the lockdown ruleset (or, failing that, takes the links down) and records why.
@@ -232,20 +237,7 @@ impl Host {
     /// us. Records `unloaded` as the state and clears `failed.status`.
     pub fn unload(&self) -> Result<(), ApplyError> {
         self.load(&ruleset::unload())?;
-        let io = |what, path: &Path| {
-            let path = path.to_owned();
-            move |source| ApplyError::Io { what, path, source }
-        };
-        fs::create_dir_all(&self.run_dir).map_err(io("cannot create", &self.run_dir))?;
-        let failed = self.run_dir.join("failed.status");
-        match fs::remove_file(&failed) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                return Err(io("cannot remove", &failed)(e))
-            }
-            _ => {}
-        }
-        let state = self.run_dir.join("state");
-        fs::write(&state, "unloaded\n").map_err(io("cannot write", &state))?;
+        self.record_state("unloaded")?;
         warn!(
             "table inet {} deleted: this host is no longer filtered by anon-firewall",
             ruleset::TABLE
