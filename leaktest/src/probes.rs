@@ -208,19 +208,15 @@ pub fn host_checks(gateway_role: bool) -> Vec<Outcome> {
             format!("net.ipv4.ip_forward = {}", fwd.as_deref().unwrap_or("?")),
         ));
     }
-    let clock = Command::new("timesync-check").output();
-    out.push(match clock {
-        Ok(o) => fact(
-            "clock synced",
-            Some(o.status.code() == Some(0)),
-            String::from_utf8_lossy(&o.stdout).trim().to_owned(),
-        ),
-        Err(_) => fact(
-            "clock synced",
-            None,
-            "timesync-check is not installed".into(),
-        ),
-    });
+    // sdwdate's files, read by the same contract timesync-check reads them with.
+    let v = tor_control::run_dir::judge(&tor_control::client::read_run_dir(Path::new(
+        "/run/sdwdate",
+    )));
+    out.push(fact(
+        "clock synced",
+        Some(v.state == tor_control::run_dir::Sync::Synced),
+        v.line,
+    ));
     let tz_env = std::env::var("TZ").ok();
     let localtime = std::fs::read_link("/etc/localtime")
         .ok()

@@ -5,13 +5,24 @@ use log::info;
 use nix::sys::time::TimeSpec;
 use nix::time::{clock_gettime, clock_settime, ClockId};
 
+/// Why the clock could not be moved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClockError {
+    #[error("clock_gettime: {0}")]
+    Read(nix::Error),
+    #[error("clock_settime: {0} (needs CAP_SYS_TIME)")]
+    Set(nix::Error),
+    #[error("the new time is out of range")]
+    Range,
+}
+
 pub trait Clock: Send + Sync {
     /// CLOCK_REALTIME as unix seconds.
     fn now(&self) -> f64;
     /// Jumps the clock by `offset` seconds.
-    fn step(&self, offset: f64) -> Result<(), String>;
+    fn step(&self, offset: f64) -> Result<(), ClockError>;
     /// Moves the clock by `ns` nanoseconds (one slew step).
-    fn nudge(&self, ns: i64) -> Result<(), String>;
+    fn nudge(&self, ns: i64) -> Result<(), ClockError>;
     fn is_dry_run(&self) -> bool {
         false
     }
@@ -27,16 +38,13 @@ fn realtime() -> f64 {
 pub struct SystemClock;
 
 impl SystemClock {
-    fn shift_ns(ns: i64) -> Result<(), String> {
-        let now =
-            clock_gettime(ClockId::CLOCK_REALTIME).map_err(|e| format!("clock_gettime: {e}"))?;
+    fn shift_ns(ns: i64) -> Result<(), ClockError> {
+        let now = clock_gettime(ClockId::CLOCK_REALTIME).map_err(ClockError::Read)?;
         let total =
             i128::from(now.tv_sec()) * 1_000_000_000 + i128::from(now.tv_nsec()) + i128::from(ns);
-        let secs = i64::try_from(total.div_euclid(1_000_000_000))
-            .map_err(|_| "time out of range".to_owned())?;
+        let secs = i64::try_from(total.div_euclid(1_000_000_000)).map_err(|_| ClockError::Range)?;
         let nanos = total.rem_euclid(1_000_000_000) as i64;
-        clock_settime(ClockId::CLOCK_REALTIME, TimeSpec::new(secs, nanos))
-            .map_err(|e| format!("clock_settime: {e} (needs CAP_SYS_TIME)"))
+        clock_settime(ClockId::CLOCK_REALTIME, TimeSpec::new(secs, nanos)).map_err(ClockError::Set)
     }
 }
 
@@ -44,10 +52,10 @@ impl Clock for SystemClock {
     fn now(&self) -> f64 {
         realtime()
     }
-    fn step(&self, offset: f64) -> Result<(), String> {
+    fn step(&self, offset: f64) -> Result<(), ClockError> {
         Self::shift_ns((offset * 1e9).round() as i64)
     }
-    fn nudge(&self, ns: i64) -> Result<(), String> {
+    fn nudge(&self, ns: i64) -> Result<(), ClockError> {
         Self::shift_ns(ns)
     }
 }
@@ -60,11 +68,11 @@ impl Clock for DryRunClock {
     fn now(&self) -> f64 {
         realtime()
     }
-    fn step(&self, offset: f64) -> Result<(), String> {
+    fn step(&self, offset: f64) -> Result<(), ClockError> {
         info!("dry-run: would step the clock by {offset:+.3} s");
         Ok(())
     }
-    fn nudge(&self, _ns: i64) -> Result<(), String> {
+    fn nudge(&self, _ns: i64) -> Result<(), ClockError> {
         Ok(())
     }
     fn is_dry_run(&self) -> bool {

@@ -76,6 +76,12 @@ impl fmt::Display for Source {
 }
 
 impl Source {
+    /// The onion service itself: the 56-character label (subdomains, port and path aside).
+    pub fn onion(&self) -> &str {
+        let label = self.host.strip_suffix(".onion").unwrap_or(&self.host);
+        label.rsplit('.').next().unwrap_or(label)
+    }
+
     /// Parses `http[s]://<v3 onion>[:port][/path]`.
     pub fn parse_url(url: &str, comment: &str) -> Result<Source, String> {
         let (scheme, rest) = if let Some(r) = url.strip_prefix("http://") {
@@ -167,6 +173,12 @@ pub struct Config {
     /// from with the socks transport. `none` turns the consensus bound off (documented as
     /// weaker); any other value makes the window required: no window, no time.
     pub control_port: Option<ControlSetting>,
+    /// `CONTROL_COOKIE=/path`: the control port's cookie file, trusted for SAFECOOKIE (and for
+    /// plain COOKIE). Unset: the one expected at the address (`/run/tor/control.authcookie`).
+    pub control_cookie: Option<PathBuf>,
+    /// Where each onion was listed first (pool, file, line): one onion may answer for one
+    /// pool only, or a single operator could move the median.
+    pub origins: std::collections::BTreeMap<String, (usize, PathBuf, usize)>,
 }
 
 /// `CONTROL_PORT` / `--control-port`.
@@ -220,6 +232,8 @@ impl Default for Config {
             transport: None,
             arti_config: None,
             control_port: None,
+            control_cookie: None,
+            origins: Default::default(),
         }
     }
 }
@@ -242,7 +256,9 @@ enum State {
 }
 
 impl Config {
-    /// Applies one file. A pool defined in a later file replaces the earlier definition.
+    /// Applies one file. A pool named again (in this or a later file) gets more members, as
+    /// upstream's read_pools does: a `50_user.conf` with one `SDWDATE_POOL_ONE=(` member adds
+    /// that onion to the shipped pool one.
     pub fn merge_str(&mut self, file: &Path, text: &str) -> Result<(), ConfigError> {
         let err = |line: usize, message: String| ConfigError::Syntax {
             file: file.to_owned(),
@@ -284,7 +300,7 @@ impl Config {
                     mut members,
                 } => match line {
                     ")" => {
-                        self.pools[idx] = members;
+                        self.pools[idx].extend(members);
                         State::Top
                     }
                     "[" => State::Group {
@@ -296,7 +312,9 @@ impl Config {
                     },
                     "]" => return Err(err(n, "`]` without a matching `[`".into())),
                     _ => {
-                        members.push(Member::One(member(line).map_err(|m| err(n, m))?));
+                        let m = member(line).map_err(|m| err(n, m))?;
+                        self.claim(&m, idx, file, n).map_err(|m| err(n, m))?;
+                        members.push(Member::One(m));
                         State::Pool {
                             idx,
                             started,
@@ -337,7 +355,9 @@ impl Config {
                         ))
                     }
                     _ => {
-                        group.push(member(line).map_err(|m| err(n, m))?);
+                        let m = member(line).map_err(|m| err(n, m))?;
+                        self.claim(&m, idx, file, n).map_err(|m| err(n, m))?;
+                        group.push(m);
                         State::Group {
                             idx,
                             started,
@@ -355,6 +375,24 @@ impl Config {
                 started,
                 format!("{} is not closed with `)`", POOL_NAMES[idx]),
             )),
+        }
+    }
+
+    /// Records that `src` answers for `pool`; the same onion (whatever its path, port or
+    /// subdomain) in another pool is an error naming where it was listed first.
+    fn claim(&mut self, src: &Source, pool: usize, file: &Path, line: usize) -> Result<(), String> {
+        let onion = src.onion().to_owned();
+        match self.origins.get(&onion) {
+            Some((p, f, l)) if *p != pool => Err(format!(
+                "{onion}.onion is already in {} ({}:{l}): one onion may answer for one pool only, or one operator could move the median",
+                POOL_NAMES[*p],
+                f.display()
+            )),
+            Some(_) => Ok(()),
+            None => {
+                self.origins.insert(onion, (pool, file.to_owned(), line));
+                Ok(())
+            }
         }
     }
 
@@ -391,6 +429,12 @@ impl Config {
             "CONTROL_PORT" => {
                 self.control_port = Some(value.parse().map_err(|e| format!("CONTROL_PORT: {e}"))?)
             }
+            "CONTROL_COOKIE" => {
+                if !value.starts_with('/') {
+                    return Err(format!("CONTROL_COOKIE: `{value}` is not an absolute path"));
+                }
+                self.control_cookie = Some(PathBuf::from(value))
+            }
             "ARTI_CONFIG" => {
                 if !value.starts_with('/') {
                     return Err(format!("ARTI_CONFIG: `{value}` is not an absolute path"));
@@ -399,7 +443,7 @@ impl Config {
             }
             other => {
                 return Err(format!(
-                    "unknown key `{other}` (known: MAX_FAILURE_RATIO, RANDOMIZE_TIME, PROXY_IP, PROXY_PORT, TRANSPORT, CONTROL_PORT, ARTI_CONFIG, SDWDATE_POOL_*=()"
+                    "unknown key `{other}` (known: MAX_FAILURE_RATIO, RANDOMIZE_TIME, PROXY_IP, PROXY_PORT, TRANSPORT, CONTROL_PORT, CONTROL_COOKIE, ARTI_CONFIG, SDWDATE_POOL_*=()"
                 ))
             }
         }
@@ -532,18 +576,38 @@ mod tests {
         assert!(c.validate().is_err(), "pools zero and two are empty");
     }
 
+    /// Upstream's read_pools appends: an upstream-style `50_user.conf` that adds one onion to
+    /// a pool keeps the shipped pools.
     #[test]
-    fn later_pool_definition_replaces_earlier() {
-        let mut c = parse(&format!(
-            "SDWDATE_POOL_TWO=(\n\"http://{ONION}.onion\"\n\"http://{ONION}.onion\"\n)\n"
-        ))
-        .expect("ok");
-        c.merge_str(
-            Path::new("60.conf"),
-            &format!("SDWDATE_POOL_TWO=(\n\"http://{ONION}.onion\"\n)\n"),
+    fn a_user_file_adds_to_the_shipped_pools() {
+        let dir = std::env::temp_dir().join(format!("sdw-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/sdwdate.d/30_default.conf");
+        std::fs::copy(&shipped, dir.join("30_default.conf")).expect("copy");
+        let default = Config::load_dir(&dir).expect("default");
+        let extra = "abcdefghijklmnopqrstuvwxyz234567abcdefghijklmnopqrstu222";
+        std::fs::write(
+            dir.join("50_user.conf"),
+            format!(
+                "## added by the user\nSDWDATE_POOL_ONE=(\n\"http://{extra}.onion # mine\"\n)\n"
+            ),
         )
-        .expect("ok");
-        assert_eq!(c.pools[2].len(), 1);
+        .expect("write");
+        let c = Config::load_dir(&dir).expect("with the user's file");
+        assert_eq!(c.pools[0], default.pools[0]);
+        assert_eq!(c.pools[2], default.pools[2]);
+        assert_eq!(c.pools[1].len(), default.pools[1].len() + 1);
+        assert_eq!(c.pools[1][..default.pools[1].len()], default.pools[1][..]);
+        assert!(matches!(c.pools[1].last(), Some(Member::One(s)) if s.onion() == extra));
+        // The same onion in another pool: an error naming both places.
+        let again = format!("SDWDATE_POOL_TWO=(\n\"https://www.{extra}.onion/x\"\n)\n");
+        std::fs::write(dir.join("60_bad.conf"), again).expect("write");
+        let e = Config::load_dir(&dir).expect_err("duplicate").to_string();
+        assert!(
+            e.contains("60_bad.conf:2:") && e.contains("50_user.conf:3"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 
     #[test]
@@ -605,6 +669,12 @@ mod tests {
                 "not closed",
             ),
             ("just words".to_owned(), 1, "neither"),
+            ("CONTROL_COOKIE=cookie".to_owned(), 1, "not an absolute path"),
+            (
+                format!("SDWDATE_POOL_ZERO=(\n\"http://{ONION}.onion\"\n)\nSDWDATE_POOL_ONE=(\n[\n\"http://{ONION}.onion/b\"\n]\n)"),
+                6,
+                "already in SDWDATE_POOL_ZERO (/etc/sdwdate.d/50_user.conf:2)",
+            ),
         ] {
             let msg = parse(&text).expect_err(&text).to_string();
             assert!(

@@ -1,21 +1,23 @@
-//! The shell around the core: fetch, decide, set the clock, write the status files, sleep.
+//! The shell around the core: wait for Tor's consensus, fetch (hedging slow sources), decide,
+//! set the clock, write the status files, sleep (watching for a suspend).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::stream::{FuturesUnordered, StreamExt};
 use log::{error, info, warn};
 use rand::Rng;
 use rand_chacha::ChaCha20Rng;
 
-use crate::bounds::{Bounds, EXPIRY};
+use crate::bounds::{utc, Bounds, EXPIRY};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::control::ControlPort;
 use crate::minimum::minimum_unixtime;
 use crate::pools::{allowed_failures, Pools};
-use crate::round::{check_floor, Outcome, Round, Verdict};
-use crate::schedule;
+use crate::round::{check_floor, Outcome, Request, Round, RoundError, Verdict};
+use crate::schedule::{self, SuspendDetector, TICK};
 use crate::slew::{Slew, INTERVAL};
 use crate::status::{Icon, StatusDir};
 use crate::transport::Transport;
@@ -28,7 +30,24 @@ pub enum RoundResult {
         offset: f64,
         stepped: bool,
     },
-    Failed(String),
+    Failed(RoundError),
+}
+
+/// After a resume, a correction at least this large is stepped, not slewed for hours.
+pub const RESUME_STEP_S: f64 = 1.0;
+
+/// CLOCK_BOOTTIME and CLOCK_MONOTONIC in nanoseconds (injected: tests simulate a suspend).
+pub type BootClocks = Arc<dyn Fn() -> (i128, i128) + Send + Sync>;
+
+/// The real ones.
+pub fn boot_clocks() -> (i128, i128) {
+    use nix::time::{clock_gettime, ClockId};
+    let ns = |c| {
+        clock_gettime(c).map_or(0, |t| {
+            i128::from(t.tv_sec()) * 1_000_000_000 + i128::from(t.tv_nsec())
+        })
+    };
+    (ns(ClockId::CLOCK_BOOTTIME), ns(ClockId::CLOCK_MONOTONIC))
 }
 
 pub struct Daemon<T: Transport> {
@@ -42,7 +61,13 @@ pub struct Daemon<T: Transport> {
     pub rng: ChaCha20Rng,
     /// Step even when a slew would be due (`--once`: a slew would outlive the process).
     pub always_step: bool,
-    pools: Pools,
+    /// How long a round waits for Tor to have a consensus before it fails.
+    pub consensus_wait: Duration,
+    /// A fetch without an answer after this is hedged with another member of its pool.
+    pub hedge_after: Duration,
+    pub boot_clocks: BootClocks,
+    /// A suspend was seen since the last success.
+    resumed: bool,
     slew: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -58,16 +83,19 @@ fn notify(state: &str) {
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Custom(state)]);
 }
 
+/// Tells systemd's watchdog that the daemon is alive (a no-op without a watchdog).
+fn watchdog() {
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+}
+
 impl<T: Transport> Daemon<T> {
-    /// Picks one onion of each organisation group for the daemon's lifetime, as upstream.
     pub fn new(
         cfg: Config,
         transport: T,
         clock: Arc<dyn Clock>,
         status: StatusDir,
-        mut rng: ChaCha20Rng,
+        rng: ChaCha20Rng,
     ) -> Daemon<T> {
-        let pools = Pools::pick(&cfg, &mut rng);
         Daemon {
             cfg,
             transport,
@@ -77,7 +105,10 @@ impl<T: Transport> Daemon<T> {
             minimum_files: Vec::new(),
             rng,
             always_step: false,
-            pools,
+            consensus_wait: Duration::from_secs(120),
+            hedge_after: Duration::from_secs(10),
+            boot_clocks: Arc::new(boot_clocks),
+            resumed: false,
             slew: None,
         }
     }
@@ -89,75 +120,139 @@ impl<T: Transport> Daemon<T> {
         notify(&format!("STATUS={message}"));
     }
 
-    /// The bounds an answer must fall in. A transport that holds Tor's directory itself
-    /// (arti) must deliver the consensus window, else the round fails: with arti there is no
-    /// reason to go without it. With a tor daemon the control port must answer too: a control
-    /// port that is stopped, unreadable or without a consensus fails the round (upstream
-    /// sdwdate also waits for tor's consensus); only `CONTROL_PORT=none` goes without it.
-    async fn bounds(&self) -> Result<Bounds, String> {
-        let replay = self.status.replay_file();
-        let mut files: Vec<&std::path::Path> = vec![&replay];
-        files.extend(self.minimum_files.iter().map(PathBuf::as_path));
-        let consensus = match (self.transport.consensus_window().await, &self.control) {
-            (Some(Ok(w)), _) => Some(w),
-            (Some(Err(e)), _) => return Err(format!("no Tor consensus window: {e}")),
-            (None, None) => None,
-            (None, Some(c)) => match c.consensus_window().await {
-                Ok(w) => Some(w),
-                Err(e) => return Err(format!("no Tor consensus window: {e}")),
-            },
+    /// Tor's consensus window: from a transport that holds Tor's directory itself (arti), else
+    /// from tor's control port; `None` only with `CONTROL_PORT=none`. `fresh`: before a round
+    /// (arti may wait for a newer consensus); else read at once, when answers are judged.
+    async fn window(&self, fresh: bool) -> Result<Option<(i64, i64)>, String> {
+        let own = if fresh {
+            self.transport.consensus_window().await
+        } else {
+            self.transport.consensus_window_now().await
         };
-        Ok(Bounds {
-            minimum: minimum_unixtime(&files),
-            expiry: EXPIRY,
-            consensus,
-        })
+        match (own, &self.control) {
+            (Some(w), _) => w.map(Some),
+            (None, None) => Ok(None),
+            (None, Some(c)) => c.consensus_window().await.map(Some),
+        }
+    }
+
+    /// Waits (bounded, polling) for Tor to have a consensus: right after boot tor is still
+    /// starting or bootstrapping, and failing blindly would only add a back-off.
+    async fn wait_for_window(&self) -> Result<Option<(i64, i64)>, RoundError> {
+        const POLL: Duration = Duration::from_secs(2);
+        let deadline = tokio::time::Instant::now() + self.consensus_wait;
+        let mut said = false;
+        loop {
+            match self.window(true).await {
+                Ok(w) => return Ok(w),
+                Err(e) if tokio::time::Instant::now() + POLL >= deadline => {
+                    return Err(RoundError::NoConsensus(e))
+                }
+                Err(e) => {
+                    if !said {
+                        info!(
+                            "waiting up to {} s for Tor's consensus window: {e}",
+                            self.consensus_wait.as_secs()
+                        );
+                        self.set_status(
+                            Icon::Busy,
+                            "Waiting for Tor's consensus (Tor is starting or bootstrapping).",
+                        );
+                        said = true;
+                    }
+                    watchdog();
+                    tokio::time::sleep(POLL).await;
+                }
+            }
+        }
     }
 
     /// Asks the pools until one valid answer per pool or the round fails.
-    pub async fn fetch_round(&mut self) -> Result<f64, String> {
-        let bounds = self.bounds().await?;
-        if let Some((a, u)) = bounds.consensus {
-            info!(
-                "Tor consensus window: {} .. {}",
-                crate::bounds::utc(a),
-                crate::bounds::utc(u)
-            );
+    pub async fn fetch_round(&mut self) -> Result<f64, RoundError> {
+        let window = self.wait_for_window().await?;
+        if let Some((a, u)) = window {
+            info!("Tor consensus window: {} .. {}", utc(a), utc(u));
         }
+        let replay = self.status.replay_file();
+        let mut files: Vec<&std::path::Path> = vec![&replay];
+        files.extend(self.minimum_files.iter().map(PathBuf::as_path));
+        let bounds = Bounds {
+            minimum: minimum_unixtime(&files),
+            expiry: EXPIRY,
+            consensus: window,
+        };
+        // Organisation groups are picked anew every round, as upstream does.
+        let pools = Pools::pick(&self.cfg, &mut self.rng);
         let budget = allowed_failures(self.cfg.total_members(), self.cfg.max_failure_ratio);
-        let mut round = Round::new(self.pools.clone(), budget, bounds);
+        let mut round = Round::new(pools, budget, bounds);
+        let (transport, clock) = (&self.transport, self.clock.as_ref());
+        // One fetch; every fetch gets its own isolation string, so its own circuit.
+        let fetch = |req: Request, iso: String| async move {
+            let r = transport.fetch(&req.source, &iso, clock).await;
+            (req, r)
+        };
+        let mut inflight = FuturesUnordered::new();
+        // When each pool's oldest unanswered fetch started (for the hedge).
+        let mut since: [Option<tokio::time::Instant>; 3] = [None; 3];
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
         let outcome = loop {
+            for req in round.next_requests(&mut self.rng) {
+                since[req.pool] = Some(tokio::time::Instant::now());
+                let iso = format!("sdwdate-{:032x}", self.rng.random::<u128>());
+                inflight.push(fetch(req, iso));
+            }
+            for (pool, started) in since.iter_mut().enumerate() {
+                if started.is_none_or(|t| t.elapsed() < self.hedge_after) {
+                    continue;
+                }
+                if let Some(req) = round.hedge(pool, &mut self.rng) {
+                    info!(
+                        "pool {pool}: no answer after {} s; asking {} too, on its own circuit",
+                        self.hedge_after.as_secs(),
+                        req.source
+                    );
+                    let iso = format!("sdwdate-{:032x}", self.rng.random::<u128>());
+                    inflight.push(fetch(req, iso));
+                }
+                *started = None;
+            }
             if let Some(o) = round.outcome() {
                 break o;
             }
-            let reqs = round.next_requests(&mut self.rng);
-            let isolation: Vec<String> = reqs
-                .iter()
-                .map(|_| format!("sdwdate-{:032x}", self.rng.random::<u128>()))
-                .collect();
-            let fetch = |i: usize| {
-                let (req, iso) = (reqs.get(i), isolation.get(i));
-                let (transport, clock) = (&self.transport, self.clock.as_ref());
-                async move {
-                    match (req, iso) {
-                        (Some(r), Some(iso)) => Some(transport.fetch(&r.source, iso, clock).await),
-                        _ => None,
+            if inflight.is_empty() {
+                // Not reachable: a pool without an answer always has a fetch under way.
+                round.fail(RoundError::NoConsensus(
+                    "internal: nothing to wait for".into(),
+                ));
+                continue;
+            }
+            tokio::select! {
+                Some((req, res)) = inflight.next() => {
+                    if res.is_ok() {
+                        // Judged by the window as it is now: tor may have a newer consensus.
+                        match self.window(false).await {
+                            Ok(w) => round.set_consensus(w),
+                            Err(e) => round.fail(RoundError::NoConsensus(e)),
+                        }
                     }
-                }
-            };
-            let (a, b, c) = tokio::join!(fetch(0), fetch(1), fetch(2));
-            for (req, res) in reqs.iter().zip([a, b, c].into_iter().flatten()) {
-                match round.answer(req, res) {
-                    Verdict::Accepted { diff } => info!(
-                        "pool {}: {}: accepted, offset {diff:+.3} s",
-                        req.pool, req.source
-                    ),
-                    Verdict::Rejected(why) => {
-                        warn!("pool {}: {}: rejected: {why}", req.pool, req.source)
+                    let pool = req.pool;
+                    match round.answer(&req, res) {
+                        Verdict::Accepted { diff } => {
+                            info!("pool {pool}: {}: accepted, offset {diff:+.3} s", req.source)
+                        }
+                        Verdict::Rejected(why) => {
+                            warn!("pool {pool}: {}: rejected: {why}", req.source)
+                        }
+                        Verdict::Late => {}
                     }
+                    // A hedged twin still under way may be hedged again later.
+                    since[pool] = Some(tokio::time::Instant::now());
                 }
+                _ = tick.tick() => watchdog(),
             }
         };
+        // Whatever is still under way is dropped here: its circuit is closed.
+        drop(inflight);
         match outcome {
             Outcome::Failed(why) => Err(why),
             Outcome::Success { diffs, median } => {
@@ -169,7 +264,7 @@ impl<T: Transport> Daemon<T> {
                 if self.cfg.randomize_time {
                     offset += self.rng.random_range(-1.0..1.0);
                 }
-                check_floor(self.clock.now(), offset, bounds.minimum)?;
+                check_floor(self.clock.now(), offset, round.bounds().minimum)?;
                 Ok(offset)
             }
         }
@@ -196,15 +291,17 @@ impl<T: Transport> Daemon<T> {
                 true_now = self.clock.now() + offset;
                 match self.set_clock(offset) {
                     Ok(stepped) => RoundResult::Success { offset, stepped },
-                    Err(e) => RoundResult::Failed(e),
+                    Err(e) => RoundResult::Failed(RoundError::Clock(e.to_string())),
                 }
             }
         };
         let written = match &result {
-            RoundResult::Success { .. } => self
-                .status
-                .succeeded()
-                .and_then(|()| self.status.write_replay_protection(true_now.floor() as i64)),
+            RoundResult::Success { .. } => {
+                self.resumed = false;
+                self.status
+                    .succeeded()
+                    .and_then(|()| self.status.write_replay_protection(true_now.floor() as i64))
+            }
             RoundResult::Failed(_) => self.status.failed(),
         };
         if let Err(e) = written {
@@ -213,11 +310,25 @@ impl<T: Transport> Daemon<T> {
         result
     }
 
-    /// The first success since boot steps the clock; later ones slew it.
-    fn set_clock(&mut self, offset: f64) -> Result<bool, String> {
-        if self.always_step || !self.status.first_success_exists() {
+    /// Step or slew. Steps: the first success since boot, `--once`, a request by
+    /// `sdwdate-clock-jump` (/run/sdwdate/clock_jump_do_once), and after a resume any
+    /// correction of [`RESUME_STEP_S`] or more (the clock may be hours off; a slew would take
+    /// days). Everything else is slewed.
+    fn set_clock(&mut self, offset: f64) -> Result<bool, crate::clock::ClockError> {
+        let why = if self.always_step {
+            Some("one round only")
+        } else if !self.status.first_success_exists() {
+            Some("first success since boot")
+        } else if self.status.clock_jump_requested() {
+            Some("clock jump requested")
+        } else if self.resumed && offset.abs() >= RESUME_STEP_S {
+            Some("after a suspend")
+        } else {
+            None
+        };
+        if let Some(why) = why {
             self.clock.step(offset)?;
-            info!("clock stepped by {offset:+.3} s");
+            info!("clock stepped by {offset:+.3} s ({why})");
             return Ok(true);
         }
         let plan = Slew::plan((offset * 1e9).round() as i64);
@@ -274,7 +385,8 @@ impl<T: Transport> Daemon<T> {
                 }
                 RoundResult::Failed(why) => {
                     failures += 1;
-                    let sleep = schedule::after_failure(failures, &mut self.rng);
+                    let synced = self.status.first_success_exists();
+                    let sleep = schedule::after_failure(failures, synced, &mut self.rng);
                     let next = if once {
                         String::new()
                     } else {
@@ -288,27 +400,38 @@ impl<T: Transport> Daemon<T> {
             if once {
                 return result;
             }
-            sleep_with_watchdog(sleep).await;
+            let _ = self.status.sleeping(true);
+            if let Some(asleep) = self.sleep(sleep).await {
+                info!("the machine was suspended for {asleep:.0} s: a round now");
+                self.resumed = true;
+            }
         }
     }
-}
 
-/// Sleeps, keeping systemd's watchdog fed when it is enabled.
-async fn sleep_with_watchdog(total: Duration) {
-    let mut usec = 0u64;
-    let chunk = if sd_notify::watchdog_enabled(false, &mut usec) {
-        Duration::from_micros(usec / 2).max(Duration::from_secs(1))
-    } else {
-        total
-    };
-    let deadline = tokio::time::Instant::now() + total;
-    loop {
-        let now = tokio::time::Instant::now();
-        if now >= deadline {
-            return;
+    /// Sleeps up to `total` on the monotonic clock, feeding systemd's watchdog, and wakes
+    /// early after a suspend (returning how long the machine slept).
+    pub async fn sleep(&self, total: Duration) -> Option<f64> {
+        let mut usec = 0u64;
+        let chunk = if sd_notify::watchdog_enabled(false, &mut usec) {
+            Duration::from_micros(usec / 2).clamp(Duration::from_secs(1), TICK)
+        } else {
+            TICK
+        };
+        let (b, m) = (self.boot_clocks)();
+        let mut detector = SuspendDetector::new(b, m);
+        let deadline = tokio::time::Instant::now() + total;
+        loop {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            watchdog();
+            tokio::time::sleep((deadline - now).min(chunk)).await;
+            let (b, m) = (self.boot_clocks)();
+            if let Some(asleep) = detector.observe(b, m) {
+                return Some(asleep);
+            }
         }
-        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
-        tokio::time::sleep((deadline - now).min(chunk)).await;
     }
 }
 
@@ -321,32 +444,45 @@ pub fn os_rng() -> ChaCha20Rng {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ClockError;
     use crate::config::{Member, Source};
     use crate::round::Answer;
+    use crate::transport::FetchError;
     use rand::SeedableRng;
     use std::sync::Mutex;
 
     const ONION: &str = "abcdefghijklmnopqrstuvwxyz234567abcdefghijklmnopqrstuvwx.onion";
 
-    /// Every source answers `offset` seconds ahead of the fake clock; isolation strings are recorded.
+    /// Every source answers `offset` seconds ahead of the fake clock, after `delay`, except
+    /// the `dead` ones (never); isolation strings are recorded.
     struct FakeTransport {
         offset: f64,
+        delay: Duration,
+        dead: Vec<String>,
         isolation: Mutex<Vec<String>>,
         /// What the transport says about its own consensus (None: it has none, as SOCKS).
         window: Option<Result<(i64, i64), String>>,
+        /// The first this many reads before a round fail (tor still bootstrapping).
+        not_yet: std::sync::atomic::AtomicUsize,
+        /// What a read when judging says, if not `window` (tor got a newer consensus).
+        judging: Option<Result<(i64, i64), String>>,
     }
 
     impl Transport for FakeTransport {
         async fn fetch(
             &self,
-            _s: &Source,
+            s: &Source,
             isolation: &str,
             clock: &dyn Clock,
-        ) -> Result<Answer, String> {
+        ) -> Result<Answer, FetchError> {
             self.isolation
                 .lock()
-                .map_err(|e| e.to_string())?
+                .map_err(|e| FetchError::Io(e.to_string()))?
                 .push(isolation.to_owned());
+            if self.dead.contains(&s.host) {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(self.delay).await;
             let now = clock.now();
             Ok(Answer {
                 remote: (now + self.offset).floor() as i64,
@@ -356,7 +492,17 @@ mod tests {
         }
 
         async fn consensus_window(&self) -> Option<Result<(i64, i64), String>> {
+            use std::sync::atomic::Ordering;
+            let left = self.not_yet.load(Ordering::SeqCst);
+            if left > 0 {
+                self.not_yet.store(left - 1, Ordering::SeqCst);
+                return Some(Err("not bootstrapped".into()));
+            }
             self.window.clone()
+        }
+
+        async fn consensus_window_now(&self) -> Option<Result<(i64, i64), String>> {
+            self.judging.clone().or_else(|| self.window.clone())
         }
     }
 
@@ -371,12 +517,12 @@ mod tests {
         fn now(&self) -> f64 {
             1_900_000_000.25
         }
-        fn step(&self, offset: f64) -> Result<(), String> {
-            self.steps.lock().map_err(|e| e.to_string())?.push(offset);
+        fn step(&self, offset: f64) -> Result<(), ClockError> {
+            self.steps.lock().expect("lock").push(offset);
             Ok(())
         }
-        fn nudge(&self, ns: i64) -> Result<(), String> {
-            self.nudges.lock().map_err(|e| e.to_string())?.push(ns);
+        fn nudge(&self, ns: i64) -> Result<(), ClockError> {
+            self.nudges.lock().expect("lock").push(ns);
             Ok(())
         }
     }
@@ -404,8 +550,12 @@ mod tests {
         let clock = Arc::new(FakeClock::default());
         let transport = FakeTransport {
             offset,
+            delay: Duration::ZERO,
+            dead: Vec::new(),
             isolation: Mutex::new(Vec::new()),
             window,
+            not_yet: Default::default(),
+            judging: None,
         };
         let d = Daemon::new(
             config(),
@@ -482,12 +632,153 @@ mod tests {
             }
             if tag == "missing" {
                 assert!(
-                    matches!(&r, RoundResult::Failed(w) if w.contains("no Tor consensus window")),
+                    matches!(&r, RoundResult::Failed(RoundError::NoConsensus(_))),
                     "{r:?}"
                 );
                 assert!(d.transport.isolation.lock().expect("lock").is_empty());
             }
             std::fs::remove_dir_all(&dir).expect("cleanup");
         }
+    }
+
+    fn onion(c: char) -> Source {
+        let host: String = std::iter::repeat_n(c, 56).collect();
+        Source::parse_url(&format!("http://{host}.onion"), "").expect("url")
+    }
+
+    /// Pools of three members each; the first member of every pool never answers.
+    fn dead_first(d: &mut Daemon<FakeTransport>) {
+        let letters = [['a', 'b', 'c'], ['d', 'e', 'f'], ['g', 'h', 'i']];
+        d.cfg.pools = letters.map(|p| p.iter().map(|c| Member::One(onion(*c))).collect());
+        d.cfg.max_failure_ratio = 1.0; // 9 members: 3 failures allowed
+        d.transport.dead = ['a', 'd', 'g'].map(|c| onion(c).host).to_vec();
+        d.transport.delay = Duration::from_secs(2);
+    }
+
+    /// One dead source per pool costs a hedge delay, not the 120 s fetch timeout: a second
+    /// member of the pool is asked (on its own circuit) and the round succeeds.
+    #[tokio::test(start_paused = true)]
+    async fn dead_sources_are_hedged() {
+        for seed in 0..20 {
+            let (dir, _clock, mut d) =
+                daemon(&format!("sdw-hedge-{seed}"), 2.0, Some(Ok((0, i64::MAX))));
+            d.rng = ChaCha20Rng::seed_from_u64(seed);
+            dead_first(&mut d);
+            let started = tokio::time::Instant::now();
+            let r = d.round().await;
+            assert!(matches!(r, RoundResult::Success { .. }), "{seed}: {r:?}");
+            let took = started.elapsed();
+            assert!(took <= Duration::from_secs(14), "{seed}: {took:?}");
+            let iso = d.transport.isolation.lock().expect("lock").clone();
+            let unique: std::collections::HashSet<_> = iso.iter().collect();
+            assert_eq!(unique.len(), iso.len(), "every fetch on its own circuit");
+            std::fs::remove_dir_all(&dir).expect("cleanup");
+        }
+        // Without budget for it, no hedge: the round waits for the fetch (the transport's
+        // own timeout ends it; here: never within 60 s).
+        let (dir, _clock, mut d) = daemon("sdw-nohedge", 2.0, Some(Ok((0, i64::MAX))));
+        dead_first(&mut d);
+        d.cfg.max_failure_ratio = 0.0;
+        d.rng = ChaCha20Rng::seed_from_u64(1); // picks a dead member first
+        let r = tokio::time::timeout(Duration::from_secs(60), d.round()).await;
+        let asked = d.transport.isolation.lock().expect("lock").len();
+        assert!(r.is_err() && asked == 3, "{r:?}, {asked} fetches");
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    /// A round waits for tor's consensus instead of failing at once; answers are judged by
+    /// the window read when they arrive.
+    #[tokio::test(start_paused = true)]
+    async fn waits_for_the_consensus_and_judges_with_the_current_window() {
+        let now = FakeClock::default().now() as i64;
+        let (dir, clock, mut d) = daemon("sdw-wait", 2.0, Some(Ok((now - 60, now + 60))));
+        d.transport.not_yet = 5.into();
+        let r = d.round().await;
+        assert!(matches!(r, RoundResult::Success { .. }), "{r:?}");
+        // Never: the wait is bounded and the round fails with nothing fetched.
+        d.transport.not_yet = 1000.into();
+        d.consensus_wait = Duration::from_secs(30);
+        let r = d.round().await;
+        assert!(
+            matches!(r, RoundResult::Failed(RoundError::NoConsensus(_))),
+            "{r:?}"
+        );
+        // The window at judging time excludes the answers: rejected, clock untouched.
+        let (dir2, clock2, mut d2) = daemon("sdw-judge", 2.0, Some(Ok((now - 60, now + 60))));
+        d2.transport.judging = Some(Ok((now - 600, now - 300)));
+        let r = d2.round().await;
+        assert!(matches!(r, RoundResult::Failed(_)), "{r:?}");
+        assert!(clock2.steps.lock().expect("lock").is_empty());
+        // ... and one that cannot be read at judging time fails the round.
+        d2.transport.judging = Some(Err("control port gone".into()));
+        let r = d2.round().await;
+        assert!(
+            matches!(r, RoundResult::Failed(RoundError::NoConsensus(_))),
+            "{r:?}"
+        );
+        assert_eq!(clock.steps.lock().expect("lock").len(), 1);
+        for d in [dir, dir2] {
+            std::fs::remove_dir_all(&d).expect("cleanup");
+        }
+    }
+
+    /// A suspend (BOOTTIME jumps, MONOTONIC does not) ends the sleep at once, and the next
+    /// correction is stepped even though the clock was synced before; a clock-jump request
+    /// steps too.
+    #[tokio::test(start_paused = true)]
+    async fn suspend_and_clock_jump_step() {
+        use std::sync::atomic::{AtomicI64, Ordering};
+        let (dir, clock, mut d) = daemon("sdw-suspend", 30.0, None);
+        let boot = Arc::new(AtomicI64::new(0));
+        let b = boot.clone();
+        d.boot_clocks = Arc::new(move || (i128::from(b.load(Ordering::SeqCst)), 0));
+        assert!(matches!(
+            d.round().await,
+            RoundResult::Success { stepped: true, .. }
+        ));
+        assert!(matches!(
+            d.round().await,
+            RoundResult::Success { stepped: false, .. }
+        ));
+        // No suspend: the whole sleep.
+        assert_eq!(d.sleep(Duration::from_secs(20)).await, None);
+        // Suspended for an hour during the sleep.
+        let bump = boot.clone();
+        let sleeper = async {
+            tokio::time::sleep(Duration::from_secs(7)).await;
+            bump.store(3_600_000_000_000, Ordering::SeqCst);
+            std::future::pending::<()>().await;
+        };
+        let started = tokio::time::Instant::now();
+        let asleep = tokio::select! {
+            a = d.sleep(Duration::from_secs(7200)) => a,
+            _ = sleeper => None,
+        };
+        assert!(
+            asleep.is_some_and(|a| (a - 3600.0).abs() < 1.0),
+            "{asleep:?}"
+        );
+        assert!(
+            started.elapsed() <= Duration::from_secs(11),
+            "woke within a tick"
+        );
+        d.resumed = true;
+        assert!(matches!(
+            d.round().await,
+            RoundResult::Success { stepped: true, .. }
+        ));
+        assert!(
+            matches!(d.round().await, RoundResult::Success { stepped: false, .. }),
+            "only once"
+        );
+        // sdwdate-clock-jump's request.
+        std::fs::write(d.status.run_dir.join(crate::status::CLOCK_JUMP), "").expect("jump");
+        assert!(matches!(
+            d.round().await,
+            RoundResult::Success { stepped: true, .. }
+        ));
+        assert!(!d.status.clock_jump_requested());
+        assert_eq!(clock.steps.lock().expect("lock").len(), 3);
+        std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 }

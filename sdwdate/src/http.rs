@@ -6,7 +6,7 @@ use thiserror::Error;
 /// A response head larger than this is refused: a time source has no reason to send more.
 pub const MAX_HEAD: usize = 16 * 1024;
 
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum HttpError {
     #[error("response head larger than {MAX_HEAD} bytes (oversized)")]
     Oversized,

@@ -62,9 +62,18 @@ struct Cli {
     /// a round without the window fails: no window, no time.
     #[arg(long, value_name = "HOST:PORT|unix:PATH|auto|none")]
     control_port: Option<ControlSetting>,
-    /// Cookie file for the control port (default: the one Tor names in PROTOCOLINFO).
+    /// Cookie file for the control port. Default: CONTROL_COOKIE, else the one expected at
+    /// the address (Debian's /run/tor/control.authcookie, `<socket>.authcookie` beside a
+    /// socket). A cookie file the control port names is used only if it is this one.
     #[arg(long)]
     control_cookie: Option<PathBuf>,
+    /// How long a round waits for Tor to have a consensus before it fails.
+    #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+    consensus_wait: u64,
+    /// A fetch without an answer after this many seconds is hedged with another member of
+    /// its pool (inside the failure budget).
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    hedge_after: u64,
     /// Per-fetch timeout in seconds.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
@@ -90,28 +99,68 @@ enum Cmd {
     Completions { shell: clap_complete::Shell },
 }
 
+fn whonix_workstation() -> bool {
+    Path::new("/usr/share/anon-ws-base-files/workstation").exists()
+}
+
+/// The Whonix gateway's address, as upstream's helper (settings_echo) finds it: on Qubes
+/// (`qubesdb-read` present, in a TemplateVM or on a workstation) `qubesdb-read
+/// /qubes-gateway`, falling back to 127.0.0.1 as upstream does (nothing listens there on a
+/// workstation, so that fails closed); else 10.152.152.10 on a workstation, 127.0.0.1 on a
+/// gateway.
+fn gateway_ip() -> IpAddr {
+    let templatevm = Path::new("/run/qubes/this-is-templatevm").exists();
+    let qubesdb = ["/usr/bin/qubesdb-read", "/usr/sbin/qubesdb-read"]
+        .into_iter()
+        .find(|p| Path::new(p).exists());
+    if let (Some(q), true) = (qubesdb, templatevm || whonix_workstation()) {
+        let ip = std::process::Command::new(q)
+            .arg("/qubes-gateway")
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok());
+        return ip.unwrap_or_else(|| {
+            log::warn!("qubesdb-read /qubes-gateway gave no address; using 127.0.0.1");
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        });
+    }
+    if whonix_workstation() {
+        IpAddr::V4(Ipv4Addr::new(10, 152, 152, 10))
+    } else {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    }
+}
+
 fn default_proxy(cfg: &Config) -> SocketAddr {
-    let whonix_ws = Path::new("/usr/share/anon-ws-base-files/workstation").exists();
-    let whonix_gw = Path::new("/usr/share/anon-gw-base-files/gateway").exists();
-    let (ip, port) = match (whonix_ws, whonix_gw) {
-        (true, _) => (IpAddr::V4(Ipv4Addr::new(10, 152, 152, 10)), 9108),
-        (false, true) => (IpAddr::V4(Ipv4Addr::LOCALHOST), 9108),
-        _ => (IpAddr::V4(Ipv4Addr::LOCALHOST), 9050),
+    let (ip, port) = if whonix() {
+        (gateway_ip(), 9108)
+    } else {
+        (IpAddr::V4(Ipv4Addr::LOCALHOST), 9050)
     };
     SocketAddr::new(cfg.proxy_ip.unwrap_or(ip), cfg.proxy_port.unwrap_or(port))
 }
 
-/// `--control-port`, else CONTROL_PORT, else the platform's tor.
+/// `--control-port`, else CONTROL_PORT, else the platform's tor (the gateway's 9051 on a
+/// Whonix workstation, where onion-grater answers).
 fn control_setting(cli: &Cli, cfg: &Config) -> ControlSetting {
-    let whonix_ws = Path::new("/usr/share/anon-ws-base-files/workstation").exists();
     cli.control_port
         .clone()
         .or_else(|| cfg.control_port.clone())
-        .unwrap_or(ControlSetting::Addr(if whonix_ws {
-            ControlAddr::Tcp(SocketAddr::from(([10, 152, 152, 10], 9051)))
-        } else {
-            ControlAddr::Auto
-        }))
+        .unwrap_or_else(|| {
+            ControlSetting::Addr(if whonix_workstation() {
+                ControlAddr::Tcp(SocketAddr::new(gateway_ip(), 9051))
+            } else {
+                ControlAddr::Auto
+            })
+        })
+}
+
+/// A tor daemon is installed (Debian's tor package, or one built into /usr/local).
+fn tor_installed() -> bool {
+    ["/usr/bin/tor", "/usr/sbin/tor", "/usr/local/bin/tor"]
+        .iter()
+        .any(|p| Path::new(p).exists())
 }
 
 fn whonix() -> bool {
@@ -119,13 +168,17 @@ fn whonix() -> bool {
         || Path::new("/usr/share/anon-gw-base-files/gateway").exists()
 }
 
-fn pick_transport(cli: &Cli, cfg: &Config, proxy: SocketAddr) -> (TransportKind, &'static str) {
+fn pick_transport(cli: &Cli, cfg: &Config) -> (TransportKind, &'static str) {
     if !cfg!(feature = "arti") && cli.transport.is_none() && cfg.transport.is_none() {
         return (TransportKind::Socks, "built without arti");
     }
-    sdwdate::transport::choose(cli.transport, cfg, cli.proxy.is_some(), whonix(), || {
-        std::net::TcpStream::connect_timeout(&proxy, Duration::from_secs(2)).is_ok()
-    })
+    sdwdate::transport::choose(
+        cli.transport,
+        cfg,
+        cli.proxy.is_some(),
+        whonix(),
+        tor_installed,
+    )
 }
 
 fn main() -> ExitCode {
@@ -190,10 +243,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let cfg = Config::load_dir(&cli.config_dir)?;
     let proxy = cli.proxy.unwrap_or_else(|| default_proxy(&cfg));
     let control = match control_setting(&cli, &cfg) {
-        ControlSetting::None => None,
+        ControlSetting::None => {
+            log::warn!(
+                "CONTROL_PORT=none: answers are judged WITHOUT Tor's consensus window; \
+                 time sources that agree on a lie are believed (weaker than upstream sdwdate)"
+            );
+            None
+        }
         ControlSetting::Addr(addr) => Some(ControlPort {
             addr,
-            cookie: cli.control_cookie.clone(),
+            cookie: cli.control_cookie.clone().or(cfg.control_cookie.clone()),
             timeout: Duration::from_secs(10),
         }),
     };
@@ -209,7 +268,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     status
         .init()
         .with_context(|| format!("cannot create {}", status.run_dir.display()))?;
-    let (kind, why) = pick_transport(&cli, &cfg, proxy);
+    let (kind, why) = pick_transport(&cli, &cfg);
     if kind == TransportKind::Socks {
         if let Some(f) = cli.arti_config.as_ref().or(cfg.arti_config.as_ref()) {
             log::warn!("{} is not used: the transport is socks", f.display());
@@ -297,6 +356,8 @@ async fn drive<T: Transport>(
 ) -> anyhow::Result<Option<RoundResult>> {
     let mut daemon = Daemon::new(cfg, transport, clock, status, os_rng());
     daemon.control = control;
+    daemon.consensus_wait = Duration::from_secs(cli.consensus_wait);
+    daemon.hedge_after = Duration::from_secs(cli.hedge_after);
     daemon.minimum_files = vec![
         "/etc/minimum-unixtime".into(),
         "/usr/local/etc/minimum-unixtime".into(),

@@ -14,19 +14,9 @@ pub const BUILD_UNIXTIME: i64 = match i64::from_str_radix(env!("SDWDATE_BUILD_UN
 /// ignored with a warning: it cannot be fixed from here, and refusing to run would leave the
 /// clock wrong.
 pub fn minimum_unixtime(files: &[&Path]) -> i64 {
-    let mut min = BUILD_UNIXTIME;
-    for f in files {
-        let Ok(text) = std::fs::read_to_string(f) else {
-            continue;
-        };
-        match text.trim().parse::<i64>() {
-            Ok(t) if (1_000_000_000..10_000_000_000).contains(&t) => min = min.max(t),
-            _ => warn!(
-                "{}: ignoring, not a 10-digit unix time: {:?}",
-                f.display(),
-                text.trim()
-            ),
-        }
+    let (min, bad) = tor_control::client::minimum_from_files(BUILD_UNIXTIME, files);
+    for f in bad {
+        warn!("{}: ignoring, not a 10-digit unix time", f.display());
     }
     min
 }

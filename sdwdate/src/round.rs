@@ -1,14 +1,14 @@
 //! One round, sans-IO: which sources to ask next, what to make of each answer, and when the
 //! round is over. The shell fetches; this decides.
 
-use std::fmt;
 use std::time::Duration;
 
 use rand::Rng;
 
-use crate::bounds::{Bounds, OutOfBounds};
+use crate::bounds::{utc, Bounds, OutOfBounds};
 use crate::config::Source;
 use crate::pools::Pools;
+use crate::transport::FetchError;
 
 /// What a fetch brought back.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -42,25 +42,38 @@ pub struct Request {
 }
 
 /// Why an answer did not count.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Rejection {
-    Fetch(String),
-    Bounds(OutOfBounds),
-}
-
-impl fmt::Display for Rejection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Rejection::Fetch(e) => f.write_str(e),
-            Rejection::Bounds(b) => b.fmt(f),
-        }
-    }
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error(transparent)]
+    Bounds(#[from] OutOfBounds),
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
-    Accepted { diff: f64 },
+    Accepted {
+        diff: f64,
+    },
     Rejected(Rejection),
+    /// The pool already has its answer (a hedged twin was faster): neither counted nor a
+    /// failure.
+    Late,
+}
+
+/// Why a round failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RoundError {
+    #[error("pool {0}: every member was tried and none gave a valid time")]
+    PoolExhausted(usize),
+    #[error("maximum allowed number of failures ({0}) exceeded, giving up")]
+    TooManyFailures(usize),
+    #[error("no Tor consensus window: {0}")]
+    NoConsensus(String),
+    #[error("the new time {} would be before the minimum time {} minus 100 s (replay protection)", utc(*new_time), utc(*minimum))]
+    ReplayProtection { new_time: i64, minimum: i64 },
+    #[error("cannot set the clock: {0}")]
+    Clock(String),
 }
 
 /// How a round ends.
@@ -71,7 +84,7 @@ pub enum Outcome {
         diffs: [f64; 3],
         median: f64,
     },
-    Failed(String),
+    Failed(RoundError),
 }
 
 #[derive(Debug)]
@@ -79,11 +92,12 @@ pub struct Round {
     pools: Pools,
     tried: [Vec<bool>; 3],
     accepted: [Option<f64>; 3],
-    in_flight: [bool; 3],
+    /// Fetches under way per pool: 1, or 2 while a slow one is hedged.
+    in_flight: [usize; 3],
     failures: usize,
     allowed_failures: usize,
     bounds: Bounds,
-    failed: Option<String>,
+    failed: Option<RoundError>,
 }
 
 impl Round {
@@ -93,7 +107,7 @@ impl Round {
             pools,
             tried,
             accepted: [None; 3],
-            in_flight: [false; 3],
+            in_flight: [0; 3],
             failures: 0,
             allowed_failures,
             bounds,
@@ -102,37 +116,77 @@ impl Round {
     }
 
     /// For every pool that still needs an answer and has none in flight: a random untried
-    /// member. A pool with no untried member left fails the round.
+    /// member. A pool with no untried member left (and nothing in flight) fails the round.
     pub fn next_requests(&mut self, rng: &mut impl Rng) -> Vec<Request> {
         let mut out = Vec::new();
         for pool in 0..3 {
-            if self.failed.is_some() || self.accepted[pool].is_some() || self.in_flight[pool] {
+            if self.failed.is_some() || self.accepted[pool].is_some() || self.in_flight[pool] > 0 {
                 continue;
             }
-            let untried: Vec<usize> = (0..self.tried[pool].len())
-                .filter(|i| !self.tried[pool][*i])
-                .collect();
-            if untried.is_empty() {
-                self.failed = Some(format!(
-                    "pool {pool}: every member was tried and none gave a valid time"
-                ));
-                return Vec::new();
+            match self.pick(pool, rng) {
+                Some(r) => out.push(r),
+                None => {
+                    self.failed = Some(RoundError::PoolExhausted(pool));
+                    return Vec::new();
+                }
             }
-            let member = untried[rng.random_range(0..untried.len())];
-            self.tried[pool][member] = true;
-            self.in_flight[pool] = true;
-            out.push(Request {
-                pool,
-                member,
-                source: self.pools.0[pool][member].clone(),
-            });
         }
         out
     }
 
+    /// A second member for a pool whose only fetch is slow, on its own circuit, so that one
+    /// dead source costs a hedge delay instead of the whole fetch timeout. Only inside the
+    /// failure budget: if every hedged fetch and the failures so far all failed, the round
+    /// would still be within it.
+    pub fn hedge(&mut self, pool: usize, rng: &mut impl Rng) -> Option<Request> {
+        if self.failed.is_some() || self.accepted[pool].is_some() || self.in_flight[pool] != 1 {
+            return None;
+        }
+        let hedged = self.in_flight.iter().filter(|n| **n > 1).count();
+        if self.failures + hedged + 1 > self.allowed_failures {
+            return None;
+        }
+        self.pick(pool, rng)
+    }
+
+    fn pick(&mut self, pool: usize, rng: &mut impl Rng) -> Option<Request> {
+        let untried: Vec<usize> = (0..self.tried[pool].len())
+            .filter(|i| !self.tried[pool][*i])
+            .collect();
+        if untried.is_empty() {
+            return None;
+        }
+        let member = untried[rng.random_range(0..untried.len())];
+        self.tried[pool][member] = true;
+        self.in_flight[pool] += 1;
+        Some(Request {
+            pool,
+            member,
+            source: self.pools.0[pool][member].clone(),
+        })
+    }
+
+    /// Tor's consensus window as read when the answers are judged (tor may have got its first
+    /// or a newer consensus while the round ran).
+    pub fn set_consensus(&mut self, window: Option<(i64, i64)>) {
+        self.bounds.consensus = window;
+    }
+
+    pub fn bounds(&self) -> Bounds {
+        self.bounds
+    }
+
+    /// Ends the round from outside (the consensus window could not be read).
+    pub fn fail(&mut self, e: RoundError) {
+        self.failed.get_or_insert(e);
+    }
+
     /// Feeds the result of a request.
-    pub fn answer(&mut self, req: &Request, result: Result<Answer, String>) -> Verdict {
-        self.in_flight[req.pool] = false;
+    pub fn answer(&mut self, req: &Request, result: Result<Answer, FetchError>) -> Verdict {
+        self.in_flight[req.pool] = self.in_flight[req.pool].saturating_sub(1);
+        if self.accepted[req.pool].is_some() || self.failed.is_some() {
+            return Verdict::Late;
+        }
         let verdict = match result {
             Err(e) => Verdict::Rejected(Rejection::Fetch(e)),
             Ok(a) => match self.bounds.check(a.remote) {
@@ -146,13 +200,11 @@ impl Round {
             Verdict::Accepted { diff } => self.accepted[req.pool] = Some(*diff),
             Verdict::Rejected(_) => {
                 self.failures += 1;
-                if self.failures > self.allowed_failures && self.failed.is_none() {
-                    self.failed = Some(format!(
-                        "maximum allowed number of failures ({}) exceeded, giving up",
-                        self.allowed_failures
-                    ));
+                if self.failures > self.allowed_failures {
+                    self.failed = Some(RoundError::TooManyFailures(self.allowed_failures));
                 }
             }
+            Verdict::Late => {}
         }
         verdict
     }
@@ -183,14 +235,13 @@ pub fn median(mut d: [f64; 3]) -> f64 {
 }
 
 /// The new time must not fall below the minimum time minus 100 s (replay protection).
-pub fn check_floor(now: f64, offset: f64, minimum: i64) -> Result<(), String> {
+pub fn check_floor(now: f64, offset: f64, minimum: i64) -> Result<(), RoundError> {
     let new = now + offset;
-    if new < (minimum - 100) as f64 {
-        return Err(format!(
-            "the new time {} would be before the minimum time {} minus 100 s (replay protection)",
-            crate::bounds::utc(new as i64),
-            crate::bounds::utc(minimum)
-        ));
+    if tor_control::time::below_floor(new, minimum) {
+        return Err(RoundError::ReplayProtection {
+            new_time: new as i64,
+            minimum,
+        });
     }
     Ok(())
 }
@@ -236,7 +287,7 @@ mod tests {
         sizes: [usize; 3],
         allowed: usize,
         seed: u64,
-        source: impl Fn(usize, usize) -> Result<i64, String>,
+        source: impl Fn(usize, usize) -> Result<i64, FetchError>,
     ) -> (Outcome, usize) {
         let mut r = Round::new(pools(sizes), allowed, bounds());
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed);
@@ -284,29 +335,69 @@ mod tests {
         // A whole pool dead: fails once its members are used up.
         let (o, _) = run([3, 2, 3], 10, 3, |p, _| {
             if p == 1 {
-                Err("dead".into())
+                Err(FetchError::Closed)
             } else {
                 Ok(0)
             }
         });
-        assert!(
-            matches!(&o, Outcome::Failed(m) if m.contains("pool 1")),
-            "{o:?}"
-        );
+        assert_eq!(o, Outcome::Failed(RoundError::PoolExhausted(1)));
         // More failures than allowed ends the round even with members left.
         let (o, asked) = run([9, 9, 9], 1, 4, |_, m| {
             if m < 4 {
-                Err("dead".into())
+                Err(FetchError::Closed)
             } else {
                 Ok(0)
             }
         });
-        if let Outcome::Failed(m) = &o {
-            assert!(m.contains("maximum allowed number of failures (1)"));
+        if let Outcome::Failed(e) = &o {
+            assert_eq!(*e, RoundError::TooManyFailures(1));
         } else {
             // Only possible when at most one dead member was picked.
             assert!(asked <= 4, "{o:?} after {asked}");
         }
+    }
+
+    #[test]
+    fn hedges_stay_inside_the_budget_and_late_answers_do_not_count() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(5);
+        // Budget 2: two pools may be hedged, the third not.
+        let mut r = Round::new(pools([3, 3, 3]), 2, bounds());
+        let first = r.next_requests(&mut rng);
+        assert_eq!(first.len(), 3);
+        let h0 = r.hedge(0, &mut rng).expect("hedge pool 0");
+        assert!(r.hedge(0, &mut rng).is_none(), "one hedge per slow fetch");
+        assert!(r.hedge(1, &mut rng).is_some());
+        assert!(
+            r.hedge(2, &mut rng).is_none(),
+            "a third hedge could exceed the budget"
+        );
+        assert_ne!(h0.member, first[0].member);
+        // Pool 0: the hedge answers first; the slow original then fails, and does not count.
+        assert!(matches!(
+            r.answer(&h0, Ok(answer(30))),
+            Verdict::Accepted { .. }
+        ));
+        assert_eq!(r.answer(&first[0], Err(FetchError::Closed)), Verdict::Late);
+        assert_eq!(r.failures(), 0);
+        // A pool that already answered is never hedged.
+        assert!(r.hedge(0, &mut rng).is_none());
+    }
+
+    #[test]
+    fn the_window_at_judging_time_decides() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(6);
+        let mut r = Round::new(pools([2, 2, 2]), 5, bounds());
+        let reqs = r.next_requests(&mut rng);
+        // tor got a newer consensus during the round: the answer is inside the new window.
+        r.set_consensus(Some((NOW as i64 + 3600, NOW as i64 + 7200)));
+        assert!(matches!(
+            r.answer(&reqs[0], Ok(answer(4000))),
+            Verdict::Accepted { .. }
+        ));
+        assert!(matches!(
+            r.answer(&reqs[1], Ok(answer(30))),
+            Verdict::Rejected(Rejection::Bounds(OutOfBounds::BeforeConsensus { .. }))
+        ));
     }
 
     #[test]
@@ -320,6 +411,9 @@ mod tests {
     fn replay_floor() {
         assert!(check_floor(NOW, 0.0, NOW as i64).is_ok());
         assert!(check_floor(NOW, -99.0, NOW as i64).is_ok());
-        assert!(check_floor(NOW, -101.0, NOW as i64).is_err());
+        assert!(matches!(
+            check_floor(NOW, -101.0, NOW as i64),
+            Err(RoundError::ReplayProtection { .. })
+        ));
     }
 }

@@ -1,52 +1,18 @@
 //! The files other tools read, byte-compatible with upstream sdwdate:
-//! `/run/sdwdate/{status,msg,success,first_success,fail}` and the replay-protection file.
+//! `/run/sdwdate/{status,msg,success,first_success,fail,sleep_long}` and the replay-protection
+//! file. Names and formats are the shared contract (`tor_control::run_dir`).
 
 use std::io;
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Icon {
-    Success,
-    Busy,
-    Error,
-}
+pub use tor_control::run_dir::{status_json, Icon};
+use tor_control::run_dir::{FAIL, FIRST_SUCCESS, MSG, STATUS, SUCCESS};
 
-impl Icon {
-    fn as_str(self) -> &'static str {
-        match self {
-            Icon::Success => "success",
-            Icon::Busy => "busy",
-            Icon::Error => "error",
-        }
-    }
-}
-
-/// Upstream's `json.dump({"icon": ..., "message": ...})`: same key order, same separators,
-/// non-ASCII escaped as Python does by default.
-pub fn status_json(icon: Icon, message: &str) -> String {
-    let mut m = String::with_capacity(message.len() + 2);
-    m.push('"');
-    for c in message.chars() {
-        match c {
-            '"' => m.push_str("\\\""),
-            '\\' => m.push_str("\\\\"),
-            '\n' => m.push_str("\\n"),
-            '\r' => m.push_str("\\r"),
-            '\t' => m.push_str("\\t"),
-            '\u{8}' => m.push_str("\\b"),
-            '\u{c}' => m.push_str("\\f"),
-            c if (c as u32) < 0x20 || (c as u32) > 0x7f => {
-                let mut buf = [0u16; 2];
-                for u in c.encode_utf16(&mut buf) {
-                    m.push_str(&format!("\\u{u:04x}"));
-                }
-            }
-            c => m.push(c),
-        }
-    }
-    m.push('"');
-    format!("{{\"icon\": \"{}\", \"message\": {m}}}", icon.as_str())
-}
+/// Upstream's request to step (not slew) on the next success: `sdwdate-clock-jump` creates it
+/// (sdwdate-gui's "Restart sdwdate" runs that), sdwdate removes it after the step.
+pub const CLOCK_JUMP: &str = "clock_jump_do_once";
+/// Exists while sdwdate sleeps between rounds (as upstream; no known reader).
+pub const SLEEP_LONG: &str = "sleep_long";
 
 #[derive(Debug, Clone)]
 pub struct StatusDir {
@@ -58,6 +24,18 @@ fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, data)?;
     std::fs::rename(&tmp, path)
+}
+
+/// In place, as upstream's `open(path, "w")`: sdwdate-gui watches `status` itself with
+/// inotify (IN_MODIFY) and loses it for good when the file is replaced by a rename.
+fn write_in_place(path: &Path, data: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(path)?;
+    f.write_all(data)
 }
 
 fn touch(path: &Path) -> io::Result<()> {
@@ -81,32 +59,52 @@ impl StatusDir {
     }
 
     pub fn status(&self, icon: Icon, message: &str) -> io::Result<()> {
-        write_atomic(
-            &self.run_dir.join("status"),
+        write_in_place(
+            &self.run_dir.join(STATUS),
             status_json(icon, message).as_bytes(),
         )?;
-        write_atomic(&self.run_dir.join("msg"), message.as_bytes())
+        write_in_place(&self.run_dir.join(MSG), message.as_bytes())
     }
 
     pub fn first_success_exists(&self) -> bool {
-        self.run_dir.join("first_success").exists()
+        self.run_dir.join(FIRST_SUCCESS).exists()
     }
 
-    /// A round begins: an old `fail` no longer describes the present (as upstream).
+    /// `sdwdate-clock-jump` asked for a step on the next success.
+    pub fn clock_jump_requested(&self) -> bool {
+        self.run_dir.join(CLOCK_JUMP).exists()
+    }
+
+    /// A round begins: an old `fail` no longer describes the present, and the daemon is no
+    /// longer sleeping (as upstream).
     pub fn round_started(&self) -> io::Result<()> {
-        remove(&self.run_dir.join("fail"))
+        remove(&self.run_dir.join(SLEEP_LONG))?;
+        remove(&self.run_dir.join(FAIL))
     }
 
+    /// Created directly (IN_CREATE): whonix-firewall's restarter and anon-firewall's path
+    /// unit wait for `first_success` to be created, not moved into place.
     pub fn succeeded(&self) -> io::Result<()> {
-        touch(&self.run_dir.join("first_success"))?;
-        touch(&self.run_dir.join("success"))?;
-        remove(&self.run_dir.join("fail"))
+        touch(&self.run_dir.join(FIRST_SUCCESS))?;
+        touch(&self.run_dir.join(SUCCESS))?;
+        remove(&self.run_dir.join(CLOCK_JUMP))?;
+        remove(&self.run_dir.join(FAIL))
     }
 
     /// Unlike upstream, a failure also removes `success`, so that readers never see both.
     pub fn failed(&self) -> io::Result<()> {
-        touch(&self.run_dir.join("fail"))?;
-        remove(&self.run_dir.join("success"))
+        touch(&self.run_dir.join(FAIL))?;
+        remove(&self.run_dir.join(SUCCESS))
+    }
+
+    /// Before the sleep between rounds / when it ends.
+    pub fn sleeping(&self, yes: bool) -> io::Result<()> {
+        let p = self.run_dir.join(SLEEP_LONG);
+        if yes {
+            touch(&p)
+        } else {
+            remove(&p)
+        }
     }
 
     pub fn replay_file(&self) -> PathBuf {
@@ -131,19 +129,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn json_is_byte_compatible_with_python() {
-        // python3 -c 'import json,sys; json.dump({"icon":"busy","message":"a \"b\"\n\u00e9"}, sys.stdout)'
-        assert_eq!(
-            status_json(Icon::Busy, "a \"b\"\né"),
-            r#"{"icon": "busy", "message": "a \"b\"\n\u00e9"}"#
-        );
-        assert_eq!(
-            status_json(Icon::Success, "ok"),
-            r#"{"icon": "success", "message": "ok"}"#
-        );
-    }
-
-    #[test]
     fn files_follow_the_contract() {
         let d = std::env::temp_dir().join(format!("sdw-status-{}", std::process::id()));
         let s = StatusDir {
@@ -151,6 +136,17 @@ mod tests {
             state_dir: d.join("state"),
         };
         s.init().expect("init");
+        s.status(Icon::Busy, "Running").expect("status");
+        // Rewritten in place: the inode a reader watches stays the same.
+        use std::os::unix::fs::MetadataExt;
+        let ino = |p: &str| std::fs::metadata(d.join(p)).expect("meta").ino();
+        let before = ino("run/status");
+        s.status(Icon::Error, "Failed: x").expect("status");
+        assert_eq!(ino("run/status"), before);
+        assert_eq!(
+            std::fs::read_to_string(d.join("run/status")).expect("status"),
+            r#"{"icon": "error", "message": "Failed: x"}"#
+        );
         s.status(Icon::Busy, "Running").expect("status");
         assert_eq!(
             std::fs::read_to_string(d.join("run/msg")).expect("msg"),
@@ -164,8 +160,17 @@ mod tests {
         );
         s.round_started().expect("start");
         assert!(!d.join("run/fail").exists());
+        std::fs::write(d.join("run").join(CLOCK_JUMP), "").expect("jump");
+        assert!(s.clock_jump_requested());
+        s.sleeping(true).expect("sleep");
+        s.round_started().expect("start");
+        assert!(!d.join("run/sleep_long").exists());
         s.succeeded().expect("ok");
         assert!(d.join("run/success").exists() && s.first_success_exists());
+        assert!(
+            !s.clock_jump_requested(),
+            "a step was made: the request is done"
+        );
         s.write_replay_protection(1_795_636_209).expect("replay");
         assert_eq!(
             std::fs::read_to_string(s.replay_file()).expect("replay"),

@@ -20,6 +20,8 @@ const DEAD: [usize; 2] = [6, 7];
 const MALFORMED: usize = 8;
 const OVERSIZED: usize = 9;
 const SLOW: usize = 10;
+/// Sources that take the request and never answer (within any test's time).
+const HUNG: [usize; 3] = [14, 15, 16];
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Via {
@@ -74,8 +76,14 @@ fn sdwdate(net: &TorNet, via: Via, pools: [&[usize]; 3], timeout_s: u64, tag: &s
 struct Extra {
     env: Vec<(&'static str, String)>,
     arti_toml: &'static str,
-    /// `--control-port` instead of the network's.
+    /// `--control-port` instead of the network's (and then no `--control-cookie` unless
+    /// `cookie`).
     control: Option<String>,
+    cookie: Option<String>,
+    /// `--consensus-wait` (default 20 s).
+    consensus_wait: Option<u64>,
+    /// `--hedge-after` (default sdwdate's).
+    hedge_after: Option<u64>,
 }
 
 #[cfg(feature = "arti")]
@@ -132,16 +140,35 @@ fn sdwdate_with(
         .arg("--state-dir")
         .arg(dir.join("state"))
         .args(["--timeout", &timeout_s.to_string(), "--once", "--dry-run"])
+        .args([
+            "--consensus-wait",
+            &extra.consensus_wait.unwrap_or(20).to_string(),
+        ])
         .env_remove("JOURNAL_STREAM");
+    if let Some(h) = extra.hedge_after {
+        cmd.args(["--hedge-after", &h.to_string()]);
+    }
     match via {
-        Via::Socks => cmd.args([
-            "--transport",
-            "socks",
-            "--proxy",
-            &net.socks.to_string(),
-            "--control-port",
-            &extra.control.clone().unwrap_or(net.control.to_string()),
-        ]),
+        Via::Socks => {
+            cmd.args(["--transport", "socks", "--proxy", &net.socks.to_string()]);
+            // The network's tor wants its cookie (SAFECOOKIE), as Debian's does.
+            match (&extra.control, &extra.cookie) {
+                (None, _) => cmd
+                    .args([
+                        "--control-port",
+                        &net.control.to_string(),
+                        "--control-cookie",
+                    ])
+                    .arg(&net.cookie),
+                (Some(c), cookie) => {
+                    cmd.args(["--control-port", c]);
+                    if let Some(k) = cookie {
+                        cmd.args(["--control-cookie", k]);
+                    }
+                    &mut cmd
+                }
+            }
+        }
         Via::Arti => {
             let toml = dir.join("arti.toml");
             std::fs::write(&toml, net.arti_toml() + extra.arti_toml).expect("write arti.toml");
@@ -250,6 +277,7 @@ fn behaviours() -> Vec<Behaviour> {
     ]);
     behaviours.push(Behaviour::Slow(Duration::from_secs(30)));
     behaviours.extend(vec![Behaviour::Offset(30); 3]);
+    behaviours.extend([Behaviour::Slow(Duration::from_secs(600)); 3]);
     behaviours
 }
 
@@ -310,7 +338,7 @@ fn end_to_end_over_socks() {
         .args([
             "--tor",
             "--control-port",
-            &net.control.to_string(),
+            &format!("unix:{}", net.control_socket.display()),
             "--consensus-file",
             "/nonexistent",
         ])
@@ -322,7 +350,44 @@ fn end_to_end_over_socks() {
     drop(r);
 
     no_window_no_time(&net);
+    hung_sources(&net);
     scenario(&net, Via::Socks);
+}
+
+/// One source per pool that takes the request and never answers: the round is over within
+/// 30 s of tor being ready (upstream: at least one 120 s timeout per hung source), because a
+/// slow fetch is hedged with another member of its pool on its own circuit. Printed for the
+/// README.
+fn hung_sources(net: &TorNet) {
+    let pools: [&[usize]; 3] = [&[HUNG[0], H[0]], &[HUNG[1], H[1]], &[HUNG[2], H[2]]];
+    let mut took = Vec::new();
+    for i in 0..3 {
+        let started = std::time::Instant::now();
+        let extra = Extra {
+            hedge_after: Some(5),
+            ..Extra::default()
+        };
+        let r = sdwdate_with(
+            net,
+            Via::Socks,
+            pools,
+            120,
+            &run_dir(Via::Socks, &format!("hung{i}")),
+            false,
+            &extra,
+        );
+        let t = started.elapsed();
+        assert_success(&r, "a hung source in every pool");
+        assert!(
+            t < Duration::from_secs(30),
+            "round {i} took {t:?}:\n{}",
+            r.stderr()
+        );
+        took.push(t.as_secs_f64());
+    }
+    println!(
+        "sdwdate: a hung source in every pool (hedge after 5 s): first success after {took:.1?} s"
+    );
 }
 
 /// Honest sources, but tor's consensus window is not to be had: the control port is stopped,
@@ -337,6 +402,7 @@ fn no_window_no_time(net: &TorNet) {
         .expect("port");
     let extra = Extra {
         control: Some(closed.to_string()),
+        consensus_wait: Some(4),
         ..Extra::default()
     };
     let r = sdwdate_with(
@@ -349,23 +415,102 @@ fn no_window_no_time(net: &TorNet) {
         &extra,
     );
     assert_failure(&r, "control port stopped", "no Tor consensus window");
-    // A control port that wants a cookie nobody can read (Debian's tor, sdwdate not in
-    // group debian-tor).
-    let fake = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = fake.local_addr().expect("addr");
-    let server = std::thread::spawn(move || {
-        use std::io::{BufRead, Write};
-        let (s, _) = fake.accept().expect("accept");
-        let mut r = std::io::BufReader::new(s.try_clone().expect("clone"));
-        let mut line = String::new();
-        let _ = r.read_line(&mut line);
-        let _ = (&s).write_all(
-            b"250-PROTOCOLINFO 1\r\n250-AUTH METHODS=COOKIE,SAFECOOKIE COOKIEFILE=\"/nonexistent/control.authcookie\"\r\n250 OK\r\n",
+    assert!(
+        r.stderr()
+            .contains("waiting up to 4 s for Tor's consensus window"),
+        "the round waits for tor before it fails:\n{}",
+        r.stderr()
+    );
+
+    // Squatters: a local user who bound the control port before tor. Each fake answers every
+    // connection with `reply` (after PROTOCOLINFO) and records what sdwdate sent.
+    let squat = |tag: &str, protocolinfo: &'static str, cookie: Option<String>, needle: &str| {
+        let fake = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        fake.set_nonblocking(true).expect("nonblocking");
+        let addr = fake.local_addr().expect("addr");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let server = std::thread::spawn(move || {
+            use std::io::{BufRead, Write};
+            let mut heard = Vec::new();
+            while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
+                let Ok((s, _)) = fake.accept() else {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
+                let _ = s.set_nonblocking(false);
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut r = std::io::BufReader::new(s.try_clone().expect("clone"));
+                let mut line = String::new();
+                while r.read_line(&mut line).is_ok_and(|n| n > 0) {
+                    heard.push(line.trim().to_owned());
+                    let reply: &[u8] = if line.starts_with("PROTOCOLINFO") {
+                        protocolinfo.as_bytes()
+                    } else if line.starts_with("AUTHCHALLENGE") {
+                        b"250 AUTHCHALLENGE SERVERHASH=0000000000000000000000000000000000000000000000000000000000000000 SERVERNONCE=0000000000000000000000000000000000000000000000000000000000000000\r\n"
+                    } else {
+                        b"250-consensus/valid-after=2000-01-01 00:00:00\r\n250-consensus/valid-until=2099-01-01 00:00:00\r\n250 OK\r\n"
+                    };
+                    let _ = (&s).write_all(reply);
+                    line.clear();
+                }
+            }
+            heard
+        });
+        let extra = Extra {
+            control: Some(addr.to_string()),
+            cookie,
+            consensus_wait: Some(0),
+            ..Extra::default()
+        };
+        let r = sdwdate_with(net, Via::Socks, pools, 30, &dir(tag), false, &extra);
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let heard = server.join().expect("fake control port");
+        assert_failure(&r, tag, needle);
+        assert!(
+            !heard.iter().any(|l| l.starts_with("GETINFO")),
+            "{tag}: sdwdate asked a squatter for the window: {heard:?}"
         );
-        line
-    });
+        heard
+    };
+    // It knows no cookie but asks for SAFECOOKIE: its server hash gives it away, and
+    // sdwdate never sends its own proof.
+    let cookie = Some(net.cookie.display().to_string());
+    let heard = squat(
+        "squat-safecookie",
+        "250-PROTOCOLINFO 1\r\n250-AUTH METHODS=COOKIE,SAFECOOKIE\r\n250 OK\r\n",
+        cookie.clone(),
+        "SAFECOOKIE server hash is wrong",
+    );
+    assert!(
+        !heard.iter().any(|l| l.starts_with("AUTHENTICATE")),
+        "{heard:?}"
+    );
+    // It names a cookie file it wrote itself.
+    squat(
+        "squat-own-cookie",
+        "250-PROTOCOLINFO 1\r\n250-AUTH METHODS=SAFECOOKIE COOKIEFILE=\"/tmp/squatter.cookie\"\r\n250 OK\r\n",
+        None,
+        "names the cookie file /tmp/squatter.cookie, not the expected /run/tor/control.authcookie",
+    );
+    // It offers plain COOKIE, which would hand it tor's cookie.
+    squat(
+        "squat-cookie",
+        "250-PROTOCOLINFO 1\r\n250-AUTH METHODS=COOKIE\r\n250 OK\r\n",
+        None,
+        "it offers only COOKIE",
+    );
+    // It offers no authentication at all: refused on a port on this host.
+    squat(
+        "squat-null",
+        "250-PROTOCOLINFO 1\r\n250-AUTH METHODS=NULL\r\n250 OK\r\n",
+        None,
+        "it offers no authentication, but it is a TCP port on this host",
+    );
+    // The real tor through its control socket: the cookie beside it (Debian's layout) is
+    // found without configuration.
     let extra = Extra {
-        control: Some(addr.to_string()),
+        control: Some(format!("unix:{}", net.control_socket.display())),
         ..Extra::default()
     };
     let r = sdwdate_with(
@@ -373,15 +518,11 @@ fn no_window_no_time(net: &TorNet) {
         Via::Socks,
         pools,
         30,
-        &dir("ctl-cookie"),
+        &dir("ctl-socket"),
         false,
         &extra,
     );
-    assert_failure(&r, "unreadable cookie", "/nonexistent/control.authcookie");
-    assert_eq!(
-        server.join().expect("fake control port").trim(),
-        "PROTOCOLINFO 1"
-    );
+    assert_success(&r, "control socket with its cookie");
     // The explicit opt-out: no bound, the honest answers are taken.
     let extra = Extra {
         control: Some("none".into()),
@@ -479,12 +620,10 @@ fn end_to_end_over_arti() {
         .unwrap_or_else(|e| panic!("tor network: {e}"));
 
     // Honest pools through the embedded client: success, with the consensus bound taken from
-    // arti's own directory (no control port is given). One onion is in two pools, so one
-    // round fetches it twice at once: two circuits, where without isolation arti would put
-    // both streams on one rendezvous circuit. The same state directory twice: the second
-    // start reuses arti's state and cache.
+    // arti's own directory (no control port is given), every fetch on its own circuit. The
+    // same state directory twice: the second start reuses arti's state and cache.
     let dir = run_dir(Via::Arti, "restart");
-    let pools: [&[usize]; 3] = [&[H[0]], &[H[0]], &[H[1]]];
+    let pools: [&[usize]; 3] = [&[H[0]], &[H[1]], &[H[2]]];
     let first = sdwdate_in(&net, Via::Arti, pools, 30, &dir, true);
     assert_success(&first, "arti, first start");
     let err = first.stderr();
@@ -494,15 +633,13 @@ fn end_to_end_over_arti() {
         "the consensus bound must come from arti's directory:\n{err}"
     );
     assert!(!err.contains("Loaded a good directory from cache"), "{err}");
-    let twice = circuits(&first, &net.sources[H[0]].hostname);
-    assert_eq!(
-        twice.len(),
-        2,
-        "the onion of two pools, fetched twice:\n{err}"
-    );
-    assert_ne!(
-        twice[0], twice[1],
-        "two fetches of one round shared a circuit:\n{err}"
+    let used: Vec<String> = (0..3)
+        .flat_map(|i| circuits(&first, &net.sources[H[i]].hostname))
+        .collect();
+    let distinct: std::collections::HashSet<_> = used.iter().collect();
+    assert!(
+        used.len() >= 3 && distinct.len() == used.len(),
+        "every fetch of a round on its own circuit: {used:?}\n{err}"
     );
     use std::os::unix::fs::PermissionsExt;
     let arti_dir = dir.join("state/arti");

@@ -139,9 +139,13 @@ print("%.3f" % ((t0 + t1) / 2 - host))'
 within() { python3 -c 'import sys; a, b, l = map(float, sys.argv[1:]); sys.exit(abs(a - b) > l)' "$@" || { echo "|$1 - $2| > $3"; return 1; }; }
 # The network comes up while the guest boots (15-50 s): wait for its env file, up to 300 s.
 i=0; while ! fetch 80 | grep -q '^HONEST="http' && [ $i -lt 60 ]; do sleep 5; i=$((i + 1)); done
-fetch 80 | grep -E '^(SOCKS|CONTROL|HONEST|LIARS)=' > /root/tornet.env
+fetch 80 | grep -E '^(SOCKS|CONTROL|COOKIE|HONEST|LIARS)=' > /root/tornet.env
 . /root/tornet.env
-HONEST=${HONEST:-}; LIARS=${LIARS:-}
+HONEST=${HONEST:-}; LIARS=${LIARS:-}; COOKIE=${COOKIE:-}
+# The network's tor wants its cookie (SAFECOOKIE) on the control port, as Debian's does; a
+# port on another host has no cookie sdwdate could find, so the config names it.
+mkdir -p /etc/sdwdate.d
+python3 -c 'import sys; open("/etc/sdwdate.d/tornet.cookie", "wb").write(bytes.fromhex(sys.argv[1]))' "$COOKIE" || true
 check "sdwdate: the private Tor network's onion names arrived (after $((i * 5)) s)" test -n "$HONEST"
 off0=$(offset)
 check "sdwdate: the guest booted with its clock a day slow (offset $off0 s)" within "$off0" -86400 120
@@ -168,6 +172,7 @@ PROXY_IP=10.0.2.100
 PROXY_PORT=9050
 TRANSPORT=socks
 CONTROL_PORT=$4
+CONTROL_COOKIE=/etc/sdwdate.d/tornet.cookie
 SDWDATE_POOL_ZERO=(
     "$1"
 )
@@ -219,8 +224,20 @@ sleep 1; o1=$(offset); sleep 30; o2=$(offset)
 check "sdwdate: the next round slews instead of stepping" sh -c "journalctl -b -u sdwdate --no-pager -o cat | tail -n +$((m + 1)) | grep -q 'slewing the clock by +'"
 check "sdwdate: ... and the clock moves towards the host's ($o1 s, then $o2 s 30 s later)" \
 	python3 -c "import sys; sys.exit(not (-4 < $o1 < $o2 - 0.06 and $o2 < 0.5))"
+# sdwdate-clock-jump (what sdwdate-gui's "Restart sdwdate" runs): after a first success, the
+# next success steps anyway. The clock is put 5 s further off first.
+date -s "@$(python3 -c 'import time; print("%.3f" % (time.time() - 5))')" > /dev/null
+ino=$(stat -c %i /run/sdwdate/status)
+m=$(mark)
+check "sdwdate-clock-jump: runs" sdwdate-clock-jump
+i=0; while [ ! -e /run/sdwdate/first_success ] && [ $i -lt 240 ]; do sleep 1; i=$((i + 1)); done
+offj=$(offset)
+check "sdwdate-clock-jump: the next success steps the clock (after $i s)" sh -c "journalctl -b -u sdwdate --no-pager -o cat | tail -n +$((m + 1)) | grep -q 'clock stepped by +'"
+check "sdwdate-clock-jump: ... to within 2 s of the host's (offset now $offj s)" within "$offj" 0 2
+check "sdwdate-clock-jump: ... and the request file is gone" test ! -e /run/sdwdate/clock_jump_do_once
+check "sdwdate: /run/sdwdate/status is rewritten in place (sdwdate-gui's inotify watch survives)" equals "$(stat -c %i /run/sdwdate/status)" "$ino"
 # Liars (2 hours fast) with the consensus window available: rejected, the clock stays put.
-date -s "@$(python3 -c 'import time; print("%.3f" % (time.time() - float("'"$o2"'")))')" > /dev/null
+date -s "@$(python3 -c 'import time; print("%.3f" % (time.time() - float("'"$offj"'")))')" > /dev/null
 conf "$LIARS" 10.0.2.100:9051
 m=$(mark); round fail keep
 check "sdwdate: lying sources fail the round" test -e /run/sdwdate/fail
@@ -230,10 +247,14 @@ check "sdwdate: ... and the clock was not moved (offset $off s)" within "$off" 0
 # No consensus window, no time: honest sources, the clock a day slow again, a first round (it
 # would step), but tor's control port is stopped / answers without a consensus.
 date -s "@$(($(date +%s) - 86400))" > /dev/null
+# (A round waits up to 120 s for tor's consensus before it fails; 15 s here.)
+mkdir -p /etc/systemd/system/sdwdate.service.d
+printf '[Service]\nExecStart=\nExecStart=/usr/bin/sdwdate --consensus-wait 15\n' > /etc/systemd/system/sdwdate.service.d/50-test.conf
+systemctl daemon-reload
 conf "$HONEST" 10.0.2.100:9052
 m=$(mark); round fail
 check "sdwdate: control port stopped: the round fails" test -e /run/sdwdate/fail
-check "sdwdate: ... saying there is no consensus window" sh -c "journalctl -b -u sdwdate --no-pager -o cat | tail -n +$((m + 1)) | grep -q 'no Tor consensus window'"
+check "sdwdate: ... after waiting for it, saying there is no consensus window" sh -c "journalctl -b -u sdwdate --no-pager -o cat | tail -n +$((m + 1)) | grep -q 'waiting up to 15 s for Tor' && journalctl -b -u sdwdate --no-pager -o cat | tail -n +$((m + 1)) | grep -q 'no Tor consensus window'"
 off=$(offset)
 check "sdwdate: ... and the clock was not moved (offset $off s)" within "$off" -86400 5
 # Debian's tor in the guest (no network, so no consensus): sdwdate reaches its control socket
@@ -244,7 +265,7 @@ conf "$HONEST" auto
 m=$(mark); round fail
 check "sdwdate: Debian's tor control socket without a consensus: the round fails" test -e /run/sdwdate/fail
 # (Past AUTHENTICATE: tor says it has no consensus; a bad cookie would be "refused: 515".)
-check "sdwdate: ... tor itself had no window to give (socket and cookie were usable)" sh -c "journalctl -b -u sdwdate --no-pager -o cat | tail -n +$((m + 1)) | grep 'no Tor consensus window' | grep -Eq 'unix:/run/tor/control(: no usable consensus| refused: 55)'" || diag sdwdate.service
+check "sdwdate: ... tor itself had no window to give (socket and cookie were usable, SAFECOOKIE)" sh -c "journalctl -b -u sdwdate --no-pager -o cat | tail -n +$((m + 1)) | grep 'no Tor consensus window' | grep -Eq 'unix:/run/tor/control: (no usable consensus|refused: 55)'" || diag sdwdate.service
 off=$(offset)
 check "sdwdate: ... and the clock was not moved (offset $off s)" within "$off" -86400 5
 systemctl stop tor@default.service
@@ -253,7 +274,9 @@ check "sdwdate: no automatic restarts" equals "$(systemctl show -p NRestarts --v
 score sdwdate.service 2.0
 journal_clean sdwdate.service
 check "sdwdate: disable --now" systemctl disable --now sdwdate.service
-rm -f /etc/sdwdate.d/50_test.conf
+rm -f /etc/sdwdate.d/50_test.conf /etc/sdwdate.d/tornet.cookie
+rm -rf /etc/systemd/system/sdwdate.service.d
+systemctl daemon-reload
 purge_clean sdwdate /var/lib/sdwdate /run/sdwdate /etc/systemd/system/multi-user.target.wants/sdwdate.service
 purge_clean timesync-check
 ip link set uplink down

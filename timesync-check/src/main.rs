@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use clap::{CommandFactory, Parser};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
-use timesync_check::state::{judge, Files, Sync, Verdict};
+use timesync_check::state::{judge, read_run_dir, Sync, Verdict};
 use timesync_check::tor;
 
 const EXAMPLES: &str = "\
@@ -72,7 +72,7 @@ fn main() -> ExitCode {
     let mut v = if cli.wait {
         wait(&cli)
     } else {
-        judge(&Files::read(&cli.run_dir))
+        judge(&read_run_dir(&cli.run_dir))
     };
     let mut tor_line = None;
     if cli.tor {
@@ -139,7 +139,7 @@ fn wait(cli: &Cli) -> Verdict {
                 }
             }
         }
-        let f = Files::read(&cli.run_dir);
+        let f = read_run_dir(&cli.run_dir);
         if f.first_success || f.success {
             return judge(&f);
         }

@@ -21,7 +21,7 @@ use tor_rtcompat::PreferredRuntime;
 use crate::clock::Clock;
 use crate::config::Source;
 use crate::round::Answer;
-use crate::transport::{exchange_maybe_tls, with_timeout, Progress, Transport};
+use crate::transport::{exchange_maybe_tls, with_timeout, FetchError, Progress, Transport};
 
 /// How far ahead of the local clock a consensus may be. arti's default (1 day) would keep a
 /// client whose clock is days slow from ever bootstrapping, which is exactly the clock sdwdate
@@ -213,10 +213,10 @@ impl Arti {
         source: &Source,
         isolation: &str,
         clock: &dyn Clock,
-    ) -> Result<(Answer, String), String> {
+    ) -> Result<(Answer, String), FetchError> {
         let progress = Progress::default();
         with_timeout(self.timeout, &progress, async {
-            self.bootstrap().await?;
+            self.bootstrap().await.map_err(FetchError::Tor)?;
             // Reaching an onion is retried inside the fetch timeout, as tor does behind its
             // SocksPort: an attempt that fails (right after bootstrap arti can report "could
             // not construct a path" for a few seconds) is tried again after 1, 2, 4, 8 s; an
@@ -238,7 +238,7 @@ impl Arti {
                     Ok(Err(e)) => {
                         let e = format!("Tor (arti): {e}");
                         if tokio::time::Instant::now() + pause >= deadline {
-                            return Err(e);
+                            return Err(FetchError::Tor(e));
                         }
                         info!("arti: {source}: {e}; trying again in {} s", pause.as_secs());
                         tokio::time::sleep(pause).await;
@@ -329,7 +329,7 @@ impl Transport for Arti {
         source: &Source,
         isolation: &str,
         clock: &dyn Clock,
-    ) -> Result<Answer, String> {
+    ) -> Result<Answer, FetchError> {
         self.fetch_on_circuit(source, isolation, clock)
             .await
             .map(|(a, _)| a)
@@ -337,6 +337,10 @@ impl Transport for Arti {
 
     async fn consensus_window(&self) -> Option<Result<(i64, i64), String>> {
         Some(self.consensus_window_fresh().await)
+    }
+
+    async fn consensus_window_now(&self) -> Option<Result<(i64, i64), String>> {
+        Some(self.netdir_lifetime())
     }
 }
 

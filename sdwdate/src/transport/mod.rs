@@ -15,6 +15,26 @@ use crate::config::{Config, Scheme, Source, TransportKind};
 use crate::http;
 use crate::round::Answer;
 
+/// Why a fetch brought no answer.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FetchError {
+    /// Tor could not connect the stream (SOCKS error, arti error, bootstrap).
+    #[error("{0}")]
+    Tor(String),
+    #[error("no answer within {secs} s (slow): {}", if *connected { "connected, but no HTTP reply" } else { "Tor did not connect to the onion" })]
+    Timeout { secs: u64, connected: bool },
+    #[error("{0}")]
+    Io(String),
+    #[error("connection closed without an answer")]
+    Closed,
+    #[error("response ended inside its head")]
+    Truncated,
+    #[error(transparent)]
+    Http(#[from] http::HttpError),
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
 /// A way to reach onion services. `isolation` is unique per fetch: no two fetches may share
 /// a circuit, so one malicious relay cannot see or shape more than one source.
 pub trait Transport: Send + Sync {
@@ -23,24 +43,34 @@ pub trait Transport: Send + Sync {
         source: &Source,
         isolation: &str,
         clock: &dyn Clock,
-    ) -> impl Future<Output = Result<Answer, String>> + Send;
+    ) -> impl Future<Output = Result<Answer, FetchError>> + Send;
 
     /// `(valid-after, valid-until)` of the consensus, when the transport holds one itself
-    /// (arti). `None`: ask a control port instead (a tor daemon behind SOCKS).
+    /// (arti), before a round: may wait (bounded) for a fresher one. `None`: ask a control
+    /// port instead (a tor daemon behind SOCKS).
     fn consensus_window(&self) -> impl Future<Output = Option<Result<(i64, i64), String>>> + Send {
         async { None }
+    }
+
+    /// The same, read again when answers are judged: at once, no waiting.
+    fn consensus_window_now(
+        &self,
+    ) -> impl Future<Output = Option<Result<(i64, i64), String>>> + Send {
+        self.consensus_window()
     }
 }
 
 /// Which transport, and why: the explicit choice (`--transport`, then `TRANSPORT`), else SOCKS
-/// on Whonix (the gateway is the only way out) or when a proxy is configured, else SOCKS if a
-/// SocksPort answers (`socks_answers`, asked last), else arti.
+/// on Whonix (the gateway is the only way out), when a proxy is configured, or when a tor
+/// daemon is installed (`tor_installed`, asked last); arti only where no tor is installed at
+/// all. Never "SOCKS did not answer, so arti": a tor that is slow to start, or that uses
+/// bridges, must never make sdwdate connect to public relays on its own. Decided once at start.
 pub fn choose(
     explicit: Option<TransportKind>,
     cfg: &Config,
     proxy_given: bool,
     whonix: bool,
-    socks_answers: impl FnOnce() -> bool,
+    tor_installed: impl FnOnce() -> bool,
 ) -> (TransportKind, &'static str) {
     if let Some(k) = explicit {
         return (k, "--transport");
@@ -54,10 +84,10 @@ pub fn choose(
     if proxy_given || cfg.proxy_ip.is_some() || cfg.proxy_port.is_some() {
         return (TransportKind::Socks, "a proxy is configured");
     }
-    if socks_answers() {
-        (TransportKind::Socks, "a SocksPort answers")
+    if tor_installed() {
+        (TransportKind::Socks, "a tor daemon is installed")
     } else {
-        (TransportKind::Arti, "no SocksPort answers")
+        (TransportKind::Arti, "no tor daemon is installed")
     }
 }
 
@@ -66,27 +96,26 @@ pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     mut s: S,
     source: &Source,
     clock: &dyn Clock,
-) -> Result<Answer, String> {
+) -> Result<Answer, FetchError> {
     let started = Instant::now();
+    let sending = |e: std::io::Error| FetchError::Io(format!("sending the request: {e}"));
     s.write_all(&http::request(&source.host, &source.path))
         .await
-        .map_err(|e| format!("sending the request: {e}"))?;
+        .map_err(sending)?;
     // arti's streams (and TLS) buffer writes: without a flush the request never leaves.
-    s.flush()
-        .await
-        .map_err(|e| format!("sending the request: {e}"))?;
+    s.flush().await.map_err(sending)?;
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 2048];
     let end = loop {
         let n = s
             .read(&mut chunk)
             .await
-            .map_err(|e| format!("reading the response: {e}"))?;
+            .map_err(|e| FetchError::Io(format!("reading the response: {e}")))?;
         if n == 0 {
             return Err(if buf.is_empty() {
-                "connection closed without an answer".into()
+                FetchError::Closed
             } else {
-                "response ended inside its head".into()
+                FetchError::Truncated
             });
         }
         buf.extend_from_slice(&chunk[..n]);
@@ -94,12 +123,12 @@ pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
             break end;
         }
         if buf.len() > http::MAX_HEAD {
-            return Err(http::HttpError::Oversized.to_string());
+            return Err(http::HttpError::Oversized.into());
         }
     };
     let local_at_reply = clock.now();
     let round_trip = started.elapsed();
-    let remote = http::parse_date(&buf[..end]).map_err(|e| e.to_string())?;
+    let remote = http::parse_date(&buf[..end])?;
     Ok(Answer {
         remote,
         local_at_reply,
@@ -112,7 +141,7 @@ pub async fn exchange_maybe_tls<S>(
     s: S,
     source: &Source,
     clock: &dyn Clock,
-) -> Result<Answer, String>
+) -> Result<Answer, FetchError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -126,15 +155,15 @@ where
                 rustls::crypto::ring::default_provider(),
             ))
             .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS: {e}"))?
+            .map_err(|e| FetchError::Tls(e.to_string()))?
             .with_root_certificates(roots)
             .with_no_client_auth();
             let name = rustls::pki_types::ServerName::try_from(source.host.clone())
-                .map_err(|e| format!("TLS name: {e}"))?;
+                .map_err(|e| FetchError::Tls(format!("name: {e}")))?;
             let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
                 .connect(name, s)
                 .await
-                .map_err(|e| format!("TLS handshake: {e}"))?;
+                .map_err(|e| FetchError::Tls(format!("handshake: {e}")))?;
             exchange(tls, source, clock).await
         }
     }
@@ -154,21 +183,16 @@ impl Progress {
 }
 
 /// Bounds a fetch in time; a slow source is a failed source.
-pub async fn with_timeout<T, F: Future<Output = Result<T, String>>>(
+pub async fn with_timeout<T, F: Future<Output = Result<T, FetchError>>>(
     timeout: Duration,
     progress: &Progress,
     f: F,
-) -> Result<T, String> {
+) -> Result<T, FetchError> {
     tokio::time::timeout(timeout, f).await.unwrap_or_else(|_| {
-        Err(format!(
-            "no answer within {} s (slow): {}",
-            timeout.as_secs(),
-            if progress.0.load(Ordering::SeqCst) {
-                "connected, but no HTTP reply"
-            } else {
-                "Tor did not connect to the onion"
-            }
-        ))
+        Err(FetchError::Timeout {
+            secs: timeout.as_secs(),
+            connected: progress.0.load(Ordering::SeqCst),
+        })
     })
 }
 
@@ -183,20 +207,31 @@ mod tests {
     async fn a_timeout_says_how_far_the_fetch_got() {
         let limit = Duration::from_secs(30);
         let progress = Progress::default();
-        let r: Result<(), String> = with_timeout(limit, &progress, std::future::pending()).await;
+        let r: Result<(), FetchError> =
+            with_timeout(limit, &progress, std::future::pending()).await;
         assert_eq!(
             r,
-            Err("no answer within 30 s (slow): Tor did not connect to the onion".into())
+            Err(FetchError::Timeout {
+                secs: 30,
+                connected: false
+            })
+        );
+        assert_eq!(
+            r.expect_err("timeout").to_string(),
+            "no answer within 30 s (slow): Tor did not connect to the onion"
         );
         let progress = Progress::default();
-        let r: Result<(), String> = with_timeout(limit, &progress, async {
+        let r: Result<(), FetchError> = with_timeout(limit, &progress, async {
             progress.connected();
             std::future::pending().await
         })
         .await;
         assert_eq!(
             r,
-            Err("no answer within 30 s (slow): connected, but no HTTP reply".into())
+            Err(FetchError::Timeout {
+                secs: 30,
+                connected: true
+            })
         );
         // In time: the future's own result, whatever the progress.
         let r = with_timeout(limit, &Progress::default(), async { Ok(7) }).await;
@@ -214,7 +249,7 @@ mod tests {
             proxy_port: Some(9108),
             ..Config::default()
         };
-        let unreachable = || -> bool { panic!("the SocksPort must not be probed") };
+        let unreachable = || -> bool { panic!("nothing to look up") };
         // Explicit choices win, the command line over the config.
         assert_eq!(
             choose(Some(Socks), &arti_cfg, false, false, unreachable).0,
@@ -228,11 +263,12 @@ mod tests {
         );
         assert_eq!(choose(None, &proxy_cfg, false, false, unreachable).0, Socks);
         assert_eq!(choose(None, &plain, true, false, unreachable).0, Socks);
-        // Otherwise the SocksPort decides.
+        // Otherwise an installed tor means SOCKS, whether or not it answers yet; arti only
+        // where there is no tor at all.
         assert_eq!(choose(None, &plain, false, false, || true).0, Socks);
         assert_eq!(
             choose(None, &plain, false, false, || false),
-            (Arti, "no SocksPort answers")
+            (Arti, "no tor daemon is installed")
         );
     }
 }

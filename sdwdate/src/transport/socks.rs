@@ -9,7 +9,7 @@ use tokio_socks::tcp::Socks5Stream;
 use crate::clock::Clock;
 use crate::config::Source;
 use crate::round::Answer;
-use crate::transport::{exchange_maybe_tls, with_timeout, Progress, Transport};
+use crate::transport::{exchange_maybe_tls, with_timeout, FetchError, Progress, Transport};
 
 #[derive(Debug, Clone)]
 pub struct Socks {
@@ -23,7 +23,7 @@ impl Transport for Socks {
         source: &Source,
         isolation: &str,
         clock: &dyn Clock,
-    ) -> Result<Answer, String> {
+    ) -> Result<Answer, FetchError> {
         let progress = Progress::default();
         with_timeout(self.timeout, &progress, async {
             // A username unique per fetch: with IsolateSOCKSAuth (Tor's default) every fetch
@@ -35,7 +35,7 @@ impl Transport for Socks {
                 "sdwdate",
             )
             .await
-            .map_err(|e| format!("Tor (SOCKS {}): {e}", self.proxy))?;
+            .map_err(|e| FetchError::Tor(format!("Tor (SOCKS {}): {e}", self.proxy)))?;
             progress.connected();
             exchange_maybe_tls(stream, source, clock).await
         })

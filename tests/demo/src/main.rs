@@ -101,6 +101,7 @@ impl TorNetThread {
                         Behaviour::Offset(0),
                         Behaviour::Offset(0),
                         Behaviour::Offset(0),
+                        Behaviour::Offset(0),
                     ];
                     TorNet::start_on(INTERNET_IP, &sources, Duration::from_secs(150))
                 });
@@ -437,7 +438,7 @@ fn demo(bins: &Bins) -> io::Result<usize> {
             });
             if !pending.is_empty() {
                 let _ = t.gateway.enter(|| {
-                    anon_tornet::control_command(sa([127, 0, 0, 1], 9052), "SIGNAL NEWNYM")
+                    anon_tornet::control_command(sa([127, 0, 0, 1], 9052), None, "SIGNAL NEWNYM")
                 });
             }
             pending.is_empty()
@@ -470,10 +471,11 @@ fn demo(bins: &Bins) -> io::Result<usize> {
             tor_warnings(&log)
         );
     }
-    // Two honest members in pools one and two, so one slow answer costs a retry, not the round.
+    // Two honest members in pools one and two, so one slow answer costs a retry, not the round;
+    // no onion in two pools (sdwdate refuses that: one operator could move the median).
     let pools = format!(
         "SDWDATE_POOL_ZERO=(\n\"{} # lies by a day\"\n)\nSDWDATE_POOL_ONE=(\n\"{}\"\n\"{}\"\n)\nSDWDATE_POOL_TWO=(\n\"{}\"\n\"{}\"\n)\nMAX_FAILURE_RATIO=1\n",
-        info.urls[0], info.urls[1], info.urls[2], info.urls[3], info.urls[2]
+        info.urls[0], info.urls[1], info.urls[2], info.urls[3], info.urls[4]
     );
     std::fs::write(dirs[4].join("30_demo.conf"), pools)?;
     // At most two rounds: the daemon retries a failed round after a short back-off, and on

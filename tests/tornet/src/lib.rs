@@ -82,6 +82,11 @@ pub struct TorNet {
     pub addr: Ipv4Addr,
     pub socks: SocketAddr,
     pub control: SocketAddr,
+    /// The client's control socket (beside it `control.authcookie`, as Debian lays them out).
+    pub control_socket: PathBuf,
+    /// The client's cookie file: the ControlPort and the socket want SAFECOOKIE or COOKIE, as
+    /// Debian's tor does (no NULL authentication, which a squatter could offer too).
+    pub cookie: PathBuf,
     pub sources: Vec<TimeSource>,
     pub authorities: Vec<Node>,
     pub relays: Vec<Node>,
@@ -198,6 +203,8 @@ impl TorNet {
             dir: dir.clone(),
             socks: SocketAddr::from((addr, ports[12])),
             control: SocketAddr::from((addr, ports[13])),
+            control_socket: dir.join("client/control"),
+            cookie: dir.join("client/control.authcookie"),
             addr,
             sources: Vec::new(),
             authorities: Vec::new(),
@@ -337,8 +344,11 @@ impl TorNet {
         let c = dir.join("client");
         let client_torrc = common("client", &c)
             + &format!(
-                "SocksPort {}\nControlPort {}\nCookieAuthentication 0\n",
-                net.socks, net.control
+                "SocksPort {}\nControlPort {}\nControlSocket {}\nCookieAuthentication 1\nCookieAuthFile {}\n",
+                net.socks,
+                net.control,
+                net.control_socket.display(),
+                net.cookie.display()
             );
         // In a network this small an onion sometimes stays unreachable for minutes (the
         // client and the host disagree on the HSDirs while the first consensuses change).
@@ -392,14 +402,14 @@ impl TorNet {
         })?;
         // A lookup that ran before the descriptor was uploaded makes tor skip those HSDirs for
         // a while, so a pass with failures ends with NEWNYM, which purges that state.
-        let (socks, control) = (self.socks, self.control);
+        let (socks, control, cookie) = (self.socks, self.control, self.cookie.clone());
         let mut pending: Vec<String> = self.sources.iter().map(|s| s.hostname.clone()).collect();
         wait_for(deadline, "every onion reachable", || {
             pending.retain(|h| !socks_probe(socks, h, Duration::from_secs(10)));
             if pending.is_empty() {
                 return Some(());
             }
-            control_command(control, "SIGNAL NEWNYM");
+            control_command(control, Some(&cookie), "SIGNAL NEWNYM");
             None
         })
         .map_err(|e| {
@@ -726,11 +736,20 @@ pub fn socks_probe(proxy: SocketAddr, host: &str, timeout: Duration) -> bool {
     attempt().unwrap_or(false)
 }
 
-/// Sends one command to the client's ControlPort (no authentication in this network).
-pub fn control_command(control: SocketAddr, cmd: &str) -> Option<String> {
+/// Sends one command to a ControlPort, authenticating with the cookie file (COOKIE: this is
+/// the test's own tor) or with NULL.
+pub fn control_command(control: SocketAddr, cookie: Option<&Path>, cmd: &str) -> Option<String> {
+    let auth = match cookie {
+        Some(p) => fs::read(p)
+            .ok()?
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>(),
+        None => String::new(),
+    };
     let mut s = TcpStream::connect_timeout(&control, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(format!("AUTHENTICATE\r\n{cmd}\r\nQUIT\r\n").as_bytes())
+    s.write_all(format!("AUTHENTICATE {auth}\r\n{cmd}\r\nQUIT\r\n").as_bytes())
         .ok()?;
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);

@@ -1,6 +1,6 @@
 //! Keeps a private Tor network up for a test that is not written in Rust (the booted-system
 //! tier, tests/system/run.sh): honest time sources and liars, the client's SocksPort and
-//! ControlPort written to an env file once every onion is reachable, everything torn down
+//! ControlPort (and its cookie, hex) written to an env file once every onion is reachable, everything torn down
 //! when stdin closes (the caller holds it open as long as it needs the network).
 //!
 //! `tornet-serve ENV_FILE [HONEST [LIARS [LIAR_OFFSET_S]]]` (defaults 3, 3, 7200).
@@ -45,8 +45,14 @@ fn main() -> ExitCode {
     };
     let n = behaviours.len();
     let h = n - usize::try_from(liars).unwrap_or(0);
+    // The control port wants the cookie (SAFECOOKIE): a guest gets it as hex.
+    let cookie: String = std::fs::read(&net.cookie)
+        .unwrap_or_default()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let text = format!(
-        "SOCKS={}\nCONTROL={}\nHONEST=\"{}\"\nLIARS=\"{}\"\n",
+        "SOCKS={}\nCONTROL={}\nCOOKIE={cookie}\nHONEST=\"{}\"\nLIARS=\"{}\"\n",
         net.socks,
         net.control,
         urls(0..h),
