@@ -23,11 +23,11 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    #[error("{}:{line}: {message}", file.display())]
+    #[error("{}:{line}: {error}", file.display())]
     Syntax {
         file: PathBuf,
         line: usize,
-        message: String,
+        error: LineError,
     },
     #[error("cannot read {}: {source}", path.display())]
     Io {
@@ -37,6 +37,65 @@ pub enum ConfigError {
     },
     #[error("pool {0} has no members (hint: every SDWDATE_POOL_* needs at least one source)")]
     EmptyPool(&'static str),
+}
+
+/// What is wrong with one line (or one value).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum LineError {
+    #[error("`{0}`: a source must start with http:// or https://")]
+    Scheme(String),
+    #[error("`{0}` is not a port")]
+    Port(String),
+    #[error("`{0}` is not an onion address: time sources must be onion services (end-to-end authenticated)")]
+    NotOnion(String),
+    #[error("`{0}`: bad subdomain")]
+    Subdomain(String),
+    #[error("`{0}` is not a v3 onion address (56 characters a-z, 2-7)")]
+    NotV3(String),
+    #[error("`{0}`: spaces or control characters in the path")]
+    Path(String),
+    #[error("`{0}` is not a member: expected \"url.onion # comment\"")]
+    NotMember(String),
+    #[error("unknown pool `{0}` (expected one of SDWDATE_POOL_ZERO, SDWDATE_POOL_ONE, SDWDATE_POOL_TWO)")]
+    UnknownPool(String),
+    #[error("`]` without a matching `[`")]
+    UnmatchedClose,
+    #[error("empty `[` ... `]` group")]
+    EmptyGroup,
+    #[error("nested `[` (the group opened on line {0} is not closed)")]
+    Nested(usize),
+    #[error("`)` inside the group opened on line {0}")]
+    CloseInGroup(usize),
+    #[error("{0} is not closed with `)`")]
+    NotClosed(&'static str),
+    #[error("`{0}` is neither a comment, a pool nor KEY=VALUE")]
+    Neither(String),
+    #[error("unknown key `{0}` (known: MAX_FAILURE_RATIO, RANDOMIZE_TIME, PROXY_IP, PROXY_PORT, TRANSPORT, CONTROL_PORT, CONTROL_COOKIE, ARTI_CONFIG, SDWDATE_POOL_*=()")]
+    UnknownKey(String),
+    #[error("{key}: {error}")]
+    Value { key: &'static str, error: BadValue },
+    #[error("{onion}.onion is already in {pool} ({}:{line}): one onion may answer for one pool only, or one operator could move the median", file.display())]
+    Duplicate {
+        onion: String,
+        pool: &'static str,
+        file: PathBuf,
+        line: usize,
+    },
+}
+
+/// A value that is not one of the accepted ones (config keys and command-line options).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("`{value}` is not {expected}")]
+pub struct BadValue {
+    pub value: String,
+    pub expected: &'static str,
+}
+
+fn bad(value: &str, expected: &'static str) -> BadValue {
+    BadValue {
+        value: value.to_owned(),
+        expected,
+    }
 }
 
 /// `http` or `https`.
@@ -83,15 +142,13 @@ impl Source {
     }
 
     /// Parses `http[s]://<v3 onion>[:port][/path]`.
-    pub fn parse_url(url: &str, comment: &str) -> Result<Source, String> {
+    pub fn parse_url(url: &str, comment: &str) -> Result<Source, LineError> {
         let (scheme, rest) = if let Some(r) = url.strip_prefix("http://") {
             (Scheme::Http, r)
         } else if let Some(r) = url.strip_prefix("https://") {
             (Scheme::Https, r)
         } else {
-            return Err(format!(
-                "`{url}`: a source must start with http:// or https://"
-            ));
+            return Err(LineError::Scheme(url.to_owned()));
         };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
@@ -103,13 +160,13 @@ impl Source {
                 p.parse::<u16>()
                     .ok()
                     .filter(|p| *p > 0)
-                    .ok_or_else(|| format!("`{p}` is not a port"))?,
+                    .ok_or_else(|| LineError::Port(p.to_owned()))?,
             ),
             None => (authority, if scheme == Scheme::Http { 80 } else { 443 }),
         };
-        let label = host.strip_suffix(".onion").ok_or_else(|| {
-            format!("`{host}` is not an onion address: time sources must be onion services (end-to-end authenticated)")
-        })?;
+        let label = host
+            .strip_suffix(".onion")
+            .ok_or_else(|| LineError::NotOnion(host.to_owned()))?;
         // Subdomains (`www.<onion>.onion`) are allowed; the onion itself is the last label.
         let (subdomains, label) = label.rsplit_once('.').unwrap_or(("", label));
         let dns_label = |l: &str| {
@@ -118,24 +175,20 @@ impl Source {
                 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         };
         if !subdomains.is_empty() && !subdomains.split('.').all(dns_label) {
-            return Err(format!("`{host}`: bad subdomain"));
+            return Err(LineError::Subdomain(host.to_owned()));
         }
         if label.len() != 56
             || !label
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b))
         {
-            return Err(format!(
-                "`{host}` is not a v3 onion address (56 characters a-z, 2-7)"
-            ));
+            return Err(LineError::NotV3(host.to_owned()));
         }
         if path
             .bytes()
             .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
         {
-            return Err(format!(
-                "`{path}`: spaces or control characters in the path"
-            ));
+            return Err(LineError::Path(path.to_owned()));
         }
         Ok(Source {
             scheme,
@@ -189,14 +242,14 @@ pub enum ControlSetting {
 }
 
 impl std::str::FromStr for ControlSetting {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = BadValue;
+    fn from_str(s: &str) -> Result<Self, BadValue> {
         match s {
             "none" => Ok(ControlSetting::None),
             a => a
                 .parse()
                 .map(ControlSetting::Addr)
-                .map_err(|e: tor_control::ControlError| format!("{e} (or none)")),
+                .map_err(|_| bad(a, "HOST:PORT, unix:/PATH, auto or none")),
         }
     }
 }
@@ -211,12 +264,12 @@ pub enum TransportKind {
 }
 
 impl std::str::FromStr for TransportKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = BadValue;
+    fn from_str(s: &str) -> Result<Self, BadValue> {
         match s {
             "socks" => Ok(TransportKind::Socks),
             "arti" => Ok(TransportKind::Arti),
-            _ => Err(format!("`{s}` is not socks or arti")),
+            _ => Err(bad(s, "socks or arti")),
         }
     }
 }
@@ -252,6 +305,8 @@ enum State {
         members: Vec<Member>,
         group: Vec<Source>,
         group_started: usize,
+        /// Members left out as repeats of an onion already in this pool.
+        dups: usize,
     },
 }
 
@@ -260,10 +315,10 @@ impl Config {
     /// upstream's read_pools does: a `50_user.conf` with one `SDWDATE_POOL_ONE=(` member adds
     /// that onion to the shipped pool one.
     pub fn merge_str(&mut self, file: &Path, text: &str) -> Result<(), ConfigError> {
-        let err = |line: usize, message: String| ConfigError::Syntax {
+        let err = |line: usize, error: LineError| ConfigError::Syntax {
             file: file.to_owned(),
             line,
-            message,
+            error,
         };
         let mut state = State::Top;
         for (i, raw) in text.lines().enumerate() {
@@ -275,15 +330,10 @@ impl Config {
             state = match state {
                 State::Top => {
                     if let Some(name) = line.strip_suffix("=(") {
-                        let idx = POOL_NAMES.iter().position(|p| *p == name).ok_or_else(|| {
-                            err(
-                                n,
-                                format!(
-                                    "unknown pool `{name}` (expected one of {})",
-                                    POOL_NAMES.join(", ")
-                                ),
-                            )
-                        })?;
+                        let idx = POOL_NAMES
+                            .iter()
+                            .position(|p| *p == name)
+                            .ok_or_else(|| err(n, LineError::UnknownPool(name.to_owned())))?;
                         State::Pool {
                             idx,
                             started: n,
@@ -309,12 +359,14 @@ impl Config {
                         members,
                         group: Vec::new(),
                         group_started: n,
+                        dups: 0,
                     },
-                    "]" => return Err(err(n, "`]` without a matching `[`".into())),
+                    "]" => return Err(err(n, LineError::UnmatchedClose)),
                     _ => {
                         let m = member(line).map_err(|m| err(n, m))?;
-                        self.claim(&m, idx, file, n).map_err(|m| err(n, m))?;
-                        members.push(Member::One(m));
+                        if self.claim(&m, idx, file, n).map_err(|e| err(n, e))? {
+                            members.push(Member::One(m));
+                        }
                         State::Pool {
                             idx,
                             started,
@@ -328,42 +380,37 @@ impl Config {
                     mut members,
                     mut group,
                     group_started,
+                    mut dups,
                 } => match line {
-                    "]" if group.is_empty() => {
-                        return Err(err(n, "empty `[` ... `]` group".into()))
+                    "]" if group.is_empty() && dups == 0 => {
+                        return Err(err(n, LineError::EmptyGroup))
                     }
                     "]" => {
-                        members.push(Member::Group(group));
+                        if !group.is_empty() {
+                            members.push(Member::Group(group));
+                        }
                         State::Pool {
                             idx,
                             started,
                             members,
                         }
                     }
-                    "[" => {
-                        return Err(err(
-                            n,
-                            format!(
-                            "nested `[` (the group opened on line {group_started} is not closed)"
-                        ),
-                        ))
-                    }
-                    ")" => {
-                        return Err(err(
-                            n,
-                            format!("`)` inside the group opened on line {group_started}"),
-                        ))
-                    }
+                    "[" => return Err(err(n, LineError::Nested(group_started))),
+                    ")" => return Err(err(n, LineError::CloseInGroup(group_started))),
                     _ => {
                         let m = member(line).map_err(|m| err(n, m))?;
-                        self.claim(&m, idx, file, n).map_err(|m| err(n, m))?;
-                        group.push(m);
+                        if self.claim(&m, idx, file, n).map_err(|e| err(n, e))? {
+                            group.push(m);
+                        } else {
+                            dups += 1;
+                        }
                         State::Group {
                             idx,
                             started,
                             members,
                             group,
                             group_started,
+                            dups,
                         }
                     }
                 },
@@ -371,81 +418,97 @@ impl Config {
         }
         match state {
             State::Top => Ok(()),
-            State::Pool { idx, started, .. } | State::Group { idx, started, .. } => Err(err(
-                started,
-                format!("{} is not closed with `)`", POOL_NAMES[idx]),
-            )),
-        }
-    }
-
-    /// Records that `src` answers for `pool`; the same onion (whatever its path, port or
-    /// subdomain) in another pool is an error naming where it was listed first.
-    fn claim(&mut self, src: &Source, pool: usize, file: &Path, line: usize) -> Result<(), String> {
-        let onion = src.onion().to_owned();
-        match self.origins.get(&onion) {
-            Some((p, f, l)) if *p != pool => Err(format!(
-                "{onion}.onion is already in {} ({}:{l}): one onion may answer for one pool only, or one operator could move the median",
-                POOL_NAMES[*p],
-                f.display()
-            )),
-            Some(_) => Ok(()),
-            None => {
-                self.origins.insert(onion, (pool, file.to_owned(), line));
-                Ok(())
+            State::Pool { idx, started, .. } | State::Group { idx, started, .. } => {
+                Err(err(started, LineError::NotClosed(POOL_NAMES[idx])))
             }
         }
     }
 
-    fn key(&mut self, line: &str) -> Result<(), String> {
+    /// Records that `src` answers for `pool`; the same onion (whatever its path, port or
+    /// subdomain) in another pool is an error naming where it was listed first. `false`: it
+    /// is already in this pool (a user file repeating a shipped member, harmless under
+    /// upstream's adding semantics), and is left out, so that it neither counts twice in the
+    /// failure budget nor is asked twice in a round.
+    fn claim(
+        &mut self,
+        src: &Source,
+        pool: usize,
+        file: &Path,
+        line: usize,
+    ) -> Result<bool, LineError> {
+        let onion = src.onion().to_owned();
+        match self.origins.get(&onion) {
+            Some((p, f, l)) if *p != pool => Err(LineError::Duplicate {
+                onion,
+                pool: POOL_NAMES[*p],
+                file: f.clone(),
+                line: *l,
+            }),
+            Some(_) => Ok(false),
+            None => {
+                self.origins.insert(onion, (pool, file.to_owned(), line));
+                Ok(true)
+            }
+        }
+    }
+
+    fn key(&mut self, line: &str) -> Result<(), LineError> {
         let (key, value) = line
             .split_once('=')
-            .ok_or_else(|| format!("`{line}` is neither a comment, a pool nor KEY=VALUE"))?;
+            .ok_or_else(|| LineError::Neither(line.to_owned()))?;
         let value = value.trim().trim_matches('"');
+        let v = |key: &'static str, expected: &'static str| LineError::Value {
+            key,
+            error: bad(value, expected),
+        };
+        let path = |key: &'static str| {
+            value
+                .starts_with('/')
+                .then(|| PathBuf::from(value))
+                .ok_or_else(|| v(key, "an absolute path"))
+        };
         match key.trim() {
             "MAX_FAILURE_RATIO" => {
-                let r: f64 = value.parse().map_err(|_| format!("MAX_FAILURE_RATIO: `{value}` is not a number"))?;
-                if !(0.0..=1.0).contains(&r) {
-                    return Err(format!("MAX_FAILURE_RATIO: {r} is outside 0..1"));
-                }
-                self.max_failure_ratio = r;
+                self.max_failure_ratio = value
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|r| (0.0..=1.0).contains(r))
+                    .ok_or_else(|| v("MAX_FAILURE_RATIO", "a number in 0..1"))?;
             }
             "RANDOMIZE_TIME" => {
                 self.randomize_time = match value {
                     "true" => true,
                     "false" => false,
-                    _ => return Err(format!("RANDOMIZE_TIME: `{value}` is not true or false")),
+                    _ => return Err(v("RANDOMIZE_TIME", "true or false")),
                 }
             }
             "PROXY_IP" => {
-                self.proxy_ip = Some(value.parse().map_err(|_| format!("PROXY_IP: `{value}` is not an IP address"))?)
+                self.proxy_ip = Some(value.parse().map_err(|_| v("PROXY_IP", "an IP address"))?)
             }
             "PROXY_PORT" => {
-                self.proxy_port =
-                    Some(value.parse().ok().filter(|p| *p > 0).ok_or_else(|| format!("PROXY_PORT: `{value}` is not a port"))?)
+                self.proxy_port = Some(
+                    value
+                        .parse()
+                        .ok()
+                        .filter(|p| *p > 0)
+                        .ok_or_else(|| v("PROXY_PORT", "a port"))?,
+                )
             }
             "TRANSPORT" => {
-                self.transport = Some(value.parse().map_err(|e| format!("TRANSPORT: {e}"))?)
+                self.transport = Some(value.parse().map_err(|error| LineError::Value {
+                    key: "TRANSPORT",
+                    error,
+                })?)
             }
             "CONTROL_PORT" => {
-                self.control_port = Some(value.parse().map_err(|e| format!("CONTROL_PORT: {e}"))?)
+                self.control_port = Some(value.parse().map_err(|error| LineError::Value {
+                    key: "CONTROL_PORT",
+                    error,
+                })?)
             }
-            "CONTROL_COOKIE" => {
-                if !value.starts_with('/') {
-                    return Err(format!("CONTROL_COOKIE: `{value}` is not an absolute path"));
-                }
-                self.control_cookie = Some(PathBuf::from(value))
-            }
-            "ARTI_CONFIG" => {
-                if !value.starts_with('/') {
-                    return Err(format!("ARTI_CONFIG: `{value}` is not an absolute path"));
-                }
-                self.arti_config = Some(PathBuf::from(value))
-            }
-            other => {
-                return Err(format!(
-                    "unknown key `{other}` (known: MAX_FAILURE_RATIO, RANDOMIZE_TIME, PROXY_IP, PROXY_PORT, TRANSPORT, CONTROL_PORT, CONTROL_COOKIE, ARTI_CONFIG, SDWDATE_POOL_*=()"
-                ))
-            }
+            "CONTROL_COOKIE" => self.control_cookie = Some(path("CONTROL_COOKIE")?),
+            "ARTI_CONFIG" => self.arti_config = Some(path("ARTI_CONFIG")?),
+            other => return Err(LineError::UnknownKey(other.to_owned())),
         }
         Ok(())
     }
@@ -489,11 +552,11 @@ impl Config {
 }
 
 /// `"url # comment"` (the comment is optional).
-fn member(line: &str) -> Result<Source, String> {
+fn member(line: &str) -> Result<Source, LineError> {
     let inner = line
         .strip_prefix('"')
         .and_then(|l| l.strip_suffix('"'))
-        .ok_or_else(|| format!("`{line}` is not a member: expected \"url.onion # comment\""))?;
+        .ok_or_else(|| LineError::NotMember(line.to_owned()))?;
     let (url, comment) = inner.split_once('#').unwrap_or((inner, ""));
     Source::parse_url(url.trim(), comment.trim())
 }
@@ -503,6 +566,8 @@ mod tests {
     use super::*;
 
     const ONION: &str = "abcdefghijklmnopqrstuvwxyz234567abcdefghijklmnopqrstuvwx";
+    const ONION2: &str = "bbcdefghijklmnopqrstuvwxyz234567abcdefghijklmnopqrstuvwx";
+    const ONION3: &str = "cbcdefghijklmnopqrstuvwxyz234567abcdefghijklmnopqrstuvwx";
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         let mut c = Config::default();
@@ -531,7 +596,7 @@ mod tests {
     fn members_groups_and_keys() {
         let text = format!(
             "MAX_FAILURE_RATIO=0.5\nRANDOMIZE_TIME=true\nPROXY_IP=10.152.152.10\nPROXY_PORT=9108\n\
-             SDWDATE_POOL_ONE=(\n  ## comment\n  \"http://{ONION}.onion # a\"\n  [\n    \"https://{ONION}.onion:8443/x # b\"\n    \"http://{ONION}.onion\"\n  ]\n  #\"http://disabled\"\n)\n"
+             SDWDATE_POOL_ONE=(\n  ## comment\n  \"http://{ONION}.onion # a\"\n  [\n    \"https://{ONION2}.onion:8443/x # b\"\n    \"http://{ONION3}.onion\"\n  ]\n  #\"http://disabled\"\n)\n"
         );
         let c = parse(&text).expect("parses");
         assert_eq!(c.max_failure_ratio, 0.5);
@@ -571,7 +636,7 @@ mod tests {
             (g[0].scheme, g[0].port, g[0].path.as_str()),
             (Scheme::Https, 8443, "/x")
         );
-        assert_eq!(g[0].to_string(), format!("https://{ONION}.onion:8443/x"));
+        assert_eq!(g[0].to_string(), format!("https://{ONION2}.onion:8443/x"));
         assert_eq!(g[1].comment, "");
         assert!(c.validate().is_err(), "pools zero and two are empty");
     }
@@ -599,12 +664,19 @@ mod tests {
         assert_eq!(c.pools[1].len(), default.pools[1].len() + 1);
         assert_eq!(c.pools[1][..default.pools[1].len()], default.pools[1][..]);
         assert!(matches!(c.pools[1].last(), Some(Member::One(s)) if s.onion() == extra));
+        // Repeating members of the same pool (a copy of the shipped file) adds nothing.
+        std::fs::copy(&shipped, dir.join("55_copy.conf")).expect("copy");
+        let again = Config::load_dir(&dir).expect("a repeat in the same pool is fine");
+        assert_eq!(again.pools, c.pools);
+        assert_eq!(again.total_members(), c.total_members());
+        std::fs::remove_file(dir.join("55_copy.conf")).expect("rm");
         // The same onion in another pool: an error naming both places.
         let again = format!("SDWDATE_POOL_TWO=(\n\"https://www.{extra}.onion/x\"\n)\n");
         std::fs::write(dir.join("60_bad.conf"), again).expect("write");
-        let e = Config::load_dir(&dir).expect_err("duplicate").to_string();
+        let e = Config::load_dir(&dir).expect_err("duplicate");
         assert!(
-            e.contains("60_bad.conf:2:") && e.contains("50_user.conf:3"),
+            matches!(&e, ConfigError::Syntax { file, line: 2, error: LineError::Duplicate { file: first, line: 3, pool: "SDWDATE_POOL_ONE", .. } }
+                if file.ends_with("60_bad.conf") && first.ends_with("50_user.conf")),
             "{e}"
         );
         std::fs::remove_dir_all(&dir).expect("cleanup");
@@ -612,76 +684,63 @@ mod tests {
 
     #[test]
     fn bad_lines_name_file_and_line() {
-        for (text, line, needle) in [
-            ("FOO=1".to_owned(), 1, "unknown key `FOO`"),
-            ("\nMAX_FAILURE_RATIO=abc".to_owned(), 2, "not a number"),
-            ("MAX_FAILURE_RATIO=2".to_owned(), 1, "outside"),
-            ("RANDOMIZE_TIME=yes".to_owned(), 1, "true or false"),
-            ("PROXY_IP=localhost".to_owned(), 1, "IP address"),
-            ("PROXY_PORT=0".to_owned(), 1, "port"),
-            (
-                "TRANSPORT=tor".to_owned(),
-                1,
-                "TRANSPORT: `tor` is not socks or arti",
-            ),
-            (
-                "CONTROL_PORT=localhost:9051".to_owned(),
-                1,
-                "CONTROL_PORT: `localhost:9051` is not HOST:PORT",
-            ),
-            (
-                "ARTI_CONFIG=arti.toml".to_owned(),
-                1,
-                "not an absolute path",
-            ),
-            ("SDWDATE_POOL_THREE=(".to_owned(), 1, "unknown pool"),
-            (
-                "SDWDATE_POOL_ZERO=(\n\"http://example.com # x\"\n)".to_owned(),
-                2,
-                "not an onion",
-            ),
-            (
-                "SDWDATE_POOL_ZERO=(\n\"http://short.onion\"\n)".to_owned(),
-                2,
-                "v3 onion",
-            ),
-            (
-                "SDWDATE_POOL_ZERO=(\n\"ftp://x.onion\"\n)".to_owned(),
-                2,
-                "http://",
-            ),
-            (
-                "SDWDATE_POOL_ZERO=(\nhttp://x.onion\n)".to_owned(),
-                2,
-                "not a member",
-            ),
-            (
-                format!("SDWDATE_POOL_ZERO=(\n\"http://{ONION}.onion:99999\"\n)"),
-                2,
-                "not a port",
-            ),
-            ("SDWDATE_POOL_ZERO=(\n[\n]\n)".to_owned(), 3, "empty"),
-            ("SDWDATE_POOL_ZERO=(\n[\n[\n".to_owned(), 3, "nested"),
-            ("SDWDATE_POOL_ZERO=(\n]\n)".to_owned(), 2, "without"),
-            (
-                format!("\n\nSDWDATE_POOL_ZERO=(\n\"http://{ONION}.onion\"\n"),
-                3,
-                "not closed",
-            ),
-            ("just words".to_owned(), 1, "neither"),
-            ("CONTROL_COOKIE=cookie".to_owned(), 1, "not an absolute path"),
+        use LineError as E;
+        type Is = fn(&LineError) -> bool;
+        let value = |key: &'static str| move |e: &LineError| matches!(e, E::Value { key: k, .. } if *k == key);
+        type Check = Box<dyn Fn(&LineError) -> bool>;
+        let cases: Vec<(String, usize, Check)> = vec![
+            ("FOO=1".into(), 1, Box::new(|e| *e == E::UnknownKey("FOO".into()))),
+            ("\nMAX_FAILURE_RATIO=abc".into(), 2, Box::new(value("MAX_FAILURE_RATIO"))),
+            ("MAX_FAILURE_RATIO=2".into(), 1, Box::new(value("MAX_FAILURE_RATIO"))),
+            ("RANDOMIZE_TIME=yes".into(), 1, Box::new(value("RANDOMIZE_TIME"))),
+            ("PROXY_IP=localhost".into(), 1, Box::new(value("PROXY_IP"))),
+            ("PROXY_PORT=0".into(), 1, Box::new(value("PROXY_PORT"))),
+            ("TRANSPORT=tor".into(), 1, Box::new(value("TRANSPORT"))),
+            ("CONTROL_PORT=localhost:9051".into(), 1, Box::new(value("CONTROL_PORT"))),
+            ("ARTI_CONFIG=arti.toml".into(), 1, Box::new(value("ARTI_CONFIG"))),
+            ("CONTROL_COOKIE=cookie".into(), 1, Box::new(value("CONTROL_COOKIE"))),
+            ("SDWDATE_POOL_THREE=(".into(), 1, Box::new((|e| matches!(e, E::UnknownPool(_))) as Is)),
+            ("SDWDATE_POOL_ZERO=(\n\"http://example.com # x\"\n)".into(), 2, Box::new((|e| matches!(e, E::NotOnion(_))) as Is)),
+            ("SDWDATE_POOL_ZERO=(\n\"http://short.onion\"\n)".into(), 2, Box::new((|e| matches!(e, E::NotV3(_))) as Is)),
+            ("SDWDATE_POOL_ZERO=(\n\"ftp://x.onion\"\n)".into(), 2, Box::new((|e| matches!(e, E::Scheme(_))) as Is)),
+            ("SDWDATE_POOL_ZERO=(\nhttp://x.onion\n)".into(), 2, Box::new((|e| matches!(e, E::NotMember(_))) as Is)),
+            (format!("SDWDATE_POOL_ZERO=(\n\"http://{ONION}.onion:99999\"\n)"), 2, Box::new((|e| matches!(e, E::Port(_))) as Is)),
+            ("SDWDATE_POOL_ZERO=(\n[\n]\n)".into(), 3, Box::new((|e| *e == E::EmptyGroup) as Is)),
+            ("SDWDATE_POOL_ZERO=(\n[\n[\n".into(), 3, Box::new((|e| *e == E::Nested(2)) as Is)),
+            ("SDWDATE_POOL_ZERO=(\n[\n)\n".into(), 3, Box::new((|e| *e == E::CloseInGroup(2)) as Is)),
+            ("SDWDATE_POOL_ZERO=(\n]\n)".into(), 2, Box::new((|e| *e == E::UnmatchedClose) as Is)),
+            (format!("\n\nSDWDATE_POOL_ZERO=(\n\"http://{ONION}.onion\"\n"), 3, Box::new((|e| *e == E::NotClosed("SDWDATE_POOL_ZERO")) as Is)),
+            ("just words".into(), 1, Box::new((|e| matches!(e, E::Neither(_))) as Is)),
             (
                 format!("SDWDATE_POOL_ZERO=(\n\"http://{ONION}.onion\"\n)\nSDWDATE_POOL_ONE=(\n[\n\"http://{ONION}.onion/b\"\n]\n)"),
                 6,
-                "already in SDWDATE_POOL_ZERO (/etc/sdwdate.d/50_user.conf:2)",
+                Box::new((|e| matches!(e, E::Duplicate { pool: "SDWDATE_POOL_ZERO", line: 2, .. })) as Is),
             ),
-        ] {
-            let msg = parse(&text).expect_err(&text).to_string();
-            assert!(
-                msg.starts_with(&format!("/etc/sdwdate.d/50_user.conf:{line}: ")),
-                "{text:?}: {msg}"
+        ];
+        for (text, line, is) in cases {
+            let e = parse(&text).expect_err(&text);
+            let ConfigError::Syntax {
+                file,
+                line: l,
+                error,
+            } = &e
+            else {
+                panic!("{text:?}: {e}")
+            };
+            assert_eq!(
+                (file.as_path(), *l),
+                (Path::new("/etc/sdwdate.d/50_user.conf"), line),
+                "{text:?}: {e}"
             );
-            assert!(msg.contains(needle), "{text:?}: {msg}");
+            assert!(is(error), "{text:?}: {error:?}");
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("/etc/sdwdate.d/50_user.conf:{line}: ")),
+                "{e}"
+            );
         }
+        // The messages name the key and the accepted values.
+        let e = parse("TRANSPORT=tor").expect_err("bad").to_string();
+        assert!(e.ends_with("TRANSPORT: `tor` is not socks or arti"), "{e}");
     }
 }

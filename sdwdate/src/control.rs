@@ -18,13 +18,17 @@ pub struct ControlPort {
 
 impl ControlPort {
     /// `(valid-after, valid-until)` of the current consensus.
+    /// Bounded twice over: the blocking conversation has its own deadline, and the wait for
+    /// it another (a Unix-socket connect has no timeout of its own).
     pub async fn consensus_window(&self) -> Result<(i64, i64), String> {
         let me = self.clone();
-        tokio::task::spawn_blocking(move || {
+        let query = tokio::task::spawn_blocking(move || {
             tor_control::consensus_window(&me.addr, me.cookie.as_deref(), me.timeout)
-        })
-        .await
-        .map_err(|e| format!("control port query: {e}"))?
-        .map_err(|e| e.to_string())
+        });
+        tokio::time::timeout(self.timeout * 2, query)
+            .await
+            .map_err(|_| format!("control port {}: no answer in time", self.addr))?
+            .map_err(|e| format!("control port query: {e}"))?
+            .map_err(|e| e.to_string())
     }
 }

@@ -33,11 +33,51 @@ pub enum RoundResult {
     Failed(RoundError),
 }
 
-/// After a resume, a correction at least this large is stepped, not slewed for hours.
+/// After a resume, a correction at least this large is stepped, not slewed for hours ...
 pub const RESUME_STEP_S: f64 = 1.0;
+/// ... up to the time asleep plus this: a clock that stood still while the machine slept is
+/// off by at most that much. Anything larger is slewed, as at any other time (two colluding
+/// sources must not gain a jump from a suspend).
+pub const RESUME_STEP_SLACK_S: f64 = 300.0;
 
 /// CLOCK_BOOTTIME and CLOCK_MONOTONIC in nanoseconds (injected: tests simulate a suspend).
 pub type BootClocks = Arc<dyn Fn() -> (i128, i128) + Send + Sync>;
+
+/// Tor's consensus window: from a transport that holds Tor's directory itself (arti), else
+/// from tor's control port; `None` only with `CONTROL_PORT=none`. `fresh`: before a round
+/// (arti may wait for a newer consensus); else read at once, when an answer is judged.
+async fn window<T: Transport>(
+    transport: &T,
+    control: Option<&ControlPort>,
+    fresh: bool,
+) -> Result<Option<(i64, i64)>, String> {
+    let own = if fresh {
+        transport.consensus_window().await
+    } else {
+        transport.consensus_window_now().await
+    };
+    match (own, control) {
+        (Some(w), _) => w.map(Some),
+        (None, None) => Ok(None),
+        (None, Some(c)) => c.consensus_window().await.map(Some),
+    }
+}
+
+/// What a status message may carry: printable text, at most 300 characters. Parts of it come
+/// from outside (a control port's refusal, a source's error) and end up in sdwdate-gui, the
+/// journal and systemd's STATUS=.
+pub fn sanitize(message: &str) -> String {
+    let clean: String = message
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(300)
+        .collect();
+    if message.chars().count() > 300 {
+        format!("{clean}...")
+    } else {
+        clean
+    }
+}
 
 /// The real ones.
 pub fn boot_clocks() -> (i128, i128) {
@@ -66,8 +106,8 @@ pub struct Daemon<T: Transport> {
     /// A fetch without an answer after this is hedged with another member of its pool.
     pub hedge_after: Duration,
     pub boot_clocks: BootClocks,
-    /// A suspend was seen since the last success.
-    resumed: bool,
+    /// A suspend was seen since the last success: how long the machine slept, in seconds.
+    resumed: Option<f64>,
     slew: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -108,32 +148,21 @@ impl<T: Transport> Daemon<T> {
             consensus_wait: Duration::from_secs(120),
             hedge_after: Duration::from_secs(10),
             boot_clocks: Arc::new(boot_clocks),
-            resumed: false,
+            resumed: None,
             slew: None,
         }
     }
 
     fn set_status(&self, icon: Icon, message: &str) {
+        let message = &sanitize(message);
         if let Err(e) = self.status.status(icon, message) {
             error!("cannot write {}: {e}", self.status.run_dir.display());
         }
         notify(&format!("STATUS={message}"));
     }
 
-    /// Tor's consensus window: from a transport that holds Tor's directory itself (arti), else
-    /// from tor's control port; `None` only with `CONTROL_PORT=none`. `fresh`: before a round
-    /// (arti may wait for a newer consensus); else read at once, when answers are judged.
     async fn window(&self, fresh: bool) -> Result<Option<(i64, i64)>, String> {
-        let own = if fresh {
-            self.transport.consensus_window().await
-        } else {
-            self.transport.consensus_window_now().await
-        };
-        match (own, &self.control) {
-            (Some(w), _) => w.map(Some),
-            (None, None) => Ok(None),
-            (None, Some(c)) => c.consensus_window().await.map(Some),
-        }
+        window(&self.transport, self.control.as_ref(), fresh).await
     }
 
     /// Waits (bounded, polling) for Tor to have a consensus: right after boot tor is still
@@ -169,8 +198,8 @@ impl<T: Transport> Daemon<T> {
 
     /// Asks the pools until one valid answer per pool or the round fails.
     pub async fn fetch_round(&mut self) -> Result<f64, RoundError> {
-        let window = self.wait_for_window().await?;
-        if let Some((a, u)) = window {
+        let first_window = self.wait_for_window().await?;
+        if let Some((a, u)) = first_window {
             info!("Tor consensus window: {} .. {}", utc(a), utc(u));
         }
         let replay = self.status.replay_file();
@@ -179,17 +208,24 @@ impl<T: Transport> Daemon<T> {
         let bounds = Bounds {
             minimum: minimum_unixtime(&files),
             expiry: EXPIRY,
-            consensus: window,
+            consensus: first_window,
         };
         // Organisation groups are picked anew every round, as upstream does.
         let pools = Pools::pick(&self.cfg, &mut self.rng);
         let budget = allowed_failures(self.cfg.total_members(), self.cfg.max_failure_ratio);
         let mut round = Round::new(pools, budget, bounds);
         let (transport, clock) = (&self.transport, self.clock.as_ref());
-        // One fetch; every fetch gets its own isolation string, so its own circuit.
+        let control = self.control.as_ref();
+        // One fetch; every fetch gets its own isolation string, so its own circuit. An answer
+        // comes with the consensus window read right after it (tor may have a newer one by
+        // now), inside the fetch, so that no answer waits for another's window to be read.
         let fetch = |req: Request, iso: String| async move {
             let r = transport.fetch(&req.source, &iso, clock).await;
-            (req, r)
+            let w = match &r {
+                Ok(_) => Some(window(transport, control, false).await),
+                Err(_) => None,
+            };
+            (req, r, w)
         };
         let mut inflight = FuturesUnordered::new();
         // When each pool's oldest unanswered fetch started (for the hedge).
@@ -227,13 +263,12 @@ impl<T: Transport> Daemon<T> {
                 continue;
             }
             tokio::select! {
-                Some((req, res)) = inflight.next() => {
-                    if res.is_ok() {
-                        // Judged by the window as it is now: tor may have a newer consensus.
-                        match self.window(false).await {
-                            Ok(w) => round.set_consensus(w),
-                            Err(e) => round.fail(RoundError::NoConsensus(e)),
-                        }
+                Some((req, res, w)) = inflight.next() => {
+                    // Judged by the window as it was when the answer came.
+                    match w {
+                        Some(Ok(w)) => round.set_consensus(w),
+                        Some(Err(e)) => round.fail(RoundError::NoConsensus(e)),
+                        None => {}
                     }
                     let pool = req.pool;
                     match round.answer(&req, res) {
@@ -297,7 +332,7 @@ impl<T: Transport> Daemon<T> {
         };
         let written = match &result {
             RoundResult::Success { .. } => {
-                self.resumed = false;
+                self.resumed = None;
                 self.status
                     .succeeded()
                     .and_then(|()| self.status.write_replay_protection(true_now.floor() as i64))
@@ -311,9 +346,9 @@ impl<T: Transport> Daemon<T> {
     }
 
     /// Step or slew. Steps: the first success since boot, `--once`, a request by
-    /// `sdwdate-clock-jump` (/run/sdwdate/clock_jump_do_once), and after a resume any
-    /// correction of [`RESUME_STEP_S`] or more (the clock may be hours off; a slew would take
-    /// days). Everything else is slewed.
+    /// `sdwdate-clock-jump` (/run/sdwdate/clock_jump_do_once), and after a resume a
+    /// correction of [`RESUME_STEP_S`] up to the time asleep plus [`RESUME_STEP_SLACK_S`] (the
+    /// clock may be hours off; a slew would take days). Everything else is slewed.
     fn set_clock(&mut self, offset: f64) -> Result<bool, crate::clock::ClockError> {
         let why = if self.always_step {
             Some("one round only")
@@ -321,7 +356,9 @@ impl<T: Transport> Daemon<T> {
             Some("first success since boot")
         } else if self.status.clock_jump_requested() {
             Some("clock jump requested")
-        } else if self.resumed && offset.abs() >= RESUME_STEP_S {
+        } else if self.resumed.is_some_and(|asleep| {
+            (RESUME_STEP_S..=asleep + RESUME_STEP_SLACK_S).contains(&offset.abs())
+        }) {
             Some("after a suspend")
         } else {
             None
@@ -403,7 +440,7 @@ impl<T: Transport> Daemon<T> {
             let _ = self.status.sleeping(true);
             if let Some(asleep) = self.sleep(sleep).await {
                 info!("the machine was suspended for {asleep:.0} s: a round now");
-                self.resumed = true;
+                self.resumed = Some(self.resumed.unwrap_or(0.0) + asleep);
             }
         }
     }
@@ -657,6 +694,14 @@ mod tests {
 
     /// One dead source per pool costs a hedge delay, not the 120 s fetch timeout: a second
     /// member of the pool is asked (on its own circuit) and the round succeeds.
+    #[test]
+    fn status_messages_are_printable_and_bounded() {
+        assert_eq!(sanitize("a\x1b[31mb\nc"), "a [31mb c");
+        let long = "x".repeat(1000);
+        assert_eq!(sanitize(&long).chars().count(), 303);
+        assert_eq!(sanitize("Success. é"), "Success. é");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn dead_sources_are_hedged() {
         for seed in 0..20 {
@@ -762,7 +807,7 @@ mod tests {
             started.elapsed() <= Duration::from_secs(11),
             "woke within a tick"
         );
-        d.resumed = true;
+        d.resumed = asleep;
         assert!(matches!(
             d.round().await,
             RoundResult::Success { stepped: true, .. }
@@ -778,6 +823,14 @@ mod tests {
             RoundResult::Success { stepped: true, .. }
         ));
         assert!(!d.status.clock_jump_requested());
+        assert_eq!(clock.steps.lock().expect("lock").len(), 3);
+        // A correction far larger than the time asleep is slewed even after a resume.
+        d.resumed = Some(1.0);
+        d.transport.offset = 1000.0;
+        assert!(matches!(
+            d.round().await,
+            RoundResult::Success { stepped: false, .. }
+        ));
         assert_eq!(clock.steps.lock().expect("lock").len(), 3);
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }

@@ -46,8 +46,8 @@ struct Cli {
     #[arg(long)]
     once: bool,
     /// How to reach Tor: a tor daemon's SocksPort, or the embedded arti client.
-    /// Default: TRANSPORT in the config, else SOCKS on Whonix and where a SocksPort answers,
-    /// else arti.
+    /// Default: TRANSPORT in the config, else SOCKS on Whonix, on Qubes, with a configured
+    /// proxy or where a tor daemon is installed (up or not), else arti. Never a fallback.
     #[arg(long, value_name = "socks|arti")]
     transport: Option<TransportKind>,
     /// Extra arti settings in arti's TOML format (a private test network). Default: ARTI_CONFIG.
@@ -156,11 +156,20 @@ fn control_setting(cli: &Cli, cfg: &Config) -> ControlSetting {
         })
 }
 
-/// A tor daemon is installed (Debian's tor package, or one built into /usr/local).
-fn tor_installed() -> bool {
-    ["/usr/bin/tor", "/usr/sbin/tor", "/usr/local/bin/tor"]
-        .iter()
-        .any(|p| Path::new(p).exists())
+/// SOCKS is the default: a tor daemon is installed (Debian's tor package, or one built into
+/// /usr/local), or this is a Qubes qube (whose way to Tor is its NetVM, e.g. sys-whonix: an
+/// embedded Tor client there would run Tor over Tor). arti needs `TRANSPORT=arti` there.
+fn socks_by_default() -> bool {
+    [
+        "/usr/bin/tor",
+        "/usr/sbin/tor",
+        "/usr/local/bin/tor",
+        "/usr/local/sbin/tor",
+        "/usr/bin/qubesdb-read",
+        "/usr/share/qubes/marker-vm",
+    ]
+    .iter()
+    .any(|p| Path::new(p).exists())
 }
 
 fn whonix() -> bool {
@@ -177,7 +186,7 @@ fn pick_transport(cli: &Cli, cfg: &Config) -> (TransportKind, &'static str) {
         cfg,
         cli.proxy.is_some(),
         whonix(),
-        tor_installed,
+        socks_by_default,
     )
 }
 
@@ -224,7 +233,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let transport = match cfg.transport {
                 Some(TransportKind::Socks) => "socks",
                 Some(TransportKind::Arti) => "arti",
-                None => "decided at start: socks on Whonix or where a SocksPort answers, else arti",
+                None => "decided at start: socks on Whonix, on Qubes or where tor is installed, else arti",
             };
             println!(
                 "sdwdate: configuration OK (pools of {} / {} / {} members, proxy {}, transport {transport})",
@@ -338,6 +347,9 @@ fn run_arti(
         cli.timeout,
         if cli.dry_run { ", dry run" } else { "" }
     );
+    if cli.control_port.is_some() || cfg.control_port.is_some() {
+        log::warn!("CONTROL_PORT is not used: the arti transport brings its own consensus");
+    }
     rt.block_on(async {
         let transport = Arti::new(arti_cfg, timeout)?;
         // A control port belongs to a tor daemon; arti brings its own consensus.

@@ -7,7 +7,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::proto::{Action, AuthPolicy, Handshake, ProtoError, ReplyReader, MAX_LINE};
 use crate::run_dir::{Files, FAIL, FIRST_SUCCESS, MSG, STATUS, SUCCESS};
@@ -81,11 +81,18 @@ impl fmt::Display for ControlAddr {
     }
 }
 
+/// Debian's tor package: where it is installed, its control socket is the control port, and
+/// `auto` waits for that socket (tor restarting, or still starting at boot) instead of trying
+/// 127.0.0.1:9051, where anyone may listen meanwhile.
+pub const DEBIAN_TOR_DEFAULTS: &str = "/usr/share/tor/tor-service-defaults-torrc";
+
 impl ControlAddr {
     /// `Auto` made concrete, looking at the file system.
     pub fn resolve(&self) -> ControlAddr {
         match self {
-            ControlAddr::Auto if Path::new(DEBIAN_SOCKET).exists() => {
+            ControlAddr::Auto
+                if Path::new(DEBIAN_SOCKET).exists() || Path::new(DEBIAN_TOR_DEFAULTS).exists() =>
+            {
                 ControlAddr::Unix(PathBuf::from(DEBIAN_SOCKET))
             }
             ControlAddr::Auto => ControlAddr::Tcp(DEFAULT_PORT),
@@ -95,28 +102,116 @@ impl ControlAddr {
 
     /// Whom to trust at this (resolved) address. The cookie file is the configured one, else
     /// `<socket>.authcookie` beside a socket (Debian's layout), else Debian's cookie for a port
-    /// on this host; none for a port on another host. NULL authentication is refused only on
-    /// a port on this host: any local user may bind it before tor does.
+    /// on this host; none for a port on another host.
+    ///
+    /// NULL authentication only where nobody else can listen first: a socket in a directory
+    /// that no group or other user may write (Debian's /run/tor), or a port on another host
+    /// (the Whonix gateway's onion-grater). A port on this host (loopback, any local address,
+    /// the unspecified address) can be bound by any local user before tor. Plain COOKIE only on
+    /// a socket, with a configured cookie file.
     pub fn policy(&self, configured_cookie: Option<&Path>) -> AuthPolicy {
-        let (expected, allow_null) = match self {
+        let (expected, allow_null, socket) = match self {
             ControlAddr::Unix(p) => {
                 let mut c = p.clone().into_os_string();
                 c.push(".authcookie");
-                (Some(PathBuf::from(c)), true)
+                (Some(PathBuf::from(c)), private_dir(p), true)
             }
-            ControlAddr::Tcp(a) if a.ip().is_loopback() => (Some(DEBIAN_COOKIE.into()), false),
-            ControlAddr::Tcp(_) | ControlAddr::Auto => (None, true),
+            ControlAddr::Tcp(a) if is_local(a.ip()) => (Some(DEBIAN_COOKIE.into()), false, false),
+            ControlAddr::Tcp(_) | ControlAddr::Auto => (None, true, false),
         };
         AuthPolicy {
             cookie_file: configured_cookie.map(Path::to_owned).or(expected),
-            cookie_configured: configured_cookie.is_some(),
+            allow_plain_cookie: socket && configured_cookie.is_some(),
             allow_null,
         }
     }
 }
 
-/// `(valid-after, valid-until)` of tor's current consensus, as unix times. Every step is
-/// bounded by `timeout` (connect, each read and write).
+/// An address of this host: loopback, unspecified, or one a local socket can bind.
+pub fn is_local(ip: std::net::IpAddr) -> bool {
+    let ip = ip.to_canonical();
+    ip.is_loopback() || ip.is_unspecified() || std::net::UdpSocket::bind((ip, 0)).is_ok()
+}
+
+/// The socket's directory may be written by its owner only (so only that owner, or root,
+/// could have put a socket there). A missing directory counts as not private.
+fn private_dir(socket: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    socket
+        .parent()
+        .and_then(|d| std::fs::metadata(d).ok())
+        .is_some_and(|m| m.mode() & 0o022 == 0)
+}
+
+/// Reads a cookie file: a regular file (no symlink followed, no FIFO waited on) of at most 64
+/// bytes; the protocol checks that it has 32.
+fn read_cookie(path: &Path) -> io::Result<Vec<u8>> {
+    small_file(path, 64)
+}
+
+/// A regular file of at most `max` bytes, opened without following a symlink or blocking.
+fn small_file(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a regular file",
+        ));
+    }
+    if meta.len() > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("larger than {max} bytes"),
+        ));
+    }
+    let mut buf = Vec::new();
+    f.take(max).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+/// A stream that refuses to read or write after a deadline: with a timeout per read alone, a
+/// peer sending a byte now and then could hold a conversation open for weeks.
+struct Deadline<S> {
+    inner: S,
+    until: Instant,
+}
+
+impl<S> Deadline<S> {
+    fn check(&self) -> io::Result<()> {
+        if Instant::now() > self.until {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the conversation took too long",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl<S: Read> Read for Deadline<S> {
+    fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+        self.check()?;
+        self.inner.read(b)
+    }
+}
+
+impl<S: Write> Write for Deadline<S> {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.check()?;
+        self.inner.write(b)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// `(valid-after, valid-until)` of tor's current consensus, as unix times. The connect, each
+/// read and write, and the whole conversation are bounded by `timeout`.
 pub fn consensus_window(
     addr: &ControlAddr,
     cookie: Option<&Path>,
@@ -133,19 +228,21 @@ pub fn consensus_window(
         addr: name.clone(),
         source,
     };
-    let read = |p: &Path| std::fs::read(p);
+    let until = Instant::now() + timeout;
     match &addr {
         ControlAddr::Tcp(a) => {
             let s = TcpStream::connect_timeout(a, timeout).map_err(connect)?;
             s.set_read_timeout(Some(timeout)).map_err(io)?;
             s.set_write_timeout(Some(timeout)).map_err(io)?;
-            converse(s, &name, policy, rand::random(), &read)
+            let s = Deadline { inner: s, until };
+            converse(s, &name, policy, rand::random(), &read_cookie)
         }
         ControlAddr::Unix(p) => {
             let s = UnixStream::connect(p).map_err(connect)?;
             s.set_read_timeout(Some(timeout)).map_err(io)?;
             s.set_write_timeout(Some(timeout)).map_err(io)?;
-            converse(s, &name, policy, rand::random(), &read)
+            let s = Deadline { inner: s, until };
+            converse(s, &name, policy, rand::random(), &read_cookie)
         }
         ControlAddr::Auto => unreachable!("resolved above"),
     }
@@ -214,9 +311,15 @@ pub fn converse<S: Read + Write>(
     }
 }
 
-/// Reads `/run/sdwdate` (or another directory) as a reader sees it.
+/// Reads `/run/sdwdate` (or another directory) as a reader sees it. The directory belongs to
+/// user sdwdate, and readers may run as root: no symlink is followed, no FIFO waited on, and
+/// no file is read past 64 KiB.
 pub fn read_run_dir(dir: &Path) -> Files {
-    let text = |n: &str| std::fs::read_to_string(dir.join(n)).ok();
+    let text = |n: &str| {
+        small_file(&dir.join(n), 64 * 1024)
+            .ok()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+    };
     Files {
         status: text(STATUS),
         msg: text(MSG).map(|m| m.trim().to_owned()),
@@ -232,10 +335,10 @@ pub fn minimum_from_files(floor: i64, files: &[&Path]) -> (i64, Vec<PathBuf>) {
     let mut min = floor;
     let mut bad = Vec::new();
     for f in files {
-        let Ok(text) = std::fs::read_to_string(f) else {
+        let Ok(bytes) = small_file(f, 4096) else {
             continue;
         };
-        match crate::time::parse_minimum(&text) {
+        match crate::time::parse_minimum(&String::from_utf8_lossy(&bytes)) {
             Some(t) => min = min.max(t),
             None => bad.push(f.to_path_buf()),
         }
@@ -275,7 +378,11 @@ mod tests {
             replies: Cursor::new(replies.into()),
             sent: Vec::new(),
         };
-        let policy = ControlAddr::Unix(DEBIAN_SOCKET.into()).policy(None);
+        let policy = AuthPolicy {
+            cookie_file: Some(DEBIAN_COOKIE.into()),
+            allow_plain_cookie: false,
+            allow_null: true,
+        };
         let w = converse(&mut p, "t", policy.clone(), [0; 32], &|_| unreachable!());
         assert_eq!(w.expect("window"), (1_795_633_200, 1_795_644_000));
         assert!(String::from_utf8_lossy(&p.sent).ends_with("QUIT\r\n"));
@@ -297,13 +404,26 @@ mod tests {
             "t",
             AuthPolicy {
                 cookie_file: None,
-                cookie_configured: false,
+                allow_plain_cookie: false,
                 allow_null: true,
             },
             [0; 32],
             &deny,
         );
         assert!(matches!(e, Err(ControlError::Closed { .. })), "{e:?}");
+    }
+
+    #[test]
+    fn a_conversation_past_its_deadline_ends() {
+        let mut late = Deadline {
+            inner: Cursor::new(b"250 OK\r\n".to_vec()),
+            until: Instant::now() - Duration::from_secs(1),
+        };
+        let mut b = [0u8; 8];
+        assert_eq!(
+            late.read(&mut b).map_err(|e| e.kind()),
+            Err(io::ErrorKind::TimedOut)
+        );
     }
 
     #[test]
@@ -327,12 +447,44 @@ mod tests {
         assert_eq!(ControlAddr::Unix("/x".into()).to_string(), "unix:/x");
         let sock = ControlAddr::Unix(DEBIAN_SOCKET.into()).policy(None);
         assert_eq!(sock.cookie_file.as_deref(), Some(Path::new(DEBIAN_COOKIE)));
-        assert!(sock.allow_null && !sock.cookie_configured);
-        let local = ControlAddr::Tcp(DEFAULT_PORT).policy(None);
-        assert!(!local.allow_null);
+        // /run/tor may not exist here: then the socket's directory is not known to be private.
+        assert!(!sock.allow_plain_cookie);
+        for local in [
+            "127.0.0.1:9051",
+            "[::1]:9051",
+            "[::ffff:127.0.0.1]:9051",
+            "0.0.0.0:9051",
+        ] {
+            let p = local.parse::<ControlAddr>().expect("addr").policy(None);
+            assert!(
+                !p.allow_null && p.cookie_file.as_deref() == Some(Path::new(DEBIAN_COOKIE)),
+                "{local}"
+            );
+        }
+        // A socket in a directory others may write: no NULL there.
+        assert!(
+            !ControlAddr::Unix("/tmp/control".into())
+                .policy(None)
+                .allow_null
+        );
+        let dir = std::env::temp_dir().join(format!("tc-priv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o750)).expect("chmod");
+        let private = ControlAddr::Unix(dir.join("control")).policy(Some(Path::new("/c")));
+        assert!(private.allow_null && private.allow_plain_cookie);
+        // Cookie files: regular, small, never through a symlink.
+        std::fs::write(dir.join("cookie"), [7u8; 32]).expect("write");
+        assert_eq!(read_cookie(&dir.join("cookie")).expect("read").len(), 32);
+        std::os::unix::fs::symlink("/dev/zero", dir.join("link")).expect("symlink");
+        assert!(read_cookie(&dir.join("link")).is_err());
+        assert!(read_cookie(Path::new("/dev/zero")).is_err());
+        std::fs::write(dir.join("big"), vec![0u8; 100]).expect("write");
+        assert!(read_cookie(&dir.join("big")).is_err());
+        std::fs::remove_dir_all(&dir).expect("cleanup");
         let gw: ControlAddr = "10.152.152.10:9051".parse().expect("addr");
         assert_eq!(gw.policy(None).cookie_file, None);
         let set = gw.policy(Some(Path::new("/c")));
-        assert!(set.cookie_configured && set.cookie_file.as_deref() == Some(Path::new("/c")));
+        assert!(!set.allow_plain_cookie && set.cookie_file.as_deref() == Some(Path::new("/c")));
     }
 }

@@ -8,8 +8,9 @@
 //!   checked) before we prove it (HMAC, the cookie itself never leaves);
 //! - the cookie is read only from the configured or expected file, never from a path the peer
 //!   names (a squatter would name a file it wrote itself);
-//! - plain COOKIE (which hands the cookie to the peer) only when SAFECOOKIE is not offered and
-//!   the admin configured the cookie path;
+//! - plain COOKIE (which hands the cookie to the peer) only when SAFECOOKIE is not offered, on
+//!   a control socket, with a cookie path the admin configured (every tor since 0.2.3 offers
+//!   SAFECOOKIE; on a TCP port a squatter would simply ask for COOKIE);
 //! - NULL (no authentication) only where nobody else can listen first: a socket in tor's own
 //!   directory, or a port on another host (the Whonix gateway's onion-grater).
 //!
@@ -46,7 +47,7 @@ pub enum ProtoError {
     UnexpectedCookieFile { named: PathBuf, expected: PathBuf },
     #[error("it wants cookie authentication, but there is no cookie file to trust here (set the cookie file explicitly)")]
     NoCookieFile,
-    #[error("it offers only COOKIE, which hands the cookie to whoever listens; allowed only with an explicitly configured cookie file")]
+    #[error("it offers only COOKIE, which hands the cookie to whoever listens; allowed only on a control socket with an explicitly configured cookie file")]
     CookieWithoutSafeCookie,
     #[error("cookie {path} has {len} bytes, not 32")]
     CookieLength { path: PathBuf, len: usize },
@@ -75,8 +76,8 @@ pub struct AuthPolicy {
     /// The only cookie file that is read: the configured one, else the one expected for the
     /// address (`None`: no cookie can be trusted, e.g. a port on another host).
     pub cookie_file: Option<PathBuf>,
-    /// The admin configured `cookie_file` (plain COOKIE is allowed only then).
-    pub cookie_configured: bool,
+    /// Plain COOKIE is acceptable: a control socket whose cookie file the admin configured.
+    pub allow_plain_cookie: bool,
     /// NULL authentication is acceptable (not on a loopback TCP port).
     pub allow_null: bool,
 }
@@ -257,7 +258,7 @@ impl Handshake {
                 }
             }
             let safe = has("SAFECOOKIE");
-            if !safe && !self.policy.cookie_configured {
+            if !safe && !self.policy.allow_plain_cookie {
                 return Err(ProtoError::CookieWithoutSafeCookie);
             }
             self.state = State::Cookie { safe };
@@ -392,7 +393,7 @@ mod tests {
     fn debian() -> AuthPolicy {
         AuthPolicy {
             cookie_file: Some("/run/tor/control.authcookie".into()),
-            cookie_configured: false,
+            allow_plain_cookie: false,
             allow_null: true,
         }
     }
@@ -499,10 +500,11 @@ mod tests {
 
     #[test]
     fn configured_cookie_and_null() {
+        // A socket with a configured cookie file, and a tor that only knows COOKIE.
         let configured = AuthPolicy {
             cookie_file: Some("/etc/tor/c".into()),
-            cookie_configured: true,
-            allow_null: false,
+            allow_plain_cookie: true,
+            allow_null: true,
         };
         let t = format!("250-AUTH METHODS=COOKIE\r\n250 OK\r\n250 OK\r\n{WINDOW}");
         let (sent, r) = run_transcript(configured, NONCE, &t, &|p| {
@@ -569,7 +571,7 @@ mod tests {
         // Cookie auth with no trusted file (a port on another host).
         let remote = AuthPolicy {
             cookie_file: None,
-            cookie_configured: false,
+            allow_plain_cookie: false,
             allow_null: true,
         };
         assert_eq!(

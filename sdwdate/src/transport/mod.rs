@@ -85,7 +85,7 @@ pub fn choose(
         return (TransportKind::Socks, "a proxy is configured");
     }
     if tor_installed() {
-        (TransportKind::Socks, "a tor daemon is installed")
+        (TransportKind::Socks, "a tor daemon is installed (or Qubes)")
     } else {
         (TransportKind::Arti, "no tor daemon is installed")
     }
