@@ -118,12 +118,12 @@ done
 # sdwdate
 extract sdwdate usr/bin/sdwdate $UNITDIR/sdwdate.service usr/lib/sysusers.d/sdwdate.conf \
   usr/lib/tmpfiles.d/sdwdate.conf etc/sdwdate.d/30_default.conf usr/sbin/sdwdate-clock-jump \
-  usr/share/man/man8/sdwdate-clock-jump.8.gz etc/privleap/conf.d/sdwdate-actions.conf
+  usr/libexec/sdwdate/has-netvm-on-qubes usr/share/man/man8/sdwdate-clock-jump.8.gz etc/privleap/conf.d/sdwdate-actions.conf
 man_and_completions sdwdate 8
 unit_has "$tmp/sdwdate/$UNITDIR/sdwdate.service" Type=notify User=sdwdate \
   AmbientCapabilities=CAP_SYS_TIME CapabilityBoundingSet=CAP_SYS_TIME WatchdogSec= \
   ConditionPathExists=!/run/qubes/this-is-templatevm ConditionPathExists=!/run/qubes-service/no-sdwdate \
-  ExecCondition=qubesdb-read
+  ExecCondition=/usr/libexec/sdwdate/has-netvm-on-qubes
 # sdwdate-gui watches /run/sdwdate/status itself: tmpfiles must create it before sdwdate runs.
 grep -q '^f /run/sdwdate/status ' "$tmp/sdwdate/usr/lib/tmpfiles.d/sdwdate.conf" || fail "sdwdate: tmpfiles lacks f /run/sdwdate/status"
 linked sdwdate "$tmp/sdwdate/usr/bin/sdwdate"
