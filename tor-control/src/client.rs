@@ -121,6 +121,7 @@ impl ControlAddr {
         };
         AuthPolicy {
             cookie_file: configured_cookie.map(Path::to_owned).or(expected),
+            cookie_configured: configured_cookie.is_some(),
             allow_plain_cookie: socket && configured_cookie.is_some(),
             allow_null,
         }
@@ -380,6 +381,7 @@ mod tests {
         };
         let policy = AuthPolicy {
             cookie_file: Some(DEBIAN_COOKIE.into()),
+            cookie_configured: false,
             allow_plain_cookie: false,
             allow_null: true,
         };
@@ -404,6 +406,7 @@ mod tests {
             "t",
             AuthPolicy {
                 cookie_file: None,
+                cookie_configured: false,
                 allow_plain_cookie: false,
                 allow_null: true,
             },

@@ -76,6 +76,10 @@ pub struct AuthPolicy {
     /// The only cookie file that is read: the configured one, else the one expected for the
     /// address (`None`: no cookie can be trusted, e.g. a port on another host).
     pub cookie_file: Option<PathBuf>,
+    /// The admin named `cookie_file`: the peer's COOKIEFILE is then not looked at (a control
+    /// port on another host names a path on that host). Unset, a COOKIEFILE other than the
+    /// expected file is refused.
+    pub cookie_configured: bool,
     /// Plain COOKIE is acceptable: a control socket whose cookie file the admin configured.
     pub allow_plain_cookie: bool,
     /// NULL authentication is acceptable (not on a loopback TCP port).
@@ -252,7 +256,8 @@ impl Handshake {
                 .cookie_file
                 .clone()
                 .ok_or(ProtoError::NoCookieFile)?;
-            if let Some(named) = named {
+            // The named file is never read: only compared, when no file was configured.
+            if let Some(named) = named.filter(|_| !self.policy.cookie_configured) {
                 if named != expected {
                     return Err(ProtoError::UnexpectedCookieFile { named, expected });
                 }
@@ -393,6 +398,7 @@ mod tests {
     fn debian() -> AuthPolicy {
         AuthPolicy {
             cookie_file: Some("/run/tor/control.authcookie".into()),
+            cookie_configured: false,
             allow_plain_cookie: false,
             allow_null: true,
         }
@@ -503,6 +509,7 @@ mod tests {
         // A socket with a configured cookie file, and a tor that only knows COOKIE.
         let configured = AuthPolicy {
             cookie_file: Some("/etc/tor/c".into()),
+            cookie_configured: true,
             allow_plain_cookie: true,
             allow_null: true,
         };
@@ -513,6 +520,27 @@ mod tests {
         });
         assert!(r.is_ok(), "{r:?}");
         assert_eq!(sent[1], format!("AUTHENTICATE {}\r\n", hex(&COOKIE)));
+        // A port on another host with a configured cookie: the path it names (on that host)
+        // is neither read nor compared; SAFECOOKIE still needs its proof.
+        let remote = AuthPolicy {
+            cookie_file: Some("/etc/sdwdate.d/gw.cookie".into()),
+            cookie_configured: true,
+            allow_plain_cookie: false,
+            allow_null: true,
+        };
+        let t = format!(
+            "250-AUTH METHODS=COOKIE,SAFECOOKIE COOKIEFILE=\"/var/lib/tor/control_auth_cookie\"\r\n250 OK\r\n250 AUTHCHALLENGE SERVERHASH={} SERVERNONCE={}\r\n250 OK\r\n{WINDOW}",
+            server_hash(&COOKIE),
+            hex(&SNONCE)
+        );
+        let (_, r) = run_transcript(remote.clone(), NONCE, &t, &|p| {
+            assert_eq!(p, Path::new("/etc/sdwdate.d/gw.cookie"));
+            Some(COOKIE.to_vec())
+        });
+        assert!(r.is_ok(), "{r:?}");
+        let bad = t.replace(&server_hash(&COOKIE), &server_hash(&[1; 32]));
+        let (_, r) = run_transcript(remote, NONCE, &bad, &|_| Some(COOKIE.to_vec()));
+        assert_eq!(r, Err(ProtoError::ServerHash));
         // NULL (the Whonix gateway's onion-grater, a socket).
         let t =
             format!("250-PROTOCOLINFO 1\r\n250-AUTH METHODS=NULL\r\n250 OK\r\n250 OK\r\n{WINDOW}");
@@ -571,6 +599,7 @@ mod tests {
         // Cookie auth with no trusted file (a port on another host).
         let remote = AuthPolicy {
             cookie_file: None,
+            cookie_configured: false,
             allow_plain_cookie: false,
             allow_null: true,
         };
