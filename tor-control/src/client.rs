@@ -128,10 +128,24 @@ impl ControlAddr {
     }
 }
 
-/// An address of this host: loopback, unspecified, or one a local socket can bind.
+/// An address of this host: loopback, unspecified, or one of its interfaces' addresses.
+/// (Not "can a socket bind it": in a network namespace whose interfaces are down, any
+/// address binds.) When the interfaces cannot be listed, every address counts as local.
 pub fn is_local(ip: std::net::IpAddr) -> bool {
     let ip = ip.to_canonical();
-    ip.is_loopback() || ip.is_unspecified() || std::net::UdpSocket::bind((ip, 0)).is_ok()
+    if ip.is_loopback() || ip.is_unspecified() {
+        return true;
+    }
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return true;
+    };
+    addrs.filter_map(|a| a.address).any(|a| {
+        let found = a
+            .as_sockaddr_in()
+            .map(|s| std::net::IpAddr::V4(s.ip()))
+            .or_else(|| a.as_sockaddr_in6().map(|s| std::net::IpAddr::V6(s.ip())));
+        found.is_some_and(|f| f.to_canonical() == ip)
+    })
 }
 
 /// The socket's directory may be written by its owner only (so only that owner, or root,
