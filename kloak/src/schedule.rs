@@ -12,6 +12,7 @@ pub type Micros = u64;
 pub const EV_SYN: u16 = 0;
 pub const EV_KEY: u16 = 1;
 pub const EV_REL: u16 = 2;
+pub const EV_MSC: u16 = 4;
 pub const SYN_REPORT: u16 = 0;
 
 /// One input event as the kernel reports it.
@@ -100,6 +101,42 @@ pub struct Queue<D> {
     pressed: Vec<(D, u16, Micros)>,
 }
 
+/// Splits a frame with several key events (a USB keyboard reports every key change of one HID
+/// report in one frame: "y up, x down" together, chords, rollover) into one frame per key
+/// event, in order, each with the events that came before it (its scan code) and its own
+/// SYN_REPORT; events after the last key go with the last frame. A frame with at most one key
+/// event is returned as it is. The hold-floor rule works per key, so every key event must be
+/// a frame of its own, or a held release could pass its key's next press (which the kernel
+/// then drops) or be taken for a plain event.
+pub fn split_keys(events: Vec<Event>) -> Vec<Vec<Event>> {
+    if events.iter().filter(|e| e.kind == EV_KEY).count() <= 1 {
+        return vec![events];
+    }
+    let syn = Event {
+        kind: EV_SYN,
+        code: SYN_REPORT,
+        value: 0,
+    };
+    let mut out: Vec<Vec<Event>> = Vec::new();
+    let mut pending = Vec::new();
+    for e in events {
+        if e.kind == EV_SYN && e.code == SYN_REPORT {
+            continue;
+        }
+        pending.push(e);
+        if e.kind == EV_KEY {
+            pending.push(syn);
+            out.push(std::mem::take(&mut pending));
+        }
+    }
+    if let Some(last) = out.last_mut() {
+        // Events after the last key (rare): before that frame's SYN.
+        let at = last.len() - 1;
+        last.splice(at..at, pending);
+    }
+    out
+}
+
 /// The key of a frame that carries exactly one key event (scan codes may come along).
 fn single_key(events: &[Event]) -> Option<(u16, i32)> {
     let mut keys = events.iter().filter(|e| e.kind == EV_KEY);
@@ -169,7 +206,24 @@ impl<D: PartialEq + Clone> Queue<D> {
     /// device's previous motion frame is still waiting is merged into it (relative motion adds
     /// up, nothing is lost), so a fast mouse does not pile up frames and the pointer never lags
     /// more than `max_delay`.
+    ///
+    /// A frame with several key events is split first (see [`split_keys`]); the release time
+    /// of its last part is returned.
     pub fn push(
+        &mut self,
+        device: D,
+        events: Vec<Event>,
+        now: Micros,
+        rng: &mut impl Rng,
+    ) -> Micros {
+        let mut release = 0;
+        for part in split_keys(events) {
+            release = self.push_frame(device.clone(), part, now, rng);
+        }
+        release
+    }
+
+    fn push_frame(
         &mut self,
         device: D,
         events: Vec<Event>,
@@ -204,6 +258,21 @@ impl<D: PartialEq + Clone> Queue<D> {
                 {
                     let (_, _, pressed) = self.pressed.remove(i);
                     release = release.max(pressed + rng.random_range(floor.min..=floor.max));
+                }
+                // Never before the same key's frames still queued (its press, its autorepeats):
+                // the input core passes on a repeat of a key that is up, and the console types
+                // it.
+                let dev = &incoming.device;
+                if let Some(last) = self
+                    .frames
+                    .iter()
+                    .filter(|f| {
+                        &f.device == dev && single_key(&f.events).is_some_and(|(c, _)| c == code)
+                    })
+                    .map(|f| f.release)
+                    .max()
+                {
+                    release = release.max(last);
                 }
                 self.insert(Frame {
                     release,
@@ -671,6 +740,11 @@ mod hold_floor_tests {
                         + rng.random_range(10_000..80_000);
                 }
                 4 => t = k.tap(SPACE, t, hold) + rng.random_range(20_000..150_000),
+                // Held past the autorepeat delay (the keyboard repeats it), then released.
+                5 => {
+                    let hold = rng.random_range(300_000..700_000);
+                    t = k.tap(letter, t, hold) + hold + rng.random_range(1_000..100_000)
+                }
                 // Ordinary letters with rollover: the next press may come before this release.
                 _ => t = k.tap(letter, t, hold) + rng.random_range(5_000..150_000),
             }
@@ -802,5 +876,212 @@ mod hold_floor_tests {
         let ev = vec![(1_000_000, 30, 1), (1_015_000, 30, 0)];
         let out = run(&ev, None, 1);
         assert!(out[1].3 - out[0].3 <= MAX + 15_000);
+    }
+
+    /// What the kernel's input core lets through to readers: a press of a key that is down or
+    /// a release of a key that is up is dropped; an autorepeat is passed on even for a key
+    /// that is up (the console then types it). Also returns the keys still down at the end.
+    fn kernel(events: &[(u16, i32)]) -> (Vec<(u16, i32)>, Vec<u16>) {
+        let mut down: Vec<u16> = Vec::new();
+        let mut out = Vec::new();
+        for &(code, value) in events {
+            let is_down = down.contains(&code);
+            match value {
+                1 if !is_down => {
+                    down.push(code);
+                    out.push((code, 1));
+                }
+                0 if is_down => {
+                    down.retain(|k| *k != code);
+                    out.push((code, 0));
+                }
+                2 => out.push((code, 2)),
+                _ => {}
+            }
+        }
+        (out, down)
+    }
+
+    /// `typing()` as a USB keyboard reports it: every change within one 8 ms HID report in
+    /// one frame (scan code before each key event, then SYN_REPORT), and the kernel's
+    /// autorepeat (after 250 ms, every 33 ms) as frames of their own.
+    fn usb_frames(ev: &[(Micros, u16, i32)]) -> Vec<(Micros, Vec<Event>)> {
+        let mut timed: Vec<(Micros, u16, i32)> = ev.to_vec();
+        // Autorepeat while a key is held long enough.
+        // The kernel repeats the last key pressed, until it is released or another is pressed.
+        let mut pressed_at = std::collections::HashMap::new();
+        for &(t, c, v) in ev {
+            if v == 1 {
+                pressed_at.insert(c, t);
+            } else if v == 0 {
+                if let Some(p) = pressed_at.remove(&c) {
+                    let next_press = ev
+                        .iter()
+                        .filter(|e| e.2 == 1 && e.0 > p && e.1 != c)
+                        .map(|e| e.0)
+                        .min()
+                        .unwrap_or(Micros::MAX);
+                    let mut r = p + 250_000;
+                    while r < t && r < next_press {
+                        timed.push((r, c, 2));
+                        r += 33_000;
+                    }
+                }
+            }
+        }
+        timed.sort_by_key(|e| (e.0, e.2 == 2));
+        let mut frames: Vec<(Micros, Vec<Event>)> = Vec::new();
+        for (t, code, value) in timed {
+            let report = t / 8_000 * 8_000 + 8_000;
+            let key = [
+                Event {
+                    kind: EV_MSC,
+                    code: 4,
+                    value: 0x70000 + i32::from(code),
+                },
+                Event {
+                    kind: EV_KEY,
+                    code,
+                    value,
+                },
+            ];
+            match frames.last_mut() {
+                // Same report, and not an autorepeat (the kernel sends those alone).
+                Some((rt, f)) if *rt == report && value != 2 && f[f.len() - 2].value != 2 => {
+                    let syn = f.pop();
+                    f.extend(key);
+                    f.extend(syn);
+                }
+                _ => {
+                    let mut f = key.to_vec();
+                    f.push(Event {
+                        kind: EV_SYN,
+                        code: SYN_REPORT,
+                        value: 0,
+                    });
+                    frames.push((report, f));
+                }
+            }
+        }
+        frames
+    }
+
+    #[test]
+    fn split_keeps_every_event_in_order_with_its_scan_code() {
+        let f = vec![
+            Event {
+                kind: EV_MSC,
+                code: 4,
+                value: 21,
+            },
+            Event {
+                kind: EV_KEY,
+                code: 21,
+                value: 0,
+            },
+            Event {
+                kind: EV_MSC,
+                code: 4,
+                value: 45,
+            },
+            Event {
+                kind: EV_KEY,
+                code: 45,
+                value: 1,
+            },
+            Event {
+                kind: EV_SYN,
+                code: SYN_REPORT,
+                value: 0,
+            },
+        ];
+        let parts = split_keys(f.clone());
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[0][..2], f[..2]);
+        assert_eq!(parts[1][..2], f[2..4]);
+        assert!(parts.iter().all(|p| p.last() == f.last()));
+        let one = vec![f[2], f[3], f[4]];
+        assert_eq!(split_keys(one.clone()), vec![one]);
+    }
+
+    /// Multi-key frames (rollover, "y up + x down" in one report, chords) and autorepeat:
+    /// through the queue and the kernel's key state, nothing is lost, duplicated, typed twice
+    /// or left down, and the text and shortcuts are the same as without kloak.
+    #[test]
+    fn usb_frames_and_autorepeat_type_exactly() {
+        let mut repeats = 0;
+        for seed in 0..400 {
+            let mut rng = ChaCha20Rng::seed_from_u64(seed);
+            let ev = typing(&mut rng, 60);
+            let frames = usb_frames(&ev);
+            let input: Vec<(u16, i32)> = frames
+                .iter()
+                .flat_map(|(_, f)| {
+                    f.iter()
+                        .filter(|e| e.kind == EV_KEY)
+                        .map(|e| (e.code, e.value))
+                })
+                .collect();
+            let mut q: Queue<u8> = Queue::with_hold_floor(MAX, Some(FLOOR), &[]);
+            let mut out = Vec::new();
+            let mut max_press_latency = 0;
+            let mut emit = |frames: Vec<Frame<u8>>, out: &mut Vec<(u16, i32)>| {
+                for f in frames {
+                    for e in f.events.iter().filter(|e| e.kind == EV_KEY) {
+                        if e.value != 0 {
+                            max_press_latency = max_press_latency.max(f.release - f.arrived);
+                        }
+                        out.push((e.code, e.value));
+                    }
+                }
+            };
+            for (t, f) in &frames {
+                emit(q.pop_due(*t), &mut out);
+                q.push(0, f.clone(), *t, &mut rng);
+            }
+            emit(q.drain(), &mut out);
+            let (seen_in, down_in) = kernel(&input);
+            let (seen_out, down_out) = kernel(&out);
+            assert!(down_in.is_empty());
+            assert_eq!(down_out, Vec::<u16>::new(), "seed {seed}: keys left down");
+            assert_eq!(
+                out.len(),
+                input.len(),
+                "seed {seed}: events lost or duplicated"
+            );
+            assert_eq!(
+                seen_out.len(),
+                seen_in.len(),
+                "seed {seed}: the kernel dropped events"
+            );
+            assert_eq!(
+                model(&seen_out),
+                model(&seen_in),
+                "seed {seed}: text or shortcuts changed"
+            );
+            // Per key, the same sequence of presses, repeats and releases.
+            for code in input
+                .iter()
+                .map(|e| e.0)
+                .collect::<std::collections::HashSet<_>>()
+            {
+                let per = |v: &[(u16, i32)]| {
+                    v.iter()
+                        .filter(|e| e.0 == code)
+                        .map(|e| e.1)
+                        .collect::<Vec<_>>()
+                };
+                assert_eq!(per(&seen_out), per(&seen_in), "seed {seed}: key {code}");
+            }
+            assert!(
+                max_press_latency <= MAX,
+                "seed {seed}: press latency {max_press_latency}"
+            );
+            repeats += input.iter().filter(|e| e.1 == 2).count();
+        }
+        assert!(
+            repeats > 1000,
+            "the test must exercise autorepeat: {repeats}"
+        );
     }
 }
