@@ -262,8 +262,22 @@ pub async fn run(opts: Options, mut rng: ChaCha20Rng) -> anyhow::Result<()> {
                     }
                 }
                 Some(Msg::Gone(id)) => {
-                    queue.forget(&id);
-                    if let Some(out) = state.outputs.remove(&id) {
+                    // Its queued frames go out now, through its twin, and whatever they leave
+                    // down is released before the twin goes.
+                    for f in queue.forget(&id) {
+                        state.emit(f);
+                    }
+                    esc.reset();
+                    if let Some(mut out) = state.outputs.remove(&id) {
+                        let release = out.down.release_all();
+                        let ev: Vec<InputEvent> = release
+                            .iter()
+                            .filter(|e| e.kind != EV_SYN)
+                            .map(|e| InputEvent::new(e.kind, e.code, e.value))
+                            .collect();
+                        if !ev.is_empty() {
+                            let _ = out.vdev.emit(&ev);
+                        }
                         info!("{} went away", out.path.display());
                     }
                 }

@@ -15,6 +15,21 @@ pub enum Kind {
     Pointer,
 }
 
+/// The kernel keeps 80 bytes of a uinput device's name, NUL included, and evdev's builder
+/// panics on a longer one: the twin's name is cut at a character boundary to fit.
+pub const MAX_NAME: usize = 79;
+
+/// The twin's name: the prefix and as much of the real device's name as fits.
+pub fn twin_name(real: &str) -> String {
+    let mut name = format!("{NAME_PREFIX}{real}");
+    let mut cut = MAX_NAME.min(name.len());
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    name.truncate(cut);
+    name
+}
+
 /// What a device is, if kloak should take it.
 pub fn classify(dev: &Device) -> Option<Kind> {
     if dev.name().is_some_and(|n| n.starts_with(NAME_PREFIX)) {
@@ -57,7 +72,7 @@ pub fn event_nodes(dir: &Path) -> io::Result<Vec<PathBuf>> {
 /// settings keep working. The kernel's own autorepeat is not enabled on it: the real
 /// device's repeat events are forwarded (delayed) instead, so repeats are not doubled.
 pub fn make_virtual(dev: &Device) -> io::Result<VirtualDevice> {
-    let name = format!("{NAME_PREFIX}{}", dev.name().unwrap_or("input device"));
+    let name = twin_name(dev.name().unwrap_or("input device"));
     let mut b = VirtualDevice::builder()?
         .name(&name)
         .input_id(dev.input_id());
@@ -95,4 +110,26 @@ pub fn parse_combo(s: &str) -> Result<Vec<u16>, String> {
                 .map_err(|_| format!("`{k}` is not a key name (e.g. KEY_RIGHTSHIFT)"))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_names_are_cut_at_a_character_boundary() {
+        assert_eq!(twin_name("AT keyboard"), "kloak: AT keyboard");
+        for n in [72, 73, 100, 200] {
+            let long = "é".repeat(n);
+            let t = twin_name(&long);
+            assert!(
+                t.len() <= MAX_NAME && t.starts_with(NAME_PREFIX),
+                "{n}: {}",
+                t.len()
+            );
+            assert!(long.starts_with(&t[NAME_PREFIX.len()..]));
+            let ascii = "k".repeat(n);
+            assert_eq!(twin_name(&ascii).len(), MAX_NAME.min(NAME_PREFIX.len() + n));
+        }
+    }
 }

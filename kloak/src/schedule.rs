@@ -340,10 +340,14 @@ impl<D: PartialEq + Clone> Queue<D> {
         self.frames.drain(..).collect()
     }
 
-    /// Drops the frames of a device that went away.
-    pub fn forget(&mut self, device: &D) {
-        self.frames.retain(|f| &f.device != device);
+    /// Takes out the frames of a device that went away, in order, to be emitted at once:
+    /// what was typed before the unplug is not lost.
+    pub fn forget(&mut self, device: &D) -> Vec<Frame<D>> {
+        let (gone, kept): (Vec<_>, Vec<_>) =
+            self.frames.drain(..).partition(|f| &f.device == device);
+        self.frames = kept.into();
         self.pressed.retain(|(d, _, _)| d != device);
+        gone
     }
 
     pub fn len(&self) -> usize {
@@ -386,6 +390,11 @@ impl EscDetector {
             combo,
             down: Vec::new(),
         }
+    }
+
+    /// Forgets every key held (a device went away: its keys will never be released).
+    pub fn reset(&mut self) {
+        self.down.clear();
     }
 
     /// Feeds an input event; true once every key of the combination is held.
@@ -528,6 +537,21 @@ mod tests {
             s.schedule(now, &mut rng) - now < MAX / 4
         });
         assert!(small.count() > 20);
+    }
+
+    #[test]
+    fn an_unplugged_device_gives_back_its_frames_in_order() {
+        let mut rng = ChaCha20Rng::seed_from_u64(3);
+        let mut q: Queue<u8> = Queue::new(MAX);
+        for (i, dev) in [0u8, 1, 1, 0, 1].into_iter().enumerate() {
+            q.push(dev, key(30 + i as u16, 1), 1_000 + i as u64, &mut rng);
+        }
+        let gone = q.forget(&1);
+        let codes: Vec<u16> = gone.iter().map(|f| f.events[0].code).collect();
+        assert_eq!(codes, [31, 32, 34]);
+        assert!(gone.windows(2).all(|w| w[0].release <= w[1].release));
+        assert_eq!(q.len(), 2);
+        assert!(q.drain().iter().all(|f| f.device == 0));
     }
 
     #[test]
