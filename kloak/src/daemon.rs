@@ -39,6 +39,19 @@ enum Msg {
     Gone(DevId),
 }
 
+/// What `attach` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attach {
+    Grabbed,
+    /// Not a device kloak takes (or already taken).
+    Skipped,
+    /// Keys are held on it: try again shortly.
+    KeysHeld(usize),
+}
+
+/// How long a device with keys held is waited for (ticks of 250 ms) before it is grabbed anyway.
+const HELD_TICKS: u8 = 40;
+
 struct Output {
     path: PathBuf,
     vdev: VirtualDevice,
@@ -61,10 +74,12 @@ impl State {
         u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 
-    /// Grabs `path` if it is a device kloak handles and creates its virtual twin.
-    fn attach(&mut self, path: &Path, explicit: bool) -> anyhow::Result<bool> {
+    /// Grabs `path` if it is a device kloak handles and creates its virtual twin. Not while a
+    /// key is held on it (EVIOCGKEY), unless `force`: the desktop saw that key go down on the
+    /// real device, and after the grab its release would go to the twin, leaving the key stuck.
+    fn attach(&mut self, path: &Path, explicit: bool, force: bool) -> anyhow::Result<Attach> {
         if self.outputs.values().any(|o| o.path == path) {
-            return Ok(false);
+            return Ok(Attach::Skipped);
         }
         let mut dev =
             Device::open(path).with_context(|| format!("cannot open {}", path.display()))?;
@@ -72,7 +87,11 @@ impl State {
             Some(Kind::Keyboard) => {}
             Some(Kind::Pointer) if !self.opts.no_mouse => {}
             _ if explicit => anyhow::bail!("{} is neither a keyboard nor a mouse", path.display()),
-            _ => return Ok(false),
+            _ => return Ok(Attach::Skipped),
+        }
+        let held = dev.get_key_state().map_or(0, |k| k.iter().count());
+        if held > 0 && !force {
+            return Ok(Attach::KeysHeld(held));
         }
         if let Some(rep) = dev.get_auto_repeat() {
             let d = u64::from(rep.delay);
@@ -122,6 +141,12 @@ impl State {
                 }
             }
         });
+        if held > 0 {
+            warn!(
+                "grabbed {} with {held} key(s) still held after waiting: they may stay down in the desktop until pressed again",
+                path.display()
+            );
+        }
         info!("grabbed {} ({name})", path.display());
         self.outputs.insert(
             id,
@@ -132,7 +157,7 @@ impl State {
                 reader,
             },
         );
-        Ok(true)
+        Ok(Attach::Grabbed)
     }
 
     fn emit(&mut self, f: Frame<DevId>) {
@@ -208,21 +233,37 @@ pub async fn run(opts: Options, mut rng: ChaCha20Rng) -> anyhow::Result<()> {
     let mut esc = EscDetector::new(opts.esc_combo.clone());
 
     let hotplug = opts.devices.is_empty();
+    // Devices to (re)try on the next ticks: (path, tries, explicit).
+    let mut pending: Vec<(PathBuf, u8, bool)> = Vec::new();
     if hotplug {
         let nodes = event_nodes(&opts.input_dir)
             .with_context(|| format!("cannot list {}", opts.input_dir.display()))?;
         for p in nodes {
-            if let Err(e) = state.attach(&p, false) {
-                warn!("{e:#}");
+            match state.attach(&p, false, false) {
+                Ok(Attach::KeysHeld(n)) => {
+                    info!(
+                        "{}: {n} key(s) held; grabbing once they are released",
+                        p.display()
+                    );
+                    pending.push((p, 1, false));
+                }
+                Ok(_) => {}
+                Err(e) => warn!("{e:#}"),
             }
         }
     } else {
         for p in &opts.devices {
-            state.attach(p, true)?;
+            if let Attach::KeysHeld(n) = state.attach(p, true, false)? {
+                info!(
+                    "{}: {n} key(s) held; grabbing once they are released",
+                    p.display()
+                );
+                pending.push((p.clone(), 1, true));
+            }
         }
     }
     clamp_floor(&state, &mut queue);
-    if state.outputs.is_empty() && !hotplug {
+    if state.outputs.is_empty() && pending.is_empty() && !hotplug {
         anyhow::bail!("no device to protect");
     }
     let inotify = if hotplug {
@@ -245,7 +286,6 @@ pub async fn run(opts: Options, mut rng: ChaCha20Rng) -> anyhow::Result<()> {
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let far = Duration::from_secs(3600);
     let mut hotplug_tick = tokio::time::interval(Duration::from_millis(250));
-    let mut pending: Vec<(PathBuf, u8)> = Vec::new();
     loop {
         let wake = queue
             .next_release()
@@ -289,28 +329,34 @@ pub async fn run(opts: Options, mut rng: ChaCha20Rng) -> anyhow::Result<()> {
                     state.emit(f);
                 }
             }
-            _ = hotplug_tick.tick(), if inotify.is_some() => {
+            _ = hotplug_tick.tick(), if inotify.is_some() || !pending.is_empty() => {
                 // inotify is non-blocking; a tick every 250 ms covers a new device well within
                 // a second. A node that cannot be opened yet (udev still setting permissions)
                 // is retried on the next ticks, never by blocking the event loop.
                 let names = inotify.as_ref().and_then(|i| i.read_events().ok()).unwrap_or_default();
                 for n in names.into_iter().filter_map(|e| e.name) {
                     let p = opts.input_dir.join(n);
-                    if p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("event")) && !pending.iter().any(|(q, _)| *q == p) {
-                        pending.push((p, 0));
+                    if p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("event")) && !pending.iter().any(|(q, _, _)| *q == p) {
+                        pending.push((p, 0, false));
                     }
                 }
-                pending.retain_mut(|(p, tries)| {
+                pending.retain_mut(|(p, tries, explicit)| {
                     if !p.exists() {
                         return false;
                     }
-                    match state.attach(p, false) {
+                    *tries = tries.saturating_add(1);
+                    match state.attach(p, *explicit, *tries >= HELD_TICKS) {
+                        Ok(Attach::KeysHeld(n)) => {
+                            if *tries == 1 {
+                                info!("{}: {n} key(s) held; grabbing once they are released", p.display());
+                            }
+                            true
+                        }
                         Ok(_) => {
                             clamp_floor(&state, &mut queue);
                             false
                         }
                         Err(e) => {
-                            *tries += 1;
                             if *tries >= 8 {
                                 warn!("{e:#}");
                             }
