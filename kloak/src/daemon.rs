@@ -201,6 +201,15 @@ impl State {
     }
 }
 
+/// systemd's STATUS=: how many devices are protected (and waited for).
+fn status_line(state: &State, waiting: usize) -> String {
+    let mut line = format!("protecting {} device(s)", state.outputs.len());
+    if waiting > 0 {
+        line += &format!(", {waiting} waiting");
+    }
+    line
+}
+
 /// The floor must stay below every keyboard's autorepeat delay (minus 10 ms of margin).
 fn clamp_floor(state: &State, queue: &mut Queue<DevId>) {
     if let Some(d) = state.min_repeat_delay_ms {
@@ -281,12 +290,31 @@ pub async fn run(opts: Options, mut rng: ChaCha20Rng) -> anyhow::Result<()> {
         state.outputs.len(),
         opts.max_delay.as_millis()
     );
+    // Ready once the devices present at start are grabbed (or waited for: keys held).
+    let _ = sd_notify::notify(
+        false,
+        &[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status(&status_line(&state, pending.len())),
+        ],
+    );
+    let mut last_count = (state.outputs.len(), pending.len());
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let far = Duration::from_secs(3600);
     let mut hotplug_tick = tokio::time::interval(Duration::from_millis(250));
     loop {
+        let count = (state.outputs.len(), pending.len());
+        if count != last_count {
+            last_count = count;
+            let _ = sd_notify::notify(
+                false,
+                &[sd_notify::NotifyState::Status(&status_line(
+                    &state, count.1,
+                ))],
+            );
+        }
         let wake = queue
             .next_release()
             .map_or(state.epoch.elapsed() + far, Duration::from_micros);
