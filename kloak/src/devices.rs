@@ -15,9 +15,10 @@ pub enum Kind {
     Pointer,
 }
 
-/// The kernel keeps 80 bytes of a uinput device's name, NUL included, and evdev's builder
-/// panics on a longer one: the twin's name is cut at a character boundary to fit.
-pub const MAX_NAME: usize = 79;
+/// The kernel keeps 80 bytes of a uinput device's name, NUL included, and evdev 0.13's builder
+/// asserts `len + 1 < 80` (so at most 78 bytes): the twin's name is cut at a character
+/// boundary to fit.
+pub const MAX_NAME: usize = 78;
 
 /// The twin's name: the prefix and as much of the real device's name as fits.
 pub fn twin_name(real: &str) -> String {
