@@ -162,6 +162,9 @@ filter=$(systemctl show -p SystemCallFilter --value sdwdate.service)
 for sc in clock_settime clock_adjtime adjtimex settimeofday; do
 	check "sdwdate: the unit's syscall filter allows $sc (it sets the clock)" sh -c "echo '$filter' | tr ' ' '\n' | grep -qx '$sc'"
 done
+# Later files add pool members (as upstream's read_pools does), so the shipped public pools
+# are set aside while the test's own sources are configured, and put back before the purge.
+mv /etc/sdwdate.d/30_default.conf /root/30_default.conf.saved
 # conf POOL_URLS CONTROL: the test's sources and tor, one source per pool.
 conf() {
 	set -- $1 "$2"
@@ -275,6 +278,7 @@ score sdwdate.service 2.0
 journal_clean sdwdate.service
 check "sdwdate: disable --now" systemctl disable --now sdwdate.service
 rm -f /etc/sdwdate.d/50_test.conf /etc/sdwdate.d/tornet.cookie
+mv /root/30_default.conf.saved /etc/sdwdate.d/30_default.conf
 rm -rf /etc/systemd/system/sdwdate.service.d
 systemctl daemon-reload
 purge_clean sdwdate /var/lib/sdwdate /run/sdwdate /etc/systemd/system/multi-user.target.wants/sdwdate.service
