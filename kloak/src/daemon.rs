@@ -49,6 +49,11 @@ enum Attach {
     KeysHeld(usize),
 }
 
+/// Frames in flight from the device readers to the scheduler (each reader waits when full).
+const CHANNEL_FRAMES: usize = 1024;
+/// Frames queued for release at most; beyond, the oldest are written early.
+const MAX_QUEUED: usize = 20_000;
+
 /// How long a device with keys held is waited for (ticks of 250 ms) before it is grabbed anyway.
 const HELD_TICKS: u8 = 40;
 
@@ -63,7 +68,7 @@ struct State {
     epoch: Instant,
     next_id: DevId,
     outputs: HashMap<DevId, Output>,
-    tx: mpsc::UnboundedSender<Msg>,
+    tx: mpsc::Sender<Msg>,
     opts: Options,
     /// The shortest autorepeat delay of the grabbed keyboards.
     min_repeat_delay_ms: Option<u64>,
@@ -126,8 +131,11 @@ impl State {
                         {
                             let now =
                                 u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
+                            // A full channel makes this reader wait (the kernel buffers meanwhile):
+                            // memory stays bounded and nothing is dropped here.
                             if tx
                                 .send(Msg::Frame(id, std::mem::take(&mut frame), now))
+                                .await
                                 .is_err()
                             {
                                 return;
@@ -135,7 +143,7 @@ impl State {
                         }
                     }
                     Err(_) => {
-                        let _ = tx.send(Msg::Gone(id));
+                        let _ = tx.send(Msg::Gone(id)).await;
                         return;
                     }
                 }
@@ -160,11 +168,13 @@ impl State {
         Ok(Attach::Grabbed)
     }
 
-    fn emit(&mut self, f: Frame<DevId>) {
+    /// Writes a frame to its device's twin. A failed write is retried (3 tries, 1 ms apart);
+    /// if it still fails the error ends kloak, which then releases every key: a frame is
+    /// never dropped silently.
+    fn emit(&mut self, f: Frame<DevId>) -> anyhow::Result<()> {
         let Some(out) = self.outputs.get_mut(&f.device) else {
-            return;
+            return Ok(());
         };
-        out.down.track(&f.events);
         // `emit` appends the SYN_REPORT itself.
         let events: Vec<InputEvent> = f
             .events
@@ -172,18 +182,36 @@ impl State {
             .filter(|e| !(e.kind == EV_SYN && e.code == SYN_REPORT))
             .map(|e| InputEvent::new(e.kind, e.code, e.value))
             .collect();
-        if let Err(e) = out.vdev.emit(&events) {
-            warn!(
-                "cannot write to the virtual device of {}: {e}",
-                out.path.display()
-            );
+        let mut tries = 0;
+        loop {
+            match out.vdev.emit(&events) {
+                Ok(()) => break,
+                Err(e) if tries < 2 => {
+                    tries += 1;
+                    warn!(
+                        "cannot write to the virtual device of {}: {e}; trying again",
+                        out.path.display()
+                    );
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => {
+                    return Err(anyhow::anyhow!(
+                        "cannot write to the virtual device of {}: {e}",
+                        out.path.display()
+                    ))
+                }
+            }
         }
+        out.down.track(&f.events);
+        Ok(())
     }
 
     /// Releases every key still down on every virtual device and drops all grabs.
     fn shutdown(&mut self, queue: &mut Queue<DevId>) {
         for f in queue.drain() {
-            self.emit(f);
+            if let Err(e) = self.emit(f) {
+                warn!("{e:#}");
+            }
         }
         for out in self.outputs.values_mut() {
             let release = out.down.release_all();
@@ -227,7 +255,7 @@ fn clamp_floor(state: &State, queue: &mut Queue<DevId>) {
 pub async fn run(opts: Options, mut rng: ChaCha20Rng) -> anyhow::Result<()> {
     // Let the user release the keys that started kloak before anything is grabbed.
     tokio::time::sleep(opts.start_delay).await;
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, mut rx) = mpsc::channel(CHANNEL_FRAMES);
     let max = u64::try_from(opts.max_delay.as_micros()).unwrap_or(u64::MAX);
     let mut state = State {
         epoch: Instant::now(),
@@ -299,12 +327,17 @@ pub async fn run(opts: Options, mut rng: ChaCha20Rng) -> anyhow::Result<()> {
         ],
     );
     let mut last_count = (state.outputs.len(), pending.len());
+    let mut flooded = false;
+    let mut failure: Option<anyhow::Error> = None;
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let far = Duration::from_secs(3600);
     let mut hotplug_tick = tokio::time::interval(Duration::from_millis(250));
     loop {
+        if failure.is_some() {
+            break;
+        }
         let count = (state.outputs.len(), pending.len());
         if count != last_count {
             last_count = count;
@@ -324,6 +357,22 @@ pub async fn run(opts: Options, mut rng: ChaCha20Rng) -> anyhow::Result<()> {
                 Some(Msg::Frame(id, events, at)) => {
                     let escape = events.iter().any(|e| esc.feed(e));
                     queue.push(id, events, at, &mut rng);
+                    // Memory stays bounded under a flood: past the limit the oldest frames go
+                    // out at once (shorter delays for a moment, nothing lost), and it is said.
+                    if queue.len() > MAX_QUEUED {
+                        if !flooded {
+                            warn!("more than {MAX_QUEUED} frames queued: writing the oldest early");
+                            flooded = true;
+                        }
+                        for f in queue.pop_oldest(queue.len() - MAX_QUEUED) {
+                            if let Err(e) = state.emit(f) {
+                                failure = Some(e);
+                                break;
+                            }
+                        }
+                    } else if flooded && queue.len() < MAX_QUEUED / 2 {
+                        flooded = false;
+                    }
                     if escape {
                         info!("escape combination: releasing every device");
                         break;
@@ -333,7 +382,9 @@ pub async fn run(opts: Options, mut rng: ChaCha20Rng) -> anyhow::Result<()> {
                     // Its queued frames go out now, through its twin, and whatever they leave
                     // down is released before the twin goes.
                     for f in queue.forget(&id) {
-                        state.emit(f);
+                        if let Err(e) = state.emit(f) {
+                            failure = Some(e);
+                        }
                     }
                     esc.reset();
                     if let Some(mut out) = state.outputs.remove(&id) {
@@ -354,7 +405,10 @@ pub async fn run(opts: Options, mut rng: ChaCha20Rng) -> anyhow::Result<()> {
             () = sleep => {
                 let now = state.now();
                 for f in queue.pop_due(now) {
-                    state.emit(f);
+                    if let Err(e) = state.emit(f) {
+                        failure = Some(e);
+                        break;
+                    }
                 }
             }
             _ = hotplug_tick.tick(), if inotify.is_some() || !pending.is_empty() => {
@@ -398,6 +452,11 @@ pub async fn run(opts: Options, mut rng: ChaCha20Rng) -> anyhow::Result<()> {
         }
     }
     state.shutdown(&mut queue);
+    if let Some(e) = failure {
+        return Err(
+            e.context("stopped after a write error; every key released, every grab dropped")
+        );
+    }
     info!("stopped; every grab released");
     Ok(())
 }

@@ -41,6 +41,17 @@ pub fn classify(dev: &Device) -> Option<Kind> {
     if has(KeyCode::KEY_A) && has(KeyCode::KEY_Z) && has(KeyCode::KEY_SPACE) {
         return Some(Kind::Keyboard);
     }
+    // A numeric keypad (no letter keys) types PINs and numbers: covered too.
+    let keypad = [
+        KeyCode::KEY_KP0,
+        KeyCode::KEY_KP1,
+        KeyCode::KEY_KP5,
+        KeyCode::KEY_KP9,
+        KeyCode::KEY_KPENTER,
+    ];
+    if keypad.into_iter().all(has) {
+        return Some(Kind::Keyboard);
+    }
     let rel = dev.supported_relative_axes();
     let moves = rel.is_some_and(|r| {
         r.contains(RelativeAxisCode::REL_X) && r.contains(RelativeAxisCode::REL_Y)

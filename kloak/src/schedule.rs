@@ -87,8 +87,10 @@ pub struct HoldFloor {
 }
 
 /// Keys whose events keep upstream's rule and that pending releases never cross: Shift,
-/// Ctrl, Alt, AltGr, Meta, CapsLock (plus any the user names).
-pub const MODIFIERS: [u16; 9] = [42, 54, 29, 97, 56, 100, 125, 126, 58];
+/// Ctrl, Alt, AltGr, Meta, CapsLock, and the level-shift keys of common layouts: the ISO
+/// 102nd key (level 3/5 in some layouts) and Compose/Menu (level 3 in others) (plus any the
+/// user names).
+pub const MODIFIERS: [u16; 11] = [42, 54, 29, 97, 56, 100, 125, 126, 58, 86, 127];
 
 /// Frames waiting for their release time, in release order.
 #[derive(Debug)]
@@ -332,6 +334,12 @@ impl<D: PartialEq + Clone> Queue<D> {
             out.extend(self.frames.pop_front());
         }
         out
+    }
+
+    /// The `n` frames due first, out of turn (a flood: memory stays bounded, nothing lost).
+    pub fn pop_oldest(&mut self, n: usize) -> Vec<Frame<D>> {
+        let n = n.min(self.frames.len());
+        self.frames.drain(..n).collect()
     }
 
     /// Everything still queued (on exit: nothing is lost).
