@@ -175,7 +175,7 @@ PROXY_IP=10.0.2.100
 PROXY_PORT=9050
 TRANSPORT=socks
 CONTROL_PORT=$4
-CONTROL_COOKIE=/etc/sdwdate.d/tornet.cookie
+$([ "$4" = 10.0.2.100:9051 ] && echo CONTROL_COOKIE=/etc/sdwdate.d/tornet.cookie)
 SDWDATE_POOL_ZERO=(
     "$1"
 )
