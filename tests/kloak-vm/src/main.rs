@@ -546,6 +546,115 @@ fn run(kloak: &str, r: &mut Results) -> std::io::Result<()> {
     // plus the difference of two delays) fewer than 1 in 12 would reach 110 ms; here at least 6 must.
     let floored = holds.iter().filter(|h| (110..=250).contains(*h)).count();
     r.check("hold-floor", holds.len() == 12 && floored >= 6, format!("emitted holds {holds:?} ms (real 45-55 ms; {floored} of 12 at 110-250 ms: the 120-150 ms floor plus emulation jitter)"));
+
+    // USB keyboards report every key change of one HID report in one frame: "x up + y down"
+    // together. Rollover typed that way, with double letters (x y x), comes out exact.
+    let letters: &[u16] = &[
+        45, 21, 45, 21, 45, 44, 45, 44, 30, 31, 30, 31, 32, 33, 32, 33,
+    ];
+    let mut expected = Vec::new();
+    let mut prev: Option<u16> = None;
+    for round in 0..3 {
+        for &code in letters {
+            let mut frame = Vec::new();
+            if let Some(p) = prev {
+                frame.push(InputEvent::new(EventType::KEY.0, p, 0));
+            }
+            frame.push(InputEvent::new(EventType::KEY.0, code, 1));
+            let _ = kb.emit(&frame);
+            expected.push(code);
+            prev = Some(code);
+            std::thread::sleep(Duration::from_millis(8 + 8 * (round % 2)));
+        }
+    }
+    if let Some(p) = prev {
+        press(&mut kb, p, 0);
+    }
+    let (got, _) = drain_keys(&out, Duration::from_millis(1500));
+    let typed: Vec<u16> = got.iter().filter(|g| g.2 == 1).map(|g| g.1).collect();
+    let mut state: std::collections::HashSet<u16> = std::collections::HashSet::new();
+    for (_, code, value) in &got {
+        match value {
+            1 => {
+                state.insert(*code);
+            }
+            0 => {
+                state.remove(code);
+            }
+            _ => {}
+        }
+    }
+    r.check(
+        "usb-frames",
+        typed == expected && state.is_empty(),
+        format!(
+            "{} presses in two-key frames, {} came out{}, {} key(s) left down {}",
+            expected.len(),
+            typed.len(),
+            if typed == expected {
+                " in order"
+            } else {
+                " DIFFERENT"
+            },
+            state.len(),
+            state
+                .iter()
+                .map(|k| format!(
+                    "{k}: {:?}",
+                    got.iter()
+                        .filter(|g| g.1 == *k)
+                        .map(|g| g.2)
+                        .collect::<Vec<_>>()
+                ))
+                .collect::<Vec<_>>()
+                .join("; ")
+                + &format!(
+                    " last: {:?}",
+                    got.iter()
+                        .rev()
+                        .take(8)
+                        .map(|g| (g.1, g.2))
+                        .collect::<Vec<_>>()
+                )
+        ),
+    );
+
+    // A keyboard with a long name, plugged while kloak runs: its twin's name is cut to what
+    // uinput keeps, and kloak carries on (it panicked from 72 bytes on). A uinput device (the
+    // only kind a test can plug) has at most 78 bytes through the evdev crate; a real USB
+    // keyboard's name (manufacturer + product) can be longer, which the cut covers the same.
+    let long = format!("long {}", "n".repeat(73));
+    let long_kb = keyboard(&long)?;
+    let twin_name: String = format!("kloak: {long}").chars().take(78).collect();
+    let long_twin = find(&twin_name, Duration::from_secs(5));
+    let alive = child.try_wait()?.is_none();
+    r.check(
+        "long-name",
+        long_twin.is_some() && alive,
+        format!("twin {long_twin:?}, kloak alive: {alive}"),
+    );
+    drop(long_kb);
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // A key held when kloak starts: the keyboard is not grabbed until it is released, so the
+    // release reaches the desktop and nothing stays down.
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = drain_keys(&raw, Duration::from_millis(100));
+    press(&mut kb, 30, 1);
+    let mut child = start_kloak_with(kloak, &[])?;
+    let early = find("kloak: fake keyboard", Duration::from_millis(1500));
+    press(&mut kb, 30, 0);
+    let late = find("kloak: fake keyboard", Duration::from_secs(5));
+    let (seen, _) = drain_keys(&raw, Duration::from_millis(300));
+    let released = seen.iter().any(|e| e.1 == 30 && e.2 == 0);
+    r.check(
+        "held-at-start",
+        early.is_none() && late.is_some() && released,
+        format!(
+            "twin while held: {early:?}; after the release: {late:?}; the desktop saw the release: {released}"
+        ),
+    );
     let _ = child.kill();
     let _ = child.wait();
     Ok(())

@@ -57,6 +57,9 @@ fn kloak_in_a_booted_kernel() {
         "hello-world",
         "press-latency",
         "hold-floor",
+        "usb-frames",
+        "long-name",
+        "held-at-start",
     ] {
         assert!(
             lines
