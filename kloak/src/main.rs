@@ -34,7 +34,7 @@ struct Cli {
     /// press plus a random floor from this range, hiding how long each key is held. 0: off.
     #[arg(long = "hold-floor", default_value = "120-150", global = true, value_parser = parse_floor)]
     hold_floor: Floor,
-    /// More keys treated like modifiers (never crossed by a held release), besides Shift, Ctrl,
+    /// More keys treated like modifiers (their releases keep upstream's rule), besides Shift, Ctrl,
     /// Alt, AltGr, Meta, CapsLock, KEY_102ND and KEY_COMPOSE, e.g. KEY_SCROLLLOCK.
     #[arg(long, value_delimiter = ',')]
     modifiers: Vec<String>,

@@ -86,7 +86,7 @@ pub struct HoldFloor {
     pub max: Micros,
 }
 
-/// Keys whose events keep upstream's rule and that pending releases never cross: Shift,
+/// Keys whose events keep upstream's rule (their releases are not held): Shift,
 /// Ctrl, Alt, AltGr, Meta, CapsLock, and the level-shift keys of common layouts: the ISO
 /// 102nd key (level 3/5 in some layouts) and Compose/Menu (level 3 in others) (plus any the
 /// user names).
@@ -285,19 +285,12 @@ impl<D: PartialEq + Clone> Queue<D> {
             }
         }
         let release = self.scheduler.schedule(now, rng);
-        match key {
-            // A modifier: no held release may cross it (the text and shortcuts stay the same).
-            Some((code, _)) if self.modifiers.contains(&code) => {
-                self.pull_forward(release, |_, _| true)
-            }
-            // The same key again: its held release goes first (double letters stay double).
-            Some((code, 1)) => {
-                let dev = incoming.device.clone();
-                self.pull_forward(release, |d, k| *d == dev && k == code);
-            }
-            _ => {}
-        }
         if let Some((code, 1)) = key {
+            // The same key again: its held release goes first (double letters stay double).
+            // Other keys' events, modifiers included, may pass a held release: a character
+            // or a shortcut is made by a press, so the text and shortcuts stay the same.
+            let dev = incoming.device.clone();
+            self.pull_forward(release, |d, k| *d == dev && k == code);
             self.pressed
                 .retain(|(d, k, _)| !(*d == incoming.device && *k == code));
             self.pressed.push((incoming.device.clone(), code, release));
