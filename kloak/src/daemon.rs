@@ -43,8 +43,10 @@ enum Msg {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Attach {
     Grabbed,
-    /// Not a device kloak takes (or already taken).
+    /// Not a device kloak takes.
     Skipped,
+    /// A twin exists for this node already.
+    Taken,
     /// Keys are held on it: try again shortly.
     KeysHeld(usize),
 }
@@ -56,6 +58,7 @@ const MAX_QUEUED: usize = 20_000;
 
 /// How long a device with keys held is waited for (ticks of 250 ms) before it is grabbed anyway.
 const HELD_TICKS: u8 = 40;
+const HELD_WAIT: Duration = Duration::from_secs(HELD_TICKS as u64 / 4);
 
 struct Output {
     path: PathBuf,
@@ -84,7 +87,9 @@ impl State {
     /// real device, and after the grab its release would go to the twin, leaving the key stuck.
     fn attach(&mut self, path: &Path, explicit: bool, force: bool) -> anyhow::Result<Attach> {
         if self.outputs.values().any(|o| o.path == path) {
-            return Ok(Attach::Skipped);
+            // Ours already, or a replugged device on the same node whose unplug is not
+            // handled yet: the caller keeps it pending for a while.
+            return Ok(Attach::Taken);
         }
         let mut dev =
             Device::open(path).with_context(|| format!("cannot open {}", path.display()))?;
@@ -113,6 +118,13 @@ impl State {
                 path.display()
             )
         })?;
+        // A key pressed between the check above and the grab went to the desktop: let go
+        // again (the twin goes with `vdev`) and wait for its release.
+        let held_now = dev.get_key_state().map_or(0, |k| k.iter().count());
+        if held_now > 0 && !force {
+            let _ = dev.ungrab();
+            return Ok(Attach::KeysHeld(held_now));
+        }
         let id = self.next_id;
         self.next_id += 1;
         let (tx, epoch) = (self.tx.clone(), self.epoch);
@@ -151,8 +163,9 @@ impl State {
         });
         if held > 0 {
             warn!(
-                "grabbed {} with {held} key(s) still held after waiting: they may stay down in the desktop until pressed again",
-                path.display()
+                "grabbed {} with {held} key(s) still held after waiting {} s: the desktop may keep them down until kloak stops",
+                path.display(),
+                u64::from(HELD_TICKS) / 4
             );
         }
         info!("grabbed {} ({name})", path.display());
@@ -168,9 +181,8 @@ impl State {
         Ok(Attach::Grabbed)
     }
 
-    /// Writes a frame to its device's twin. A failed write is retried (3 tries, 1 ms apart);
-    /// if it still fails the error ends kloak, which then releases every key: a frame is
-    /// never dropped silently.
+    /// Writes a frame to its device's twin. A failed write ends kloak, which then releases
+    /// every key: a frame is never dropped silently.
     fn emit(&mut self, f: Frame<DevId>) -> anyhow::Result<()> {
         let Some(out) = self.outputs.get_mut(&f.device) else {
             return Ok(());
@@ -182,26 +194,15 @@ impl State {
             .filter(|e| !(e.kind == EV_SYN && e.code == SYN_REPORT))
             .map(|e| InputEvent::new(e.kind, e.code, e.value))
             .collect();
-        let mut tries = 0;
-        loop {
-            match out.vdev.emit(&events) {
-                Ok(()) => break,
-                Err(e) if tries < 2 => {
-                    tries += 1;
-                    warn!(
-                        "cannot write to the virtual device of {}: {e}; trying again",
-                        out.path.display()
-                    );
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err(e) => {
-                    return Err(anyhow::anyhow!(
-                        "cannot write to the virtual device of {}: {e}",
-                        out.path.display()
-                    ))
-                }
-            }
-        }
+        // evdev writes the events and the SYN_REPORT in two writes, so a retry could repeat
+        // events that went out: a failed write ends kloak instead (keys released on the way
+        // out, and the unit restarts it).
+        out.vdev.emit(&events).with_context(|| {
+            format!(
+                "cannot write to the virtual device of {}",
+                out.path.display()
+            )
+        })?;
         out.down.track(&f.events);
         Ok(())
     }
@@ -318,25 +319,24 @@ pub async fn run(opts: Options, mut rng: ChaCha20Rng) -> anyhow::Result<()> {
         state.outputs.len(),
         opts.max_delay.as_millis()
     );
-    // Ready once the devices present at start are grabbed (or waited for: keys held).
-    let _ = sd_notify::notify(
-        false,
-        &[
-            sd_notify::NotifyState::Ready,
-            sd_notify::NotifyState::Status(&status_line(&state, pending.len())),
-        ],
-    );
-    let mut last_count = (state.outputs.len(), pending.len());
-    let mut flooded = false;
-    let mut failure: Option<anyhow::Error> = None;
-
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    // READY (the display manager and getty wait for it) once the devices present at start are
+    // grabbed, or once the wait for their held keys is over.
+    let started = Instant::now();
+    let mut ready = false;
+    let mut last_count = (usize::MAX, usize::MAX);
+    let mut flooded = false;
+    let mut failure: Option<anyhow::Error> = None;
     let far = Duration::from_secs(3600);
     let mut hotplug_tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         if failure.is_some() {
             break;
+        }
+        if !ready && (pending.is_empty() || started.elapsed() > HELD_WAIT) {
+            ready = true;
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
         }
         let count = (state.outputs.len(), pending.len());
         if count != last_count {
@@ -434,6 +434,7 @@ pub async fn run(opts: Options, mut rng: ChaCha20Rng) -> anyhow::Result<()> {
                             }
                             true
                         }
+                        Ok(Attach::Taken) => *tries < 8,
                         Ok(_) => {
                             clamp_floor(&state, &mut queue);
                             false

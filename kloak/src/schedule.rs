@@ -12,6 +12,7 @@ pub type Micros = u64;
 pub const EV_SYN: u16 = 0;
 pub const EV_KEY: u16 = 1;
 pub const EV_REL: u16 = 2;
+pub const EV_ABS: u16 = 3;
 pub const EV_MSC: u16 = 4;
 pub const SYN_REPORT: u16 = 0;
 
@@ -218,6 +219,14 @@ impl<D: PartialEq + Clone> Queue<D> {
         now: Micros,
         rng: &mut impl Rng,
     ) -> Micros {
+        // Only keyboard frames with the hold floor on are split: a touchpad's BTN_TOUCH and
+        // BTN_TOOL_FINGER, a tablet's pen and touch, a mouse chord belong together, and without
+        // the floor nothing is held.
+        let keyboard = events.iter().any(|e| e.kind == EV_KEY && e.code < 0x100)
+            && !events.iter().any(|e| e.kind == EV_ABS);
+        if self.floor.is_none() || !keyboard {
+            return self.push_frame(device, events, now, rng);
+        }
         let mut release = 0;
         for part in split_keys(events) {
             release = self.push_frame(device.clone(), part, now, rng);
@@ -286,9 +295,16 @@ impl<D: PartialEq + Clone> Queue<D> {
         }
         let release = self.scheduler.schedule(now, rng);
         if let Some((code, 1)) = key {
+            if self.modifiers.contains(&code) {
+                // A modifier press: every held release goes first, so that none lands between
+                // the modifier's press and its release ("tap Shift alone" switches input
+                // methods in fcitx5 and rime; a lone Meta or Super tap opens the launcher in
+                // KWin and mutter: any other key event in between cancels them). Releases
+                // and repeats of modifiers pull nothing: a capital's release may follow the
+                // Shift release and keep its floor.
+                self.pull_forward(release, |_, _| true);
+            }
             // The same key again: its held release goes first (double letters stay double).
-            // Other keys' events, modifiers included, may pass a held release: a character
-            // or a shortcut is made by a press, so the text and shortcuts stay the same.
             let dev = incoming.device.clone();
             self.pull_forward(release, |d, k| *d == dev && k == code);
             self.pressed
@@ -538,6 +554,39 @@ mod tests {
             s.schedule(now, &mut rng) - now < MAX / 4
         });
         assert!(small.count() > 20);
+    }
+
+    #[test]
+    fn only_keyboard_frames_are_split() {
+        let ev = |kind, code, value| Event { kind, code, value };
+        let syn = ev(EV_SYN, SYN_REPORT, 0);
+        let floor = Some(HoldFloor {
+            min: 120_000,
+            max: 150_000,
+        });
+        let mut rng = ChaCha20Rng::seed_from_u64(4);
+        // A touchpad's first touch and a mouse chord stay one frame each.
+        let touch = vec![
+            ev(EV_KEY, 0x14a, 1),
+            ev(EV_KEY, 0x145, 1),
+            ev(EV_ABS, 0, 500),
+            syn,
+        ];
+        let chord = vec![ev(EV_KEY, 0x110, 1), ev(EV_KEY, 0x111, 1), syn];
+        // Two keys of one keyboard report are split.
+        let keys = vec![ev(EV_KEY, 21, 0), ev(EV_KEY, 45, 1), syn];
+        let mut q: Queue<u8> = Queue::with_hold_floor(MAX, floor, &[]);
+        q.push(0, touch.clone(), 1_000, &mut rng);
+        q.push(1, chord.clone(), 1_000, &mut rng);
+        assert_eq!(q.len(), 2);
+        q.push(2, keys.clone(), 1_000, &mut rng);
+        assert_eq!(q.len(), 4);
+        let out = q.drain();
+        assert!(out.iter().any(|f| f.events == touch) && out.iter().any(|f| f.events == chord));
+        // Without the floor nothing is held, and frames stay whole.
+        let mut q: Queue<u8> = Queue::new(MAX);
+        q.push(2, keys, 1_000, &mut rng);
+        assert_eq!(q.len(), 1);
     }
 
     #[test]
@@ -847,6 +896,20 @@ mod hold_floor_tests {
                         release - arrived <= MAX,
                         "seed {seed}: press latency {} > max",
                         release - arrived
+                    );
+                }
+            }
+            // No release that came in before a modifier's press goes out between that
+            // modifier's press and release (a lone Shift or Meta tap must stay alone:
+            // input-method switches, launchers).
+            for (i, (m_at, m, v, _)) in out.iter().enumerate() {
+                if *v != 1 || !MODIFIERS.contains(m) {
+                    continue;
+                }
+                for (at, c, v, _) in out[i + 1..].iter().take_while(|e| !(e.1 == *m && e.2 == 0)) {
+                    assert!(
+                        !(*v == 0 && at < m_at && !MODIFIERS.contains(c)),
+                        "seed {seed}: key {c} released inside the tap of modifier {m}"
                     );
                 }
             }
