@@ -784,7 +784,7 @@ mod hold_floor_tests {
         for _ in 0..actions {
             let letter = LETTERS[rng.random_range(0..LETTERS.len())].0;
             let hold = rng.random_range(15_000..200_000);
-            match rng.random_range(0..10) {
+            match rng.random_range(0..11) {
                 0 => {
                     // Shift + letter; Shift released before or after the letter.
                     let s = k.press(SHIFT, t);
@@ -814,6 +814,28 @@ mod hold_floor_tests {
                         + rng.random_range(10_000..80_000);
                 }
                 4 => t = k.tap(SPACE, t, hold) + rng.random_range(20_000..150_000),
+                // A chord: three different keys pressed in one report, released in one report
+                // (rollover of 3+ keys).
+                6 => {
+                    let mut keys = Vec::new();
+                    while keys.len() < 3 {
+                        let c = LETTERS[rng.random_range(0..LETTERS.len())].0;
+                        if !keys.contains(&c) {
+                            keys.push(c);
+                        }
+                    }
+                    let at = keys.iter().fold(t, |at, c| {
+                        at.max(k.free_at.get(c).copied().unwrap_or(0) + 1)
+                    });
+                    let up = at + rng.random_range(40_000..120_000);
+                    for c in &keys {
+                        k.press(*c, at);
+                    }
+                    for c in &keys {
+                        k.release(*c, up);
+                    }
+                    t = up + rng.random_range(10_000..100_000);
+                }
                 // Held past the autorepeat delay (the keyboard repeats it), then released.
                 5 => {
                     let hold = rng.random_range(300_000..700_000);
