@@ -197,7 +197,7 @@ impl Host {
             _ => {}
         }
         let state = self.run_dir.join("state");
-        fs::write(&state, format!("{state_line}\n")).map_err(io("cannot write", &state))
+        write_atomic(&state, &format!("{state_line}\n")).map_err(io("cannot write", &state))
     }
 
     /// Loads the lockdown ruleset (or, failing that, takes the links down) and records why.
@@ -223,8 +223,8 @@ impl Host {
             _ => format!("{why}\n"),
         };
         let written = fs::create_dir_all(&self.run_dir)
-            .and_then(|()| fs::write(&failed, text))
-            .and_then(|()| fs::write(self.run_dir.join("state"), "lockdown\n"));
+            .and_then(|()| write_atomic(&failed, &text))
+            .and_then(|()| write_atomic(&self.run_dir.join("state"), "lockdown\n"));
         if let Err(e) = written {
             error!(
                 "cannot write {}: {e}",
@@ -363,6 +363,22 @@ fn set_down(sock: &OwnedFd, name: &CStr) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Replaces `path` by a new file in one rename: a reader (`status`, scripts, the stop hook and
+/// the OnFailure unit running at the same time) sees the old or the new text, never an empty
+/// or half-written file. The temporary name is unique per process, so two writers at once
+/// cannot rename each other's half-written file.
+fn write_atomic(path: &Path, text: &str) -> io::Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    fs::write(&tmp, text)?;
+    fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = fs::remove_file(&tmp);
+    })
 }
 
 #[cfg(test)]
