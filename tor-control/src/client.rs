@@ -129,15 +129,16 @@ impl ControlAddr {
 }
 
 /// An address of this host: loopback, unspecified, or one of its interfaces' addresses.
-/// (Not "can a socket bind it": in a network namespace whose interfaces are down, any
-/// address binds.) When the interfaces cannot be listed, every address counts as local.
+/// (Not "can a socket bind it" first: in a network namespace whose interfaces are down, any
+/// address binds.) Where the interfaces cannot be listed (sdwdate's unit allows no netlink
+/// socket), an address a UDP socket can bind counts as local.
 pub fn is_local(ip: std::net::IpAddr) -> bool {
     let ip = ip.to_canonical();
     if ip.is_loopback() || ip.is_unspecified() {
         return true;
     }
     let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
-        return true;
+        return std::net::UdpSocket::bind((ip, 0)).is_ok();
     };
     addrs.filter_map(|a| a.address).any(|a| {
         let found = a

@@ -217,6 +217,7 @@ impl Handshake {
         };
         if bytes.len() != 32 {
             return Err(ProtoError::CookieLength {
+                // Set: the cookie is asked for only when the policy names its file.
                 path: self.policy.cookie_file.clone().unwrap_or_default(),
                 len: bytes.len(),
             });

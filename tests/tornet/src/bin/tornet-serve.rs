@@ -46,11 +46,13 @@ fn main() -> ExitCode {
     let n = behaviours.len();
     let h = n - usize::try_from(liars).unwrap_or(0);
     // The control port wants the cookie (SAFECOOKIE): a guest gets it as hex.
-    let cookie: String = std::fs::read(&net.cookie)
-        .unwrap_or_default()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let cookie: String = match std::fs::read(&net.cookie) {
+        Ok(c) => c.iter().map(|b| format!("{b:02x}")).collect(),
+        Err(e) => {
+            eprintln!("tornet-serve: {}: {e}", net.cookie.display());
+            return ExitCode::from(1);
+        }
+    };
     let text = format!(
         "SOCKS={}\nCONTROL={}\nCOOKIE={cookie}\nHONEST=\"{}\"\nLIARS=\"{}\"\n",
         net.socks,
