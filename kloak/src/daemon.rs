@@ -5,17 +5,17 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use evdev::uinput::VirtualDevice;
-use evdev::{Device, EventType, InputEvent};
+use evdev::{Device, EventType};
 use log::{info, warn};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use rand_chacha::ChaCha20Rng;
 use tokio::sync::mpsc;
 
-use crate::devices::{classify, event_nodes, make_virtual, Kind};
+use crate::devices::{classify, event_nodes, Kind};
 use crate::schedule::{
     EscDetector, Event, Frame, HoldFloor, KeysDown, Micros, Queue, EV_SYN, SYN_REPORT,
 };
+use crate::twin::{forward_leds, is_twin, Twin, EV_LED};
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -62,9 +62,26 @@ const HELD_WAIT: Duration = Duration::from_secs(HELD_TICKS as u64 / 4);
 
 struct Output {
     path: PathBuf,
-    vdev: VirtualDevice,
+    twin: Twin,
     down: KeysDown,
     reader: tokio::task::JoinHandle<()>,
+    leds: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Output {
+    fn drop(&mut self) {
+        self.reader.abort();
+        self.leds.abort();
+    }
+}
+
+/// The events of a frame without its SYN_REPORT (the twin's `emit` appends one).
+fn payload(events: &[Event]) -> Vec<(u16, u16, i32)> {
+    events
+        .iter()
+        .filter(|e| !(e.kind == EV_SYN && e.code == SYN_REPORT))
+        .map(|e| (e.kind, e.code, e.value))
+        .collect()
 }
 
 struct State {
@@ -93,6 +110,12 @@ impl State {
         }
         let mut dev =
             Device::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        if is_twin(path, dev.physical_path()) {
+            if explicit {
+                anyhow::bail!("{} is a kloak twin", path.display());
+            }
+            return Ok(Attach::Skipped);
+        }
         match classify(&dev) {
             Some(Kind::Keyboard) => {}
             Some(Kind::Pointer) if !self.opts.no_mouse => {}
@@ -110,7 +133,7 @@ impl State {
             }
         }
         let name = dev.name().unwrap_or("unnamed device").to_owned();
-        let vdev = make_virtual(&dev)
+        let twin = Twin::of(&dev)
             .with_context(|| format!("cannot create a virtual device for {}", path.display()))?;
         dev.grab().with_context(|| {
             format!(
@@ -125,6 +148,14 @@ impl State {
             let _ = dev.ungrab();
             return Ok(Attach::KeysHeld(held_now));
         }
+        let leds = {
+            let (fd, real) = (twin.reader()?, path.to_owned());
+            tokio::spawn(async move {
+                if let Err(e) = forward_leds(fd, real.clone()).await {
+                    warn!("{}: LEDs no longer forwarded: {e}", real.display());
+                }
+            })
+        };
         let id = self.next_id;
         self.next_id += 1;
         let (tx, epoch) = (self.tx.clone(), self.epoch);
@@ -133,6 +164,9 @@ impl State {
             let mut frame = Vec::new();
             loop {
                 match stream.next_event().await {
+                    // The LED changes kloak forwards come back from the grabbed device: the
+                    // twin has them already.
+                    Ok(ev) if ev.event_type().0 == EV_LED => {}
                     Ok(ev) => {
                         frame.push(Event {
                             kind: ev.event_type().0,
@@ -141,6 +175,11 @@ impl State {
                         });
                         if ev.event_type() == EventType::SYNCHRONIZATION && ev.code() == SYN_REPORT
                         {
+                            if frame.len() == 1 {
+                                // Only the SYN_REPORT of a forwarded LED change.
+                                frame.clear();
+                                continue;
+                            }
                             let now =
                                 u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
                             // A full channel makes this reader wait (the kernel buffers meanwhile):
@@ -173,9 +212,10 @@ impl State {
             id,
             Output {
                 path: path.to_owned(),
-                vdev,
+                twin,
                 down: KeysDown::default(),
                 reader,
+                leds,
             },
         );
         Ok(Attach::Grabbed)
@@ -187,17 +227,9 @@ impl State {
         let Some(out) = self.outputs.get_mut(&f.device) else {
             return Ok(());
         };
-        // `emit` appends the SYN_REPORT itself.
-        let events: Vec<InputEvent> = f
-            .events
-            .iter()
-            .filter(|e| !(e.kind == EV_SYN && e.code == SYN_REPORT))
-            .map(|e| InputEvent::new(e.kind, e.code, e.value))
-            .collect();
-        // evdev writes the events and the SYN_REPORT in two writes, so a retry could repeat
-        // events that went out: a failed write ends kloak instead (keys released on the way
-        // out, and the unit restarts it).
-        out.vdev.emit(&events).with_context(|| {
+        // One write per frame: it went out whole or not at all. A failed write ends kloak
+        // (keys released on the way out, and the unit restarts it) rather than dropping it.
+        out.twin.emit(&payload(&f.events)).with_context(|| {
             format!(
                 "cannot write to the virtual device of {}",
                 out.path.display()
@@ -217,14 +249,8 @@ impl State {
         for out in self.outputs.values_mut() {
             let release = out.down.release_all();
             if !release.is_empty() {
-                let ev: Vec<InputEvent> = release
-                    .iter()
-                    .filter(|e| e.kind != EV_SYN)
-                    .map(|e| InputEvent::new(e.kind, e.code, e.value))
-                    .collect();
-                let _ = out.vdev.emit(&ev);
+                let _ = out.twin.emit(&payload(&release));
             }
-            out.reader.abort();
         }
         self.outputs.clear();
     }
@@ -389,13 +415,8 @@ pub async fn run(opts: Options, mut rng: ChaCha20Rng) -> anyhow::Result<()> {
                     esc.reset();
                     if let Some(mut out) = state.outputs.remove(&id) {
                         let release = out.down.release_all();
-                        let ev: Vec<InputEvent> = release
-                            .iter()
-                            .filter(|e| e.kind != EV_SYN)
-                            .map(|e| InputEvent::new(e.kind, e.code, e.value))
-                            .collect();
-                        if !ev.is_empty() {
-                            let _ = out.vdev.emit(&ev);
+                        if !release.is_empty() {
+                            let _ = out.twin.emit(&payload(&release));
                         }
                         info!("{} went away", out.path.display());
                     }

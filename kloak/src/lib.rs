@@ -4,3 +4,4 @@ pub mod daemon;
 pub mod devices;
 pub mod schedule;
 pub mod simulate;
+pub mod twin;

@@ -291,6 +291,7 @@ wait_active kloak.service
 check "kloak: enabled by the package" enabled kloak.service
 check "kloak: active" active kloak.service
 check "kloak: typed text reaches a reader of the twin intact (uinput test keyboard)" python3 /root/typist.py type
+check "kloak: the twin keeps the keyboard's name, and Caps Lock's LED set on it reaches the real keyboard" python3 /root/typist.py led
 python3 /root/typist.py hold > /tmp/hold.out 2>&1 & hold=$!
 i=0; while ! grep -q held /tmp/hold.out && [ $i -lt 30 ]; do sleep 0.5; i=$((i + 1)); done
 systemctl kill -s KILL kloak.service; sleep 4

@@ -58,12 +58,25 @@ fn mouse(name: &str) -> std::io::Result<VirtualDevice> {
         .build()
 }
 
-/// The /dev/input node of the device called `name`, waiting up to `wait`.
+/// The /dev/input node of the (fake, not kloak's) device called `name`, waiting up to `wait`.
 fn find(name: &str, wait: Duration) -> Option<PathBuf> {
+    find_marked(name, false, wait)
+}
+
+/// The node of kloak's twin of the device called `name`: the same name, kloak's mark on its
+/// phys.
+fn find_twin(name: &str, wait: Duration) -> Option<PathBuf> {
+    find_marked(name, true, wait)
+}
+
+fn find_marked(name: &str, twin: bool, wait: Duration) -> Option<PathBuf> {
     let deadline = Instant::now() + wait;
     loop {
         for (path, dev) in evdev::enumerate() {
-            if dev.name() == Some(name) {
+            let marked = dev
+                .physical_path()
+                .is_some_and(|p| p.starts_with(kloak::twin::PHYS_MARK));
+            if dev.name() == Some(name) && marked == twin {
                 return Some(path);
             }
         }
@@ -133,6 +146,89 @@ fn start_kloak_with(kloak: &str, extra: &[&str]) -> std::io::Result<Child> {
         .spawn()
 }
 
+fn identity_and_leds(r: &mut Results) -> std::io::Result<()> {
+    const LED_NUML: u16 = 0;
+    const LED_CAPSL: u16 = 1;
+    let spec = kloak::twin::Spec {
+        name: "fake led keyboard".into(),
+        id: [3, 0x046d, 0xc31c, 0x0110],
+        phys: "usb-0000:00:14.0-2/input0".into(),
+        keys: (1..=120).collect(),
+        leds: vec![LED_NUML, LED_CAPSL, 2],
+        ..Default::default()
+    };
+    let mut real_kb = kloak::twin::Twin::create(&spec)?;
+    let real_path = find(&spec.name, Duration::from_secs(3))
+        .ok_or_else(|| std::io::Error::other("fake led keyboard node"))?;
+    let Some(twin_path) = find_twin(&spec.name, Duration::from_secs(3)) else {
+        r.check("identity", false, "no twin of the led keyboard".into());
+        return Ok(());
+    };
+    let mut twin = Device::open(&twin_path)?;
+    let id = twin.input_id();
+    let got = [id.bus_type().0, id.vendor(), id.product(), id.version()];
+    let leds: Vec<u16> = twin
+        .supported_leds()
+        .map(|l| l.iter().map(|l| l.0).collect())
+        .unwrap_or_default();
+    r.check(
+        "identity",
+        got == spec.id && leds == spec.leds && twin.name() == Some(spec.name.as_str()),
+        format!(
+            "twin {:?} id {got:04x?} leds {leds:?} phys {:?}",
+            twin.name(),
+            twin.physical_path()
+        ),
+    );
+    let real = Device::open(&real_path)?;
+    let lit = |real: &Device| -> Vec<u16> {
+        real.get_led_state()
+            .map(|s| s.iter().map(|l| l.0).collect())
+            .unwrap_or_default()
+    };
+    let mut seen = Vec::new();
+    for (led, on) in [(LED_CAPSL, 1), (LED_NUML, 1), (LED_CAPSL, 0)] {
+        twin.send_events(&[InputEvent::new(EventType::LED.0, led, on)])?;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let want = |v: &Vec<u16>| v.contains(&led) == (on == 1);
+        let mut now = lit(&real);
+        while !want(&now) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            now = lit(&real);
+        }
+        seen.push(now);
+    }
+    r.check(
+        "leds",
+        seen == vec![vec![LED_CAPSL], vec![LED_NUML, LED_CAPSL], vec![LED_NUML]],
+        format!("real keyboard's LEDs after Caps on, Num on, Caps off: {seen:?}"),
+    );
+    // The whole path: Caps Lock typed on the real keyboard goes through kloak to the twin,
+    // the kernel console toggles its Caps Lock and lights the LED of every keyboard it
+    // drives (the twin; the real one is grabbed), and kloak carries that to the real one.
+    const KEY_CAPSLOCK: u16 = 58;
+    let before = lit(&real).contains(&LED_CAPSL);
+    let mut toggles = Vec::new();
+    for _ in 0..2 {
+        real_kb.emit(&[(EventType::KEY.0, KEY_CAPSLOCK, 1)])?;
+        real_kb.emit(&[(EventType::KEY.0, KEY_CAPSLOCK, 0)])?;
+        let want = !toggles.last().copied().unwrap_or(before);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut now = lit(&real).contains(&LED_CAPSL);
+        while now != want && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            now = lit(&real).contains(&LED_CAPSL);
+        }
+        toggles.push(now);
+    }
+    r.check(
+        "capslock-led",
+        toggles == vec![!before, before],
+        format!("Caps Lock LED of the real keyboard: before {before}, after each Caps Lock tap {toggles:?}"),
+    );
+    Ok(())
+}
+
 fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted
         .get(((sorted.len() as f64 - 1.0) * p).round() as usize)
@@ -158,8 +254,8 @@ fn run(kloak: &str, r: &mut Results) -> std::io::Result<()> {
 
     // kloak grabs both fakes and creates their twins.
     let mut child = start_kloak(kloak)?;
-    let twin = find("kloak: fake keyboard", Duration::from_secs(10));
-    let mouse_twin = find("kloak: fake mouse", Duration::from_secs(2));
+    let twin = find_twin("fake keyboard", Duration::from_secs(10));
+    let mouse_twin = find_twin("fake mouse", Duration::from_secs(2));
     r.check(
         "devices",
         twin.is_some() && mouse_twin.is_some(),
@@ -311,7 +407,7 @@ fn run(kloak: &str, r: &mut Results) -> std::io::Result<()> {
     // Hotplug: a keyboard created now is covered within a second.
     let t0 = Instant::now();
     let mut kb2 = keyboard("fake keyboard 2")?;
-    let twin2 = find("kloak: fake keyboard 2", Duration::from_secs(3));
+    let twin2 = find_twin("fake keyboard 2", Duration::from_secs(3));
     let took = t0.elapsed();
     let mut hot_ok = false;
     if let Some(p) = &twin2 {
@@ -333,15 +429,20 @@ fn run(kloak: &str, r: &mut Results) -> std::io::Result<()> {
     // Unplugging it removes its twin; kloak carries on.
     drop(kb2);
     let deadline = Instant::now() + Duration::from_secs(2);
-    while find("kloak: fake keyboard 2", Duration::ZERO).is_some() && Instant::now() < deadline {
+    while find_twin("fake keyboard 2", Duration::ZERO).is_some() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     let alive = child.try_wait()?.is_none();
     r.check(
         "unplug",
-        find("kloak: fake keyboard 2", Duration::ZERO).is_none() && alive,
+        find_twin("fake keyboard 2", Duration::ZERO).is_none() && alive,
         format!("twin removed, kloak still running: {alive}"),
     );
+
+    // A keyboard with LEDs and a USB identity: the twin has the same name, id and LEDs
+    // (phys marked), and an LED set on the twin, as X, a compositor or the console sets Caps
+    // Lock's light, reaches the real keyboard.
+    identity_and_leds(r)?;
 
     // SIGKILL while a key is held: the kernel destroys the twin and releases the key.
     press(&mut kb, 30, 1);
@@ -353,7 +454,7 @@ fn run(kloak: &str, r: &mut Results) -> std::io::Result<()> {
     let _ = child.wait();
     let (after, gone) = drain_keys(&out, Duration::from_millis(800));
     let released = after.iter().any(|a| a.1 == 30 && a.2 == 0);
-    let twin_gone = find("kloak: fake keyboard", Duration::ZERO).is_none();
+    let twin_gone = find_twin("fake keyboard", Duration::ZERO).is_none();
     r.check(
         "sigkill",
         held.iter().any(|h| h.1 == 30 && h.2 == 1) && released && gone && twin_gone,
@@ -375,7 +476,7 @@ fn run(kloak: &str, r: &mut Results) -> std::io::Result<()> {
 
     // SIGTERM while a key is held: kloak releases it on its twin before it goes.
     let mut child = start_kloak(kloak)?;
-    let twin = find("kloak: fake keyboard", Duration::from_secs(10))
+    let twin = find_twin("fake keyboard", Duration::from_secs(10))
         .ok_or_else(|| std::io::Error::other("no twin after restart"))?;
     let out = reader(&twin)?;
     std::thread::sleep(Duration::from_millis(200));
@@ -401,7 +502,7 @@ fn run(kloak: &str, r: &mut Results) -> std::io::Result<()> {
 
     // Escape combination: kloak exits and lets go.
     let mut child = start_kloak(kloak)?;
-    let _ = find("kloak: fake keyboard", Duration::from_secs(10));
+    let _ = find_twin("fake keyboard", Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(200));
     let _ = drain_keys(&raw, Duration::from_millis(50));
     press(&mut kb, KeyCode::KEY_RIGHTSHIFT.code(), 1);
@@ -430,7 +531,7 @@ fn run(kloak: &str, r: &mut Results) -> std::io::Result<()> {
     // The default hold-floor rule: "Hello, World" typed with fast rollover comes out as
     // exactly that text, presses stay within the max delay, short taps last the floor.
     let mut child = start_kloak_with(kloak, &[])?;
-    let twin = find("kloak: fake keyboard", Duration::from_secs(10))
+    let twin = find_twin("fake keyboard", Duration::from_secs(10))
         .ok_or_else(|| std::io::Error::other("no twin (hold floor)"))?;
     let out = reader(&twin)?;
     std::thread::sleep(Duration::from_millis(200));
@@ -624,15 +725,24 @@ fn run(kloak: &str, r: &mut Results) -> std::io::Result<()> {
     // uinput keeps, and kloak carries on (it panicked from 72 bytes on). A uinput device (the
     // only kind a test can plug) has at most 78 bytes through the evdev crate; a real USB
     // keyboard's name (manufacturer + product) can be longer, which the cut covers the same.
-    let long = format!("long {}", "n".repeat(73));
-    let long_kb = keyboard(&long)?;
-    let twin_name: String = format!("kloak: {long}").chars().take(78).collect();
-    let long_twin = find(&twin_name, Duration::from_secs(5));
+    let long = format!("long {}", "é".repeat(50));
+    let long_kb = kloak::twin::Twin::create(&kloak::twin::Spec {
+        name: long.clone(),
+        keys: (1..=120).collect(),
+        ..Default::default()
+    })?;
+    // 79 bytes at most (what the kernel keeps), cut before a character boundary.
+    let twin_name = kloak::twin::twin_name(&long);
+    let long_twin = find_twin(&twin_name, Duration::from_secs(5));
     let alive = child.try_wait()?.is_none();
     r.check(
         "long-name",
         long_twin.is_some() && alive,
-        format!("twin {long_twin:?}, kloak alive: {alive}"),
+        format!(
+            "twin {long_twin:?} named {} bytes of {}, kloak alive: {alive}",
+            twin_name.len(),
+            long.len()
+        ),
     );
     drop(long_kb);
     let _ = child.kill();
@@ -644,9 +754,9 @@ fn run(kloak: &str, r: &mut Results) -> std::io::Result<()> {
     let _ = drain_keys(&raw, Duration::from_millis(100));
     press(&mut kb, 30, 1);
     let mut child = start_kloak_with(kloak, &[])?;
-    let early = find("kloak: fake keyboard", Duration::from_millis(1500));
+    let early = find_twin("fake keyboard", Duration::from_millis(1500));
     press(&mut kb, 30, 0);
-    let late = find("kloak: fake keyboard", Duration::from_secs(5));
+    let late = find_twin("fake keyboard", Duration::from_secs(5));
     let (seen, _) = drain_keys(&raw, Duration::from_millis(300));
     let released = seen.iter().any(|e| e.1 == 30 && e.2 == 0);
     r.check(
