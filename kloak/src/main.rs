@@ -32,7 +32,7 @@ struct Cli {
     delay: u64,
     /// Hold-time floor in ms, MIN-MAX: a short tap's release is emitted no earlier than its
     /// press plus a random floor from this range, hiding how long each key is held. 0: off.
-    #[arg(long = "hold-floor", default_value = "120-150", global = true, value_parser = parse_floor)]
+    #[arg(long = "hold-floor", default_value = "150-200", global = true, value_parser = parse_floor)]
     hold_floor: Floor,
     /// More keys treated like modifiers (their releases keep upstream's rule), besides Shift, Ctrl,
     /// Alt, AltGr, Meta, CapsLock, KEY_102ND and KEY_COMPOSE, e.g. KEY_SCROLLLOCK.
@@ -87,7 +87,7 @@ fn parse_floor(s: &str) -> Result<Floor, String> {
     }
     let (a, b) = s
         .split_once('-')
-        .ok_or("expected MIN-MAX in milliseconds, e.g. 120-150, or 0 for off")?;
+        .ok_or("expected MIN-MAX in milliseconds, e.g. 150-200, or 0 for off")?;
     let ms = |x: &str| {
         x.trim()
             .parse::<u64>()
