@@ -96,6 +96,10 @@ vm_setup() {
     rm -rf "$tmp"
   fi
   ln -sfn "$cache/$pkg" "$cache/current"
+  # Its headers, installed as a user of tirdad-dkms has them (they bring the image package
+  # too): the tirdad VM test builds the module with DKMS against them, for Debian's kernel.
+  local kver=${pkg#linux-image-}; kver=${kver%-unsigned}
+  ensure_debs "linux-headers-$kver" >&2
   echo "$cache/current"
 }
 

@@ -1,13 +1,15 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * The part of tirdad the Rust `kernel` crate cannot reach in 6.12: kretprobe registration
- * and one read-only module parameter. No struct is mirrored in Rust; the handlers only move
+ * and two read-only module parameters. No struct is mirrored in Rust; the handlers only move
  * the probed function's return value through the architecture-neutral
- * regs_return_value()/regs_set_return_value() and leave the new value to Rust.
+ * regs_return_value()/regs_set_return_value() and leave the new value to Rust (isn.rs).
  */
 #include <linux/kprobes.h>
 #include <linux/module.h>
 #include <linux/moduleparam.h>
+#include <linux/cpumask.h>
+#include <linux/minmax.h>
 #include <linux/ptrace.h>
 #include <linux/sysfs.h>
 
@@ -42,6 +44,17 @@ static struct hook hooks[] = {
 	{ "secure_tcpv6_seq_and_ts_off", "secure_tcpv6_seq", "IPv6" },
 };
 
+/*
+ * Return probes in flight at once: one per task inside the ISN generator. It does not sleep,
+ * so that is about one per CPU (a few more with preemption); an exhausted pool is not an
+ * error but a connection whose ISN is NOT replaced, counted in `missed`. The kernel's default
+ * (2 per CPU, 10 at least) is quadrupled.
+ */
+static int maxactive(void)
+{
+	return max_t(int, 64, 8 * num_possible_cpus());
+}
+
 /* Probe the current symbol, else the older one. */
 static int hook_one(struct hook *h)
 {
@@ -50,13 +63,13 @@ static int hook_one(struct hook *h)
 	memset(&h->krp, 0, sizeof(h->krp));
 	h->krp.kp.symbol_name = h->combined;
 	h->krp.handler = combined_handler;
-	h->krp.maxactive = 64;
+	h->krp.maxactive = maxactive();
 	r = register_kretprobe(&h->krp);
 	if (r == -ENOENT) {
 		memset(&h->krp, 0, sizeof(h->krp));
 		h->krp.kp.symbol_name = h->seq_only;
 		h->krp.handler = seq_handler;
-		h->krp.maxactive = 64;
+		h->krp.maxactive = maxactive();
 		r = register_kretprobe(&h->krp);
 	}
 	if (!r) {
@@ -107,3 +120,20 @@ static int replaced_get(char *buf, const struct kernel_param *kp)
 static const struct kernel_param_ops replaced_ops = { .get = replaced_get };
 module_param_cb(replaced, &replaced_ops, NULL, 0444);
 MODULE_PARM_DESC(replaced, "TCP initial sequence numbers replaced since the module was loaded");
+
+/* ISNs the probes let through unreplaced (no free return-probe instance, or a probe that
+ * could not run): anything but 0 means some connections carried the kernel's own ISN. */
+static int missed_get(char *buf, const struct kernel_param *kp)
+{
+	unsigned long long n = 0;
+	int i;
+
+	for (i = 0; i < ARRAY_SIZE(hooks); i++)
+		if (hooks[i].active)
+			n += (unsigned int)hooks[i].krp.nmissed + hooks[i].krp.kp.nmissed;
+	return sysfs_emit(buf, "%llu\n", n);
+}
+
+static const struct kernel_param_ops missed_ops = { .get = missed_get };
+module_param_cb(missed, &missed_ops, NULL, 0444);
+MODULE_PARM_DESC(missed, "TCP initial sequence numbers the probes missed (left as the kernel made them)");

@@ -176,6 +176,36 @@ fn socks_answers(to: SocketAddr) -> bool {
     s.write_all(&[5, 1, 0]).is_ok() && s.read_exact(&mut r).is_ok() && r == [5, 0]
 }
 
+/// tirdad's counters around three loopback connections of our own, against the kernel's TCP
+/// open counters over the same window (see [`crate::verdict::tirdad_health`]).
+fn tirdad_window() -> (Option<bool>, String) {
+    let counter = |name: &str| -> Option<u64> {
+        read_trim(&format!("/sys/module/tirdad/parameters/{name}"))?
+            .parse()
+            .ok()
+    };
+    let opens = || crate::verdict::tcp_opens(&std::fs::read_to_string("/proc/net/snmp").ok()?);
+    let (r0, o0) = (counter("replaced"), opens());
+    let made = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| {
+            let to = l.local_addr()?;
+            for _ in 0..3 {
+                let _c = TcpStream::connect_timeout(&to, Duration::from_secs(2))?;
+                let _a = l.accept()?;
+            }
+            Ok(())
+        })
+        .is_ok();
+    let (r1, o1) = (counter("replaced"), opens());
+    let delta = |a: Option<u64>, b: Option<u64>| b?.checked_sub(a?);
+    let (replaced, opened) = if made {
+        (delta(r0, r1), delta(o0, o1))
+    } else {
+        (None, None)
+    };
+    crate::verdict::tirdad_health(counter("missed"), replaced, opened)
+}
+
 fn read_trim(p: &str) -> Option<String> {
     std::fs::read_to_string(p).ok().map(|s| s.trim().to_owned())
 }
@@ -190,16 +220,16 @@ pub fn host_checks(gateway_role: bool) -> Vec<Outcome> {
         format!("net.ipv4.tcp_timestamps = {}", ts.as_deref().unwrap_or("?")),
     ));
     let tirdad = Path::new("/sys/module/tirdad").exists();
-    let replaced = read_trim("/sys/module/tirdad/parameters/replaced");
-    out.push(fact(
-        "tirdad loaded",
-        Some(tirdad),
-        if tirdad {
-            format!("random TCP ISNs; {} replaced", replaced.unwrap_or_default())
-        } else {
-            "not loaded: TCP ISNs leak the clock".into()
-        },
-    ));
+    if tirdad {
+        let (ok, evidence) = tirdad_window();
+        out.push(fact("tirdad loaded", ok, evidence));
+    } else {
+        out.push(fact(
+            "tirdad loaded",
+            Some(false),
+            "not loaded: TCP ISNs leak the clock".into(),
+        ));
+    }
     if gateway_role {
         let fwd = read_trim("/proc/sys/net/ipv4/ip_forward");
         out.push(fact(

@@ -65,6 +65,53 @@ pub fn fact(check: &str, ok: Option<bool>, evidence: String) -> Outcome {
     }
 }
 
+/// The TCP counters of /proc/net/snmp: ActiveOpens + PassiveOpens (each open computes one ISN,
+/// a connect's SYN or a listener's SYN-ACK).
+pub fn tcp_opens(snmp: &str) -> Option<u64> {
+    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
+    let (names, values) = (tcp.next()?, tcp.next()?);
+    let field = |name: &str| -> Option<u64> {
+        let i = names.split_whitespace().position(|n| n == name)?;
+        values.split_whitespace().nth(i)?.parse().ok()
+    };
+    Some(field("ActiveOpens")? + field("PassiveOpens")?)
+}
+
+/// What tirdad's counters say about a test window in which `opens` TCP opens happened (the
+/// kernel's counters) and tirdad `replaced` ISNs; `missed` ISNs it let through since load. A
+/// module that is loaded but misses or lags is failing: some connections carry the kernel's
+/// own, clock-derived ISN.
+pub fn tirdad_health(
+    missed: Option<u64>,
+    replaced: Option<u64>,
+    opens: Option<u64>,
+) -> (Option<bool>, String) {
+    match (missed, replaced, opens) {
+        (Some(m), _, _) if m > 0 => (
+            Some(false),
+            format!("loaded, but {m} ISN(s) missed since load (left as the kernel made them)"),
+        ),
+        (Some(0), Some(r), Some(o)) if r < o => (
+            Some(false),
+            format!("loaded, but replaced {r} ISN(s) for {o} TCP open(s) during the test"),
+        ),
+        (Some(0), Some(r), Some(o)) => (
+            Some(true),
+            format!("random TCP ISNs: {r} replaced for {o} TCP open(s) during the test, 0 missed"),
+        ),
+        (Some(0), _, _) => (
+            Some(true),
+            "random TCP ISNs, 0 missed (no test connection could be made to compare counters)"
+                .into(),
+        ),
+        _ => (
+            Some(false),
+            "loaded, but its counters cannot be read (a module too old to count missed ISNs?)"
+                .into(),
+        ),
+    }
+}
+
 /// 0 every check passed, 1 a leak, 2 could not test.
 pub fn exit_code(outcomes: &[Outcome]) -> u8 {
     if outcomes.iter().any(|o| o.verdict == Verdict::Fail) {
@@ -106,6 +153,24 @@ pub fn to_json(outcomes: &[Outcome]) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tcp_opens_are_read_from_snmp() {
+        let snmp = "Ip: Forwarding DefaultTTL\nIp: 1 64\nTcp: RtoAlgorithm RtoMin RtoMax MaxConn ActiveOpens PassiveOpens AttemptFails\nTcp: 1 200 120000 -1 17 5 0\nUdp: InDatagrams\nUdp: 3\n";
+        assert_eq!(tcp_opens(snmp), Some(22));
+        assert_eq!(tcp_opens("Tcp: ActiveOpens\n"), None);
+        assert_eq!(tcp_opens(""), None);
+    }
+
+    #[test]
+    fn tirdad_fails_when_it_misses_or_lags() {
+        assert_eq!(tirdad_health(Some(0), Some(4), Some(4)).0, Some(true));
+        assert_eq!(tirdad_health(Some(0), Some(9), Some(4)).0, Some(true));
+        assert_eq!(tirdad_health(Some(0), None, None).0, Some(true));
+        assert_eq!(tirdad_health(Some(3), Some(4), Some(4)).0, Some(false));
+        assert_eq!(tirdad_health(Some(0), Some(3), Some(4)).0, Some(false));
+        assert_eq!(tirdad_health(None, Some(4), Some(4)).0, Some(false));
+    }
 
     #[test]
     fn verdicts_need_evidence() {

@@ -24,7 +24,7 @@ step() { echo "==> system: $* ($((SECONDS - t0)) s)"; }
 # cpio: the first boot hands what it installed to the second.
 PKGS=systemd,systemd-sysv,udev,kmod,iproute2,procps,nftables,netbase,libsqlite3-0,util-linux,passwd,adduser,tor,apt,libgcc-s1,dbus,python3,man-db,dkms,ifupdown,cpio
 # Bump RECIPE when the steps below change what the cached root filesystem holds.
-RECIPE=3
+RECIPE=4
 kver=$(ls "$KDIR/lib/modules")
 key=$(printf '%s\n' "$PKGS" "$RECIPE" "$kver" | sha256sum | cut -c1-16)
 base=$CACHE/$key
@@ -37,10 +37,11 @@ if [ ! -f "$base/rootfs.cpio" ]; then
     { tail -n 30 "$base/debootstrap.log"; exit 1; }
   r=$base/rootfs
   # The headers of the kernel the VM boots (bookworm-security; they bring that kernel's image
-  # package, the same build), installed in the chroot with the host's network, once.
+  # package, the same build) and Debian's rustc (rustc-web, what tirdad-dkms depends on in
+  # bookworm), installed in the chroot with the host's network, once.
   echo "deb $mirror-security bookworm-security main" > "$r/etc/apt/sources.list.d/security.list"
   mount -t proc proc "$r/proc"
-  chroot "$r" sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends linux-headers-$kver" \
+  chroot "$r" sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends linux-headers-$kver rustc-web" \
     >>"$base/debootstrap.log" 2>&1 || { umount "$r/proc"; tail -n 30 "$base/debootstrap.log"; exit 1; }
   umount "$r/proc"
   # The console carries only the test's lines; the guest has no network and no sources.

@@ -175,6 +175,8 @@ fn main() {
             rate(Duration::from_secs(n as u64)).map(|r| println!("ISNRATE per_second={r:.0}"))
         }
         "load" => rate(Duration::from_secs(n as u64)).map(drop),
+        "cookies" => cookies(n),
+        "burst" => burst(n),
         fam => run(fam == "6", n),
     };
     if let Err(e) = r {
@@ -213,9 +215,136 @@ fn rate(d: Duration) -> std::io::Result<f64> {
     Ok(n as f64 / start.elapsed().as_secs_f64())
 }
 
-/// Chi-square over 16 bins of a 4-bit field, and the lag-1 serial correlation.
-fn stats(n: usize) -> std::io::Result<()> {
+/// `n` connections completed through SYN cookies (the caller sets net.ipv4.tcp_syncookies=2
+/// and timestamps on), each moving 64 KiB each way; and the largest jump of the server's
+/// TSval between its SYN-ACK and its later segments (a timestamp offset that changed between
+/// the SYN-ACK and the cookie check shows as a jump of up to 2^32 ms).
+fn cookies(n: usize) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    const PORT: u16 = 5558;
     let cap = packet_socket()?;
+    big_buffer(&cap);
+    let (l, server) = listen(PORT)?;
+    let l: std::net::TcpListener = l.into();
+    let mut ok = 0;
+    for _ in 0..n {
+        let r = (|| -> std::io::Result<bool> {
+            let mut c = std::net::TcpStream::connect(server)?;
+            let (mut a, _) = l.accept()?;
+            c.set_read_timeout(Some(Duration::from_secs(10)))?;
+            a.set_read_timeout(Some(Duration::from_secs(10)))?;
+            let data: Vec<u8> = (0..64 * 1024).map(|i| (i % 251) as u8).collect();
+            let writer = {
+                let mut a2 = a.try_clone()?;
+                let d = data.clone();
+                std::thread::spawn(move || a2.write_all(&d))
+            };
+            let mut got = vec![0u8; data.len()];
+            c.read_exact(&mut got)?;
+            writer
+                .join()
+                .map_err(|_| std::io::Error::other("writer"))??;
+            c.write_all(&got)?;
+            let mut back = vec![0u8; data.len()];
+            a.read_exact(&mut back)?;
+            Ok(got == data && back == data)
+        })();
+        if matches!(r, Ok(true)) {
+            ok += 1;
+        }
+    }
+    // The server's TSvals per connection (by client port), in capture order.
+    let mut by_port: std::collections::HashMap<u16, Vec<u32>> = std::collections::HashMap::new();
+    for p in incoming(&cap, Duration::from_millis(800)) {
+        if p.len() < 20 || p[0] >> 4 != 4 || p[9] != 6 {
+            continue;
+        }
+        let tcp = &p[usize::from(p[0] & 0x0f) * 4..];
+        if tcp.len() < 20 || u16::from_be_bytes([tcp[0], tcp[1]]) != PORT {
+            continue;
+        }
+        let hdr = (usize::from(tcp[12] >> 4) * 4).min(tcp.len());
+        let mut i = 20;
+        while i < hdr {
+            match tcp[i] {
+                0 => break,
+                1 => i += 1,
+                kind => {
+                    let len = usize::from(*tcp.get(i + 1).unwrap_or(&0)).max(2);
+                    if kind == 8 && len == 10 && i + 6 <= hdr {
+                        let ts =
+                            u32::from_be_bytes([tcp[i + 2], tcp[i + 3], tcp[i + 4], tcp[i + 5]]);
+                        by_port
+                            .entry(u16::from_be_bytes([tcp[2], tcp[3]]))
+                            .or_default()
+                            .push(ts);
+                    }
+                    i += len;
+                }
+            }
+        }
+    }
+    let jump = by_port
+        .values()
+        .flat_map(|v| {
+            v.windows(2)
+                .map(|w| i64::from(w[1].wrapping_sub(w[0]) as i32).abs())
+        })
+        .max()
+        .unwrap_or(-1);
+    println!(
+        "ISNCOOKIE n={n} ok={ok} connections_seen={} max_tsval_jump_ms={jump}",
+        by_port.len()
+    );
+    Ok(())
+}
+
+/// `threads` threads connecting at once, 50 connections each: more ISNs in flight than CPUs.
+fn burst(threads: usize) -> std::io::Result<()> {
+    let (l, server) = listen(5559)?;
+    let l: std::net::TcpListener = l.into();
+    let total = threads * 50;
+    l.set_nonblocking(true)?;
+    let acceptor = std::thread::spawn(move || {
+        let (mut n, deadline) = (0, Instant::now() + Duration::from_secs(120));
+        while n < total && Instant::now() < deadline {
+            match l.accept() {
+                Ok((a, _)) => {
+                    let s: Socket = a.into();
+                    let _ = s.set_linger(Some(Duration::ZERO));
+                    n += 1;
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+    });
+    let start = std::sync::Arc::new(std::sync::Barrier::new(threads));
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            let start = start.clone();
+            std::thread::spawn(move || {
+                start.wait();
+                let mut ok = 0;
+                for _ in 0..50 {
+                    if let Ok(c) = std::net::TcpStream::connect(server) {
+                        let s: Socket = c.into();
+                        let _ = s.set_linger(Some(Duration::ZERO));
+                        ok += 1;
+                    }
+                }
+                ok
+            })
+        })
+        .collect();
+    let ok: usize = workers.into_iter().map(|w| w.join().unwrap_or(0)).sum();
+    let _ = acceptor.join();
+    println!("ISNBURST threads={threads} connections={ok}");
+    Ok(())
+}
+
+/// 32 MiB of receive buffer on the capture socket, so that nothing captured is dropped before
+/// it is read.
+fn big_buffer(cap: &OwnedFd) {
     let big: libc::c_int = 32 << 20;
     // SAFETY: a valid int option on a socket we own; SO_RCVBUFFORCE needs root, as this runs.
     unsafe {
@@ -227,6 +356,12 @@ fn stats(n: usize) -> std::io::Result<()> {
             4,
         )
     };
+}
+
+/// Chi-square over 16 bins of a 4-bit field, and the lag-1 serial correlation.
+fn stats(n: usize) -> std::io::Result<()> {
+    let cap = packet_socket()?;
+    big_buffer(&cap);
     let (l, server) = listen(5556)?;
     for _ in 0..n {
         connect_once(&l, server)?;
