@@ -63,9 +63,30 @@ packaging_setup() {
   ensure_debs dpkg-dev debhelper dh-dkms lintian libsqlite3-dev pkgconf xz-utils python3 rustc-web cargo-web
 }
 
+# debian_kernel CACHE REGEX LINK: the newest Debian kernel image package matching REGEX,
+# unpacked into CACHE (once) and linked as CACHE/LINK; its headers installed as a user of
+# tirdad-dkms has them (they bring the image package too): the tirdad VM test builds the
+# module with DKMS against them.
+debian_kernel() {
+  local cache=$1 regex=$2 link=$3
+  local pkg; pkg=$(apt-cache search --names-only "$regex" | awk '{print $1}' | sort -V | tail -n1)
+  [ -n "$pkg" ] || { echo "no Debian kernel package matches $regex" >&2; return 1; }
+  if [ ! -d "$cache/$pkg" ]; then
+    local tmp; tmp=$(mktemp -d); chmod 755 "$tmp"  # apt downloads as user _apt
+    # The package ships no modules.dep (depmod runs at install time): make it here.
+    (cd "$tmp" && apt-get download -q "$pkg" >/dev/null && dpkg-deb -x ./*.deb "$cache/$pkg.partial") &&
+      depmod -b "$cache/$pkg.partial" "$(ls "$cache/$pkg.partial/lib/modules")" &&
+      mv "$cache/$pkg.partial" "$cache/$pkg"
+    rm -rf "$tmp"
+  fi
+  ln -sfn "$cache/$pkg" "$cache/$link"
+  local kver=${pkg#linux-image-}; kver=${kver%-unsigned}
+  ensure_debs "linux-headers-$kver" >&2
+}
+
 # The VM tier: qemu (from bookworm-backports, since the preinstalled qemu-utils is the
 # backports one), busybox-static, cpio, xz, and Debian's stock kernel unpacked into a cache
-# outside the repository (nothing is installed into /boot). Prints the cache directory.
+# outside the repository (its headers package installs the image package too). Prints the cache directory.
 vm_setup() {
   if ! dpkg-query -W -f='${Status}' qemu-system-x86 2>/dev/null | grep -q 'ok installed'; then
     local codename; codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
@@ -84,22 +105,10 @@ vm_setup() {
   ensure_debs busybox-static cpio xz-utils kmod
   local cache=${ANON_VM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/anon-daemons/vm}
   mkdir -p "$cache"
-  # The newest Debian 6.12 kernel image (unsigned: the same kernel, without the signature shim).
-  local pkg; pkg=$(apt-cache search --names-only '^linux-image-6\.12\.[0-9]+\+deb[0-9]+-amd64-unsigned$' | awk '{print $1}' | sort -V | tail -n1)
-  [ -n "$pkg" ] || { echo "no Debian 6.12 kernel package found" >&2; return 1; }
-  if [ ! -d "$cache/$pkg" ]; then
-    local tmp; tmp=$(mktemp -d); chmod 755 "$tmp"  # apt downloads as user _apt
-    # The package ships no modules.dep (depmod runs at install time): make it here.
-    (cd "$tmp" && apt-get download -q "$pkg" >/dev/null && dpkg-deb -x ./*.deb "$cache/$pkg.partial") &&
-      depmod -b "$cache/$pkg.partial" "$(ls "$cache/$pkg.partial/lib/modules")" &&
-      mv "$cache/$pkg.partial" "$cache/$pkg"
-    rm -rf "$tmp"
-  fi
-  ln -sfn "$cache/$pkg" "$cache/current"
-  # Its headers, installed as a user of tirdad-dkms has them (they bring the image package
-  # too): the tirdad VM test builds the module with DKMS against them, for Debian's kernel.
-  local kver=${pkg#linux-image-}; kver=${kver%-unsigned}
-  ensure_debs "linux-headers-$kver" >&2
+  # The newest Debian 6.12 kernel image (unsigned: the same kernel, without the signature
+  # shim), the VM tests' kernel; and bookworm's own 6.1, on which tirdad is tested too.
+  debian_kernel "$cache" '^linux-image-6\.12\.[0-9]+\+deb[0-9]+-amd64-unsigned$' current || return 1
+  debian_kernel "$cache" '^linux-image-6\.1\.0-[0-9]+-amd64-unsigned$' bookworm-6.1 || return 1
   echo "$cache/current"
 }
 

@@ -155,9 +155,20 @@ fn counter(text: &str, key: &str) -> u64 {
 /// Debian's rustc (`/usr/bin/rustc`, from the rustc or rustc-web package).
 #[test]
 fn tirdad_on_debians_stock_kernel() {
-    let Some(kernel) = anon_vm::require_vm("tirdad_on_debians_stock_kernel") else {
-        return;
-    };
+    if let Some(kernel) = anon_vm::require_vm("tirdad_on_debians_stock_kernel") {
+        stock(kernel, "stock 6.12");
+    }
+}
+
+/// On bookworm's own 6.1 kernel: the older ISN generator (`secure_tcp_seq`), the same build.
+#[test]
+fn tirdad_on_debians_6_1_kernel() {
+    if let Some(kernel) = anon_vm::require_debian_6_1("tirdad_on_debians_6_1_kernel") {
+        stock(kernel, "stock 6.1");
+    }
+}
+
+fn stock(kernel: anon_vm::Kernel, label: &str) {
     let kver = kernel
         .modules
         .file_name()
@@ -171,13 +182,13 @@ fn tirdad_on_debians_stock_kernel() {
             "CI needs linux-headers-{kver} and Debian's rustc (scripts/lib.sh vm_setup installs them)"
         );
         eprintln!(
-            "\n*** SKIPPED tirdad_on_debians_stock_kernel: no {} or /usr/bin/rustc ***\n",
+            "\n*** SKIPPED tirdad on {kver}: no {} or /usr/bin/rustc ***\n",
             headers.display()
         );
         return;
     }
     let module = build_module_with(&headers, &kver, Some("/usr/bin/rustc"));
-    suite(kernel, &module, "stock");
+    suite(kernel, &module, label);
 }
 
 /// On the project's kernel built with CONFIG_RUST: the Rust-for-Linux module.
@@ -375,9 +386,15 @@ fn suite(kernel: anon_vm::Kernel, module: &Path, label: &str) {
         );
     }
     let dmesg = section("dmesg");
+    // 6.12 has the combined generator, 6.1 the older one.
+    let hooked = |sym: &str| {
+        dmesg
+            .lines()
+            .any(|l| l.trim_end().ends_with(&format!("hooked {sym}")))
+    };
     assert!(
-        dmesg.contains("hooked secure_tcp_seq_and_ts_off")
-            && dmesg.contains("hooked secure_tcpv6_seq_and_ts_off"),
+        (hooked("secure_tcp_seq_and_ts_off") && hooked("secure_tcpv6_seq_and_ts_off"))
+            || (hooked("secure_tcp_seq") && hooked("secure_tcpv6_seq")),
         "{dmesg}"
     );
     assert!(

@@ -28,7 +28,17 @@ fn cached(env: &str, sub: &str) -> Option<PathBuf> {
 impl Kernel {
     /// `ANON_VM_KERNEL_DIR`, else the cache `vm_setup` fills.
     pub fn debian() -> Option<Kernel> {
-        let dir = cached("ANON_VM_KERNEL_DIR", "vm/current")?;
+        Kernel::unpacked(&cached("ANON_VM_KERNEL_DIR", "vm/current")?)
+    }
+
+    /// Debian bookworm's own 6.1 kernel (`ANON_VM_KERNEL_61_DIR`, else the cache `vm_setup`
+    /// fills): tirdad is tested on it too.
+    pub fn debian_6_1() -> Option<Kernel> {
+        Kernel::unpacked(&cached("ANON_VM_KERNEL_61_DIR", "vm/bookworm-6.1")?)
+    }
+
+    /// A kernel image package unpacked into `dir` (boot/vmlinuz-*, lib/modules/VERSION).
+    fn unpacked(dir: &Path) -> Option<Kernel> {
         let find = |sub: &str, prefix: &str| -> Option<PathBuf> {
             fs::read_dir(dir.join(sub))
                 .ok()?
@@ -65,6 +75,11 @@ impl Kernel {
 /// The kernel and qemu, or a loud skip (a failure when `CI=true`).
 pub fn require_vm(test: &str) -> Option<Kernel> {
     require(test, Kernel::debian())
+}
+
+/// As [`require_vm`], for Debian bookworm's 6.1 kernel.
+pub fn require_debian_6_1(test: &str) -> Option<Kernel> {
+    require(test, Kernel::debian_6_1())
 }
 
 /// As [`require_vm`], for the Rust-enabled test kernel; also returns its tree.
