@@ -579,11 +579,36 @@ fn timesync_fail_closed_opens_only_sdwdate_until_first_success() {
     assert_eq!(socks.accept_all(SHORT).len(), 1);
 }
 
+/// Percentiles (p50, p90, p99, max) of `v`, in ms.
+fn percentiles(v: &mut [Duration]) -> String {
+    v.sort();
+    let at = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1000.0;
+    format!(
+        "p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms (n={})",
+        at(0.5),
+        at(0.9),
+        at(0.99),
+        at(1.0),
+        v.len()
+    )
+}
+
+/// The soak: reloads cycling full -> timesync-fail-closed -> lockdown (1,000 by default,
+/// `ANON_SOAK_RELOADS` to change) while probers on the workstation and the gateway keep trying
+/// every way out (UDP, TCP, DNS, ICMP and ICMPv6, from root and from a user): not one packet
+/// reaches the internet. Prints the time of each kind of reload (the whole `anon-firewall`
+/// command, as systemd runs it) and, when `ANON_UPSTREAM_NFT` names upstream whonix-firewall's
+/// generated gateway rule set (test-output/new/gateway-default.nft in its repository; not
+/// shipped here), `nft -f` of it in the same namespace as the floor, with the ratio.
 #[test]
-fn a_hundred_reloads_let_no_packet_out() {
-    if !require_root("a_hundred_reloads_let_no_packet_out") {
+fn a_thousand_reloads_across_modes_let_no_packet_out() {
+    if !require_root("a_thousand_reloads_across_modes_let_no_packet_out") {
         return;
     }
+    let reloads: usize = std::env::var("ANON_SOAK_RELOADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
     let t = Topology::up("afw-reload").expect("topology");
     let _server = t.internet.tcp_listen(sa(INTERNET_IP, 80)).expect("listen");
     t.install_leak_counter().expect("counter");
@@ -597,31 +622,55 @@ fn a_hundred_reloads_let_no_packet_out() {
         "the leak counter must see an unfiltered packet"
     );
 
-    let fw = Fw::new(&gateway_config());
+    let full = gateway_config();
+    let timesync = format!("{full}mode = \"timesync-fail-closed\"\n");
+    let fw = Fw::new(&full);
     fw.apply(&t.gateway);
     t.reset_leak_counter().expect("reset");
     let stop = std::sync::atomic::AtomicBool::new(false);
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + Duration::from_secs(1200);
+    let mut times: [Vec<Duration>; 3] = Default::default();
     let sent = std::thread::scope(|s| {
         let prober = s.spawn(|| {
             let mut n = 0u32;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
                 let _ = t.workstation.udp_send(sa(INTERNET_IP, 9999), b"leak?");
+                let _ = t.workstation.udp_send(sa(INTERNET_IP, 53), b"dns leak?");
+                let _ = t
+                    .workstation
+                    .tcp_connect(sa(INTERNET_IP, 80), Duration::from_millis(20));
                 let _ = t.workstation.ping(INTERNET_IP.into(), 1);
                 let _ = t.workstation.ping(INTERNET_IP6.into(), 1);
                 let _ = t.gateway.udp_send(sa(INTERNET_IP, 9999), b"root leak?");
+                let _ = t.gateway.udp_send(sa(INTERNET_IP, 53), b"root dns leak?");
+                let _ = t.gateway.ping(INTERNET_IP.into(), 1);
                 let _ = t
                     .gateway
-                    .tcp_connect(sa(INTERNET_IP, 80), Duration::from_millis(50));
+                    .tcp_connect(sa(INTERNET_IP, 80), Duration::from_millis(20));
                 n += 1;
             }
             n
         });
-        for i in 0..100 {
-            let out = fw.cmd(&t.gateway, &["apply"]);
+        for i in 0..reloads {
+            let kind = i % 3;
+            let args: &[&str] = match kind {
+                0 => {
+                    std::fs::write(fw.cfg.path().join("50_test.toml"), &full).expect("config");
+                    &["apply"]
+                }
+                1 => {
+                    std::fs::write(fw.cfg.path().join("50_test.toml"), &timesync)
+                        .expect("config");
+                    &["apply"]
+                }
+                _ => &["lockdown"],
+            };
+            let t0 = Instant::now();
+            let out = fw.cmd(&t.gateway, args);
+            times[kind].push(t0.elapsed());
             assert!(
                 out.status.success(),
-                "reload {i}: {}",
+                "reload {i} ({args:?}): {}",
                 String::from_utf8_lossy(&out.stderr)
             );
         }
@@ -632,7 +681,7 @@ fn a_hundred_reloads_let_no_packet_out() {
     assert_eq!(
         t.leaked_packets().expect("counter"),
         0,
-        "packets left during {sent} probe rounds"
+        "packets left during {reloads} reloads and {sent} probe rounds"
     );
     assert_eq!(
         ruleset(&t.gateway)
@@ -640,6 +689,43 @@ fn a_hundred_reloads_let_no_packet_out() {
             .count(),
         1
     );
+    eprintln!("SOAK anon-firewall: {reloads} reloads, {sent} probe rounds, 0 packets out");
+    let [mut full_t, mut ts_t, mut lock_t] = times;
+    let p50 = |v: &[Duration]| v[v.len() / 2];
+    eprintln!("BENCH apply full: {}", percentiles(&mut full_t));
+    eprintln!("BENCH apply timesync-fail-closed: {}", percentiles(&mut ts_t));
+    eprintln!("BENCH lockdown: {}", percentiles(&mut lock_t));
+    match std::env::var_os("ANON_UPSTREAM_NFT") {
+        Some(upstream) => {
+            let mut floor = Vec::new();
+            for _ in 0..100 {
+                let t0 = Instant::now();
+                let out = t
+                    .gateway
+                    .command("nft")
+                    .arg("-f")
+                    .arg(&upstream)
+                    .output()
+                    .expect("nft -f");
+                floor.push(t0.elapsed());
+                assert!(
+                    out.status.success(),
+                    "nft -f upstream: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            let ours = p50(&full_t);
+            let mut floor_sorted = floor.clone();
+            let line = percentiles(&mut floor_sorted);
+            eprintln!(
+                "BENCH floor, nft -f of upstream whonix-firewall's gateway rule set: {line}; anon-firewall apply full / floor (p50): {:.2}",
+                ours.as_secs_f64() / p50(&floor_sorted).as_secs_f64()
+            );
+        }
+        None => eprintln!(
+            "BENCH floor skipped: set ANON_UPSTREAM_NFT to upstream whonix-firewall's test-output/new/gateway-default.nft"
+        ),
+    }
 }
 
 #[test]
