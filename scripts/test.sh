@@ -30,6 +30,9 @@ socks_only() {
     cargo test --locked -p sdwdate --no-default-features --lib --test cli --target-dir "$dir"
 }
 stage sdwdate-socks-only socks_only
+# Every parser of outside input under libFuzzer, a short fixed time each (scripts/fuzz.sh;
+# run it with more seconds per target for a long run).
+stage fuzz "$ROOT/scripts/fuzz.sh" "${ANON_FUZZ_SECONDS:-20}"
 stage packaging "$ROOT/packaging/check.sh"
 # The booted-system tier: the packages just built, installed with apt and run by systemd in a
 # Debian VM (tests/system/run.sh). Root only (debootstrap); CI runs as root.

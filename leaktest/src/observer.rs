@@ -178,39 +178,45 @@ fn serve(conn: TcpStream, packets: &Mutex<Vec<Packet>>) {
     let Ok(mut w) = conn.try_clone() else { return };
     for line in BufReader::new(conn).lines() {
         let Ok(line) = line else { return };
-        let req: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-        let answer = match req["cmd"].as_str() {
-            Some("reset") => {
-                if let Ok(mut v) = packets.lock() {
-                    v.clear();
-                }
-                serde_json::json!({"ok": true, "peer": peer})
-            }
-            Some("report") => {
-                let marker = hex(req["marker"].as_str().unwrap_or_default());
-                let from: Vec<IpAddr> = req["from"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|v| v.as_str()?.parse().ok())
-                    .collect();
-                let seen = packets.lock().map(|v| {
-                    v.iter()
-                        .filter(|p| contains(&p.payload, &marker) || from.contains(&p.src))
-                        .map(|p| p.describe(&marker))
-                        .collect::<Vec<String>>()
-                });
-                // A capture that cannot be read must not look like "nothing seen".
-                match seen {
-                    Ok(seen) => serde_json::json!({"packets": seen}),
-                    Err(_) => serde_json::json!({"error": "capture unavailable"}),
-                }
-            }
-            _ => serde_json::json!({"error": "unknown command"}),
-        };
+        let answer = answer(&line, &peer, packets);
         if writeln!(w, "{answer}").is_err() {
             return;
         }
+    }
+}
+
+/// The observer's answer to one request line of the control channel (the protocol above).
+/// Sans-IO, so that it can be tested and fuzzed without a socket.
+pub fn answer(line: &str, peer: &str, packets: &Mutex<Vec<Packet>>) -> serde_json::Value {
+    let req: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+    match req["cmd"].as_str() {
+        Some("reset") => {
+            if let Ok(mut v) = packets.lock() {
+                v.clear();
+            }
+            serde_json::json!({"ok": true, "peer": peer})
+        }
+        Some("report") => {
+            let marker = hex(req["marker"].as_str().unwrap_or_default());
+            let from: Vec<IpAddr> = req["from"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str()?.parse().ok())
+                .collect();
+            let seen = packets.lock().map(|v| {
+                v.iter()
+                    .filter(|p| contains(&p.payload, &marker) || from.contains(&p.src))
+                    .map(|p| p.describe(&marker))
+                    .collect::<Vec<String>>()
+            });
+            // A capture that cannot be read must not look like "nothing seen".
+            match seen {
+                Ok(seen) => serde_json::json!({"packets": seen}),
+                Err(_) => serde_json::json!({"error": "capture unavailable"}),
+            }
+        }
+        _ => serde_json::json!({"error": "unknown command"}),
     }
 }
 
