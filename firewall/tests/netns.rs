@@ -659,8 +659,7 @@ fn a_thousand_reloads_across_modes_let_no_packet_out() {
                     &["apply"]
                 }
                 1 => {
-                    std::fs::write(fw.cfg.path().join("50_test.toml"), &timesync)
-                        .expect("config");
+                    std::fs::write(fw.cfg.path().join("50_test.toml"), &timesync).expect("config");
                     &["apply"]
                 }
                 _ => &["lockdown"],
@@ -693,7 +692,10 @@ fn a_thousand_reloads_across_modes_let_no_packet_out() {
     let [mut full_t, mut ts_t, mut lock_t] = times;
     let p50 = |v: &[Duration]| v[v.len() / 2];
     eprintln!("BENCH apply full: {}", percentiles(&mut full_t));
-    eprintln!("BENCH apply timesync-fail-closed: {}", percentiles(&mut ts_t));
+    eprintln!(
+        "BENCH apply timesync-fail-closed: {}",
+        percentiles(&mut ts_t)
+    );
     eprintln!("BENCH lockdown: {}", percentiles(&mut lock_t));
     match std::env::var_os("ANON_UPSTREAM_NFT") {
         Some(upstream) => {

@@ -106,6 +106,9 @@ pub struct Daemon<T: Transport> {
     /// A fetch without an answer after this is hedged with another member of its pool.
     pub hedge_after: Duration,
     pub boot_clocks: BootClocks,
+    /// The sleeps between rounds are divided by this (1 in production; the soak test runs a
+    /// day of rounds in minutes with a large one).
+    pub sleep_divisor: u32,
     /// A suspend was seen since the last success: how long the machine slept, in seconds.
     resumed: Option<f64>,
     slew: Option<tokio::task::JoinHandle<()>>,
@@ -148,6 +151,7 @@ impl<T: Transport> Daemon<T> {
             consensus_wait: Duration::from_secs(120),
             hedge_after: Duration::from_secs(10),
             boot_clocks: Arc::new(boot_clocks),
+            sleep_divisor: 1,
             resumed: None,
             slew: None,
         }
@@ -438,6 +442,7 @@ impl<T: Transport> Daemon<T> {
                 return result;
             }
             let _ = self.status.sleeping(true);
+            let sleep = sleep / self.sleep_divisor.max(1);
             if let Some(asleep) = self.sleep(sleep).await {
                 info!("the machine was suspended for {asleep:.0} s: a round now");
                 self.resumed = Some(self.resumed.unwrap_or(0.0) + asleep);

@@ -77,6 +77,10 @@ struct Cli {
     /// Per-fetch timeout in seconds.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
+    /// Soak tests only, with --dry-run: divide the sleeps between rounds by this, so that a
+    /// day of rounds runs in minutes.
+    #[arg(long, hide = true, default_value_t = 1, requires = "dry_run", value_parser = clap::value_parser!(u32).range(1..))]
+    soak_sleep_divisor: u32,
     /// Status files for other tools.
     #[arg(long, default_value = "/run/sdwdate")]
     run_dir: PathBuf,
@@ -370,6 +374,7 @@ async fn drive<T: Transport>(
     daemon.control = control;
     daemon.consensus_wait = Duration::from_secs(cli.consensus_wait);
     daemon.hedge_after = Duration::from_secs(cli.hedge_after);
+    daemon.sleep_divisor = cli.soak_sleep_divisor;
     daemon.minimum_files = vec![
         "/etc/minimum-unixtime".into(),
         "/usr/local/etc/minimum-unixtime".into(),

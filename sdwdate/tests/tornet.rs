@@ -118,6 +118,25 @@ fn sdwdate_with(
     keep: bool,
     extra: &Extra,
 ) -> Run {
+    let mut cmd = command(net, via, pools, timeout_s, dir, extra);
+    let out = cmd.arg("--once").output().expect("run sdwdate");
+    Run {
+        out,
+        dir: dir.to_owned(),
+        keep,
+    }
+}
+
+/// sdwdate with a config of these pools, its run and state directories in `dir`, `--dry-run`
+/// (never this machine's clock) and the network's transport settings.
+fn command(
+    net: &TorNet,
+    via: Via,
+    pools: [&[usize]; 3],
+    timeout_s: u64,
+    dir: &Path,
+    extra: &Extra,
+) -> std::process::Command {
     let conf = dir.join("conf");
     std::fs::create_dir_all(&conf).expect("mkdir");
     let mut text = String::from("MAX_FAILURE_RATIO=1\n");
@@ -139,7 +158,7 @@ fn sdwdate_with(
         .arg(dir.join("run"))
         .arg("--state-dir")
         .arg(dir.join("state"))
-        .args(["--timeout", &timeout_s.to_string(), "--once", "--dry-run"])
+        .args(["--timeout", &timeout_s.to_string(), "--dry-run"])
         .args([
             "--consensus-wait",
             &extra.consensus_wait.unwrap_or(20).to_string(),
@@ -176,12 +195,7 @@ fn sdwdate_with(
         }
     };
     cmd.envs(extra.env.iter().map(|(k, v)| (k, v)));
-    let out = cmd.output().expect("run sdwdate");
-    Run {
-        out,
-        dir: dir.to_owned(),
-        keep,
-    }
+    cmd
 }
 
 /// The circuits arti named for the fetches of `host` in a run, in order.
@@ -286,7 +300,7 @@ fn end_to_end_over_socks() {
     if !require_tor("end_to_end_over_socks") {
         return;
     }
-    let net = TorNet::start(&behaviours(), Duration::from_secs(150))
+    let mut net = TorNet::start(&behaviours(), Duration::from_secs(150))
         .unwrap_or_else(|e| panic!("tor network: {e}"));
 
     // Three honest pools: success, status files, an offset within 2 s of the truth. Meanwhile
@@ -352,6 +366,150 @@ fn end_to_end_over_socks() {
     no_window_no_time(&net);
     hung_sources(&net);
     scenario(&net, Via::Socks);
+    soak(&mut net);
+}
+
+/// RSS (kB) and open file descriptors of a process.
+fn usage(pid: u32) -> Option<(u64, usize)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count();
+    Some((rss, fds))
+}
+
+/// The soak: the daemon (not `--once`) for `ANON_SOAK_SECONDS` (default 120) with the sleeps
+/// between rounds divided by 1000 (60..180 minutes become 3.6..10.8 s: a day of rounds in
+/// about three minutes), while the honest sources flap (dead, slow, lying by 2 hours,
+/// malformed, honest again) and the client tor is killed and restarted every 40 s. Checked:
+/// rounds keep coming (none stuck), every success is the honest offset and no lie gets
+/// through, RSS and open descriptors stay flat after warm-up, and a reader polling
+/// /run/sdwdate as timesync-check does never sees a torn status file.
+fn soak(net: &mut TorNet) {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let seconds: u64 = std::env::var("ANON_SOAK_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(120);
+    let dir = run_dir(Via::Socks, "soak");
+    let pools: [&[usize]; 3] = [
+        &[H[0], H[3], LIAR[0], DEAD[0]],
+        &[H[1], H[4], LIAR[1], MALFORMED],
+        &[H[2], H[5], LIAR[2], SLOW],
+    ];
+    let extra = Extra {
+        consensus_wait: Some(30),
+        hedge_after: Some(3),
+        ..Extra::default()
+    };
+    let log_path = std::env::temp_dir().join(format!("sdwdate-soak-{}.log", std::process::id()));
+    let log = std::fs::File::create(&log_path).expect("log");
+    let mut child = command(net, Via::Socks, pools, 15, &dir, &extra)
+        .args(["--soak-sleep-divisor", "1000"])
+        .stderr(log)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("sdwdate daemon");
+    let pid = child.id();
+    let stop = AtomicBool::new(false);
+    let torn = AtomicUsize::new(0);
+    let reads = AtomicUsize::new(0);
+    let start = std::time::Instant::now();
+    let mut samples: Vec<(u64, usize)> = Vec::new();
+    let mut restarts = 0u64;
+    let run = dir.join("run");
+    let sources = net.sources.clone();
+    std::thread::scope(|s| {
+        // A reader as timesync-check: once sdwdate has written a status, the files must
+        // always read as a whole status (never empty, never half a JSON object).
+        s.spawn(|| {
+            let mut seen = false;
+            while !stop.load(Ordering::Relaxed) {
+                let f = tor_control::client::read_run_dir(&run);
+                let whole = f.icon().is_some();
+                seen |= whole;
+                if seen && !whole {
+                    torn.fetch_add(1, Ordering::Relaxed);
+                }
+                reads.fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        // The flapper: one honest source at a time misbehaves for a few seconds.
+        s.spawn(|| {
+            let kinds = [
+                Behaviour::Dead,
+                Behaviour::Slow(Duration::from_secs(8)),
+                Behaviour::Offset(7200),
+                Behaviour::Malformed,
+            ];
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let src = &sources[H[i % H.len()]];
+                src.set(kinds[i % kinds.len()]);
+                std::thread::sleep(Duration::from_secs(4));
+                src.set(Behaviour::Offset(HONEST as i64));
+                i += 1;
+            }
+        });
+        while start.elapsed() < Duration::from_secs(seconds) {
+            std::thread::sleep(Duration::from_secs(5));
+            if let Some(u) = usage(pid) {
+                samples.push(u);
+            }
+            // The client tor killed and started again every 40 s.
+            if start.elapsed().as_secs() / 40 > restarts {
+                restarts += 1;
+                net.restart_client().expect("restart the client tor");
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let successes: Vec<f64> = text
+        .lines()
+        .filter_map(|l| l.split(", median ").nth(1))
+        .filter_map(|v| v.split_whitespace().next()?.parse().ok())
+        .collect();
+    let failures = text.lines().filter(|l| l.contains("round failed")).count();
+    eprintln!(
+        "SOAK sdwdate: {seconds} s, {restarts} tor restarts, {} successful rounds, {failures} failed, {} status reads, {} torn; RSS kB/fds samples {:?}",
+        successes.len(),
+        reads.load(Ordering::Relaxed),
+        torn.load(Ordering::Relaxed),
+        samples
+    );
+    assert!(
+        successes.len() >= (seconds / 30) as usize,
+        "rounds stopped coming: {} successes in {seconds} s\n{}",
+        successes.len(),
+        text.lines().rev().take(30).collect::<Vec<_>>().join("\n")
+    );
+    assert!(
+        successes.iter().all(|o| (o - HONEST).abs() < 5.0),
+        "a success away from the honest offset: {successes:?}"
+    );
+    assert_eq!(torn.load(Ordering::Relaxed), 0, "torn status reads");
+    // Flat: after the first third (tor circuits, caches), RSS grows by < 25% + 2 MB and
+    // descriptors by at most 4.
+    let warm = samples.len() / 3;
+    if let (Some(&(rss0, fd0)), Some(&(rss1, fd1))) = (samples.get(warm), samples.last()) {
+        assert!(
+            rss1 <= rss0 + rss0 / 4 + 2048 && fd1 <= fd0 + 4,
+            "sdwdate grew during the soak: {samples:?}"
+        );
+    } else {
+        panic!("no usage samples of sdwdate ({pid})");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&log_path);
 }
 
 /// One source per pool that takes the request and never answers: the round is over within

@@ -441,7 +441,7 @@ check "anon-firewall: purge deleted its table" sh -c '! nft list table inet anon
 install_alone tirdad-dkms
 kver=$(uname -r)
 check "tirdad-dkms: DKMS built and installed tirdad for $kver" sh -c "dkms status tirdad | grep -q '$kver.*installed'"
-check "tirdad-dkms: ... its logic compiled by Debian's rustc" sh -c "grep -q 'RUSTC.*tirdad_isn.o' /var/lib/dkms/tirdad/*/build/make.log && dpkg -S /usr/bin/rustc | grep -q rustc"
+check "tirdad-dkms: ... its logic compiled by Debian's rustc" sh -c "find /var/lib/dkms/tirdad -name make.log -exec grep -l 'RUSTC.*tirdad_isn.o' {} + | grep -q . && dpkg -S /usr/bin/rustc | grep -q rustc"
 check "tirdad-dkms: the package loaded it into the running kernel" grep -q '^tirdad ' /proc/modules
 r0=$(cat /sys/module/tirdad/parameters/replaced)
 python3 -c '

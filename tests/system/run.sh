@@ -114,7 +114,7 @@ boot() {
   local name=$1 initrd=$2 rc
   step "boot $name: $kver with systemd (timeout $TIMEOUT s)"
   set +e
-  timeout "$TIMEOUT" qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 3072 -nographic -no-reboot \
+  timeout "$TIMEOUT" qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 6144 -nographic -no-reboot \
     -rtc base="$(date -u -d '-1 day' +%Y-%m-%dT%H:%M:%S)" \
     -netdev "user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:9050-cmd:sh $work/SOCKS.sh,guestfwd=tcp:10.0.2.100:9051-cmd:sh $work/CONTROL.sh,guestfwd=tcp:10.0.2.100:80-cmd:sh $work/ENV.sh,guestfwd=tcp:10.0.2.100:37-cmd:date +%s.%N" \
     -device virtio-net-pci,netdev=n0 -drive "file=$work/disk.img,format=raw,if=virtio" \

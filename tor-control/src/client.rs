@@ -336,8 +336,23 @@ pub fn read_run_dir(dir: &Path) -> Files {
             .ok()
             .map(|b| String::from_utf8_lossy(&b).into_owned())
     };
+    // sdwdate rewrites `status` in place (truncate, then write: the inode upstream's readers
+    // watch stays the same), so a reader can catch it empty or half-written for an instant.
+    // Such a read is taken again, a few times over 50 ms; a status still empty then is the
+    // empty file tmpfiles makes at boot (sdwdate not running yet).
+    let mut status = text(STATUS);
+    for _ in 0..10 {
+        let whole = status.as_deref().is_none_or(|s| {
+            serde_json::from_str::<serde_json::Value>(s).is_ok_and(|v| v.get("icon").is_some())
+        });
+        if whole {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        status = text(STATUS);
+    }
     Files {
-        status: text(STATUS),
+        status,
         msg: text(MSG).map(|m| m.trim().to_owned()),
         success: dir.join(SUCCESS).exists(),
         first_success: dir.join(FIRST_SUCCESS).exists(),

@@ -238,9 +238,16 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 
 fn main() {
     let kloak = std::env::args().nth(1).unwrap_or_else(|| "/kloak".into());
+    let soak_events: usize = std::env::args()
+        .nth(2)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(50_000);
     let mut r = Results { pass: 0, fail: 0 };
     if let Err(e) = run(&kloak, &mut r) {
         r.check("harness", false, e.to_string());
+    }
+    if let Err(e) = soak(&kloak, soak_events, &mut r) {
+        r.check("soak", false, e.to_string());
     }
     println!("KLOAK-VMTEST DONE pass={} fail={}", r.pass, r.fail);
 }
@@ -768,5 +775,204 @@ fn run(kloak: &str, r: &mut Results) -> std::io::Result<()> {
     );
     let _ = child.kill();
     let _ = child.wait();
+    Ok(())
+}
+
+/// As [`reader`], without the evdev crate's resynchronisation: a SYN_DROPPED (events the
+/// kernel dropped because this reader fell behind) comes through as it is.
+fn raw_reader(
+    path: &Path,
+) -> std::io::Result<mpsc::Receiver<Result<(Instant, InputEvent), String>>> {
+    let mut dev = evdev::raw_stream::RawDevice::open(path)?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || loop {
+        match dev.fetch_events() {
+            Ok(evs) => {
+                let now = Instant::now();
+                for e in evs {
+                    if tx.send(Ok((now, e))).is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e.to_string()));
+                return;
+            }
+        }
+    });
+    Ok(rx)
+}
+
+/// CPU time (user + system, in clock ticks) of a process.
+fn cpu_ticks(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1.split_whitespace().collect::<Vec<_>>();
+            Some(rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0)
+}
+
+/// The soak: `events` input events (key events in frames of one or two key changes, as USB
+/// keyboards report them, mouse motion and clicks) through the daemon with its default rule,
+/// as fast as the emulated machine lets a reader keep up. Checked: every key event comes out
+/// once (none lost, none added), presses in their order, no key left down, the motion adds
+/// up, no SYN_DROPPED; printed: press latency percentiles and kloak's CPU per 10,000 events.
+fn soak(kloak: &str, events: usize, r: &mut Results) -> std::io::Result<()> {
+    const KB: &str = "soak keyboard";
+    const MS: &str = "soak mouse";
+    let mut kb = keyboard(KB)?;
+    let mut ms = mouse(MS)?;
+    let _ = find(KB, Duration::from_secs(5));
+    let _ = find(MS, Duration::from_secs(5));
+    let mut child = start_kloak_with(kloak, &[])?;
+    let (Some(kt), Some(mt)) = (
+        find_twin(KB, Duration::from_secs(10)),
+        find_twin(MS, Duration::from_secs(10)),
+    ) else {
+        let _ = child.kill();
+        r.check("soak", false, "no twins".into());
+        return Ok(());
+    };
+    let kout = raw_reader(&kt)?;
+    let mout = raw_reader(&mt)?;
+    std::thread::sleep(Duration::from_millis(300));
+    let cpu0 = cpu_ticks(child.id());
+    let t0 = Instant::now();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rnd = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let letters: Vec<u16> = (16..=25).chain(30..=38).chain(44..=50).collect();
+    let mut down: Vec<u16> = Vec::new();
+    let mut sent_keys: Vec<(Instant, u16, i32)> = Vec::new();
+    let (mut sent_motion, mut clicks, mut n) = ((0i64, 0i64), 0usize, 0usize);
+    let key = |c: u16, v: i32| InputEvent::new(EventType::KEY.0, c, v);
+    while n < events {
+        let mut frame = Vec::new();
+        match rnd(10) {
+            0..=5 if down.len() < 3 => {
+                // A press, sometimes with a release of another key in the same report.
+                if !down.is_empty() && rnd(2) == 0 {
+                    let up = down.remove(rnd(down.len() as u64) as usize);
+                    frame.push((up, 0));
+                }
+                let free: Vec<u16> = letters
+                    .iter()
+                    .copied()
+                    .filter(|c| !down.contains(c) && !frame.iter().any(|f| f.0 == *c))
+                    .collect();
+                let c = free[rnd(free.len() as u64) as usize];
+                down.push(c);
+                frame.push((c, 1));
+            }
+            0..=7 if !down.is_empty() => {
+                let up = down.remove(rnd(down.len() as u64) as usize);
+                frame.push((up, 0));
+            }
+            8 => {
+                let (dx, dy) = (rnd(9) as i32 - 4, rnd(9) as i32 - 4);
+                ms.emit(&[
+                    InputEvent::new(EventType::RELATIVE.0, RelativeAxisCode::REL_X.0, dx),
+                    InputEvent::new(EventType::RELATIVE.0, RelativeAxisCode::REL_Y.0, dy),
+                ])?;
+                sent_motion.0 += i64::from(dx);
+                sent_motion.1 += i64::from(dy);
+                n += 2;
+            }
+            _ if rnd(20) == 0 => {
+                ms.emit(&[key(KeyCode::BTN_LEFT.code(), 1)])?;
+                ms.emit(&[key(KeyCode::BTN_LEFT.code(), 0)])?;
+                clicks += 1;
+                n += 2;
+            }
+            _ => {}
+        }
+        if !frame.is_empty() {
+            let evs: Vec<InputEvent> = frame.iter().map(|&(c, v)| key(c, v)).collect();
+            kb.emit(&evs)?;
+            let now = Instant::now();
+            sent_keys.extend(frame.iter().map(|&(c, v)| (now, c, v)));
+            n += frame.len();
+        }
+        // One frame per millisecond or so (a USB keyboard reports every 8 ms at most; the
+        // kernel keeps a few hundred events per reader, and on one emulated CPU the readers,
+        // kloak's and ours, must keep up with the writer).
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    for c in std::mem::take(&mut down) {
+        kb.emit(&[key(c, 0)])?;
+        sent_keys.push((Instant::now(), c, 0));
+    }
+    let sent_for = t0.elapsed();
+    // Everything out: until nothing came for 2 s.
+    let mut got: Vec<(Instant, u16, i32)> = Vec::new();
+    let mut dropped = 0usize;
+    while let Ok(Ok((t, e))) = kout.recv_timeout(Duration::from_secs(2)) {
+        if e.event_type() == EventType::KEY {
+            got.push((t, e.code(), e.value()));
+        } else if e.event_type() == EventType::SYNCHRONIZATION && e.code() == 3 {
+            dropped += 1;
+        }
+    }
+    let (mut motion, mut btn) = ((0i64, 0i64), 0usize);
+    while let Ok(Ok((_, e))) = mout.recv_timeout(Duration::from_millis(500)) {
+        match e.event_type() {
+            EventType::RELATIVE if e.code() == RelativeAxisCode::REL_X.0 => {
+                motion.0 += i64::from(e.value())
+            }
+            EventType::RELATIVE if e.code() == RelativeAxisCode::REL_Y.0 => {
+                motion.1 += i64::from(e.value())
+            }
+            EventType::KEY if e.value() == 1 => btn += 1,
+            EventType::SYNCHRONIZATION if e.code() == 3 => dropped += 1,
+            _ => {}
+        }
+    }
+    let cpu = cpu_ticks(child.id()).saturating_sub(cpu0);
+    let stuck = Device::open(&kt)?.get_key_state()?.iter().count();
+    let _ = child.kill();
+    let _ = child.wait();
+    let count = |v: &[(Instant, u16, i32)]| {
+        let mut m = std::collections::BTreeMap::new();
+        for e in v {
+            *m.entry((e.1, e.2)).or_insert(0usize) += 1;
+        }
+        m
+    };
+    let same = count(&sent_keys) == count(&got);
+    let presses = |v: &[(Instant, u16, i32)]| -> Vec<(Instant, u16)> {
+        v.iter().filter(|e| e.2 == 1).map(|e| (e.0, e.1)).collect()
+    };
+    let (ps, pg) = (presses(&sent_keys), presses(&got));
+    let ordered = ps.iter().map(|p| p.1).eq(pg.iter().map(|p| p.1));
+    let mut lat: Vec<u64> = ps
+        .iter()
+        .zip(&pg)
+        .map(|(a, b)| b.0.saturating_duration_since(a.0).as_micros() as u64)
+        .collect();
+    lat.sort_unstable();
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    let cpu_ms_per_10k = cpu as f64 / hz * 1000.0 / (n.max(1) as f64) * 10_000.0;
+    r.check(
+        "soak",
+        same && ordered && stuck == 0 && dropped == 0 && motion == sent_motion && btn == clicks,
+        format!(
+            "{n} events in {:.1} s ({} key events, {clicks} clicks): every key event out once {same}, presses in order {ordered}, keys left down {stuck}, SYN_DROPPED {dropped}, motion {motion:?} of {sent_motion:?}; press latency p50 {} ms p99 {} ms max {} ms; kloak CPU {cpu_ms_per_10k:.0} ms per 10,000 events (emulated)",
+            sent_for.as_secs_f64(),
+            sent_keys.len(),
+            percentile(&lat, 0.5) / 1000,
+            percentile(&lat, 0.99) / 1000,
+            lat.last().copied().unwrap_or(0) / 1000,
+        ),
+    );
     Ok(())
 }

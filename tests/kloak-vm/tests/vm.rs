@@ -17,12 +17,20 @@ fn kloak_in_a_booted_kernel() {
         "{} is missing: run `cargo test --workspace`",
         kloak.display()
     );
+    // The soak's size: 50,000 events by default, ANON_SOAK_EVENTS for the long run.
+    let events: usize = std::env::var("ANON_SOAK_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50_000);
     let console = anon_vm::Vm::new(kernel)
         .module("evdev")
         .module("uinput")
         .file("/kloak", &kloak)
         .file("/kloak-vmtest", &vmtest)
-        .run("/kloak-vmtest /kloak\n", Duration::from_secs(240))
+        .run(
+            &format!("/kloak-vmtest /kloak {events}\n"),
+            Duration::from_secs(240 + events as u64 / 200),
+        )
         .expect("boot the VM");
     let text = &console.text;
     let lines: Vec<&str> = text
@@ -60,6 +68,10 @@ fn kloak_in_a_booted_kernel() {
         "usb-frames",
         "long-name",
         "held-at-start",
+        "identity",
+        "leds",
+        "capslock-led",
+        "soak",
     ] {
         assert!(
             lines

@@ -441,6 +441,16 @@ impl TorNet {
         out
     }
 
+    /// Restarts the client tor (SIGKILL, then the same torrc and data directory), as a
+    /// package upgrade or a crash does; its SocksPort and ControlPort are back a few seconds
+    /// later. Call it from the thread that started the network (see `spawn_tor`).
+    pub fn restart_client(&mut self) -> io::Result<()> {
+        let c = self.dir.join("client");
+        let torrc = fs::read_to_string(c.join("torrc"))?;
+        self.kill("client");
+        self.spawn_tor("client", &c, &torrc)
+    }
+
     fn kill(&mut self, nick: &str) {
         self.children.retain_mut(|(n, c)| {
             if n != nick {
