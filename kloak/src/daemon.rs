@@ -108,8 +108,13 @@ impl State {
             // handled yet: the caller keeps it pending for a while.
             return Ok(Attach::Taken);
         }
-        let mut dev =
-            Device::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        // evdev 0.13 panics on a device whose name or phys fills its 256-byte buffer (it
+        // asserts a NUL the kernel does not write when it cuts): any device, or any local user
+        // allowed to make uinput devices, could crash kloak in a restart loop. Such a device
+        // is an error for this device only.
+        let mut dev = std::panic::catch_unwind(|| Device::open(path))
+            .map_err(|_| anyhow::anyhow!("{}: its name or phys cannot be read", path.display()))?
+            .with_context(|| format!("cannot open {}", path.display()))?;
         if is_twin(path, dev.physical_path()) {
             if explicit {
                 anyhow::bail!("{} is a kloak twin", path.display());
@@ -148,10 +153,15 @@ impl State {
             let _ = dev.ungrab();
             return Ok(Attach::KeysHeld(held_now));
         }
+        // LED writes go through a second handle on the grabbed device itself (not the path,
+        // which a replugged device could take over meanwhile).
+        let real_fd = std::os::fd::AsFd::as_fd(&dev).try_clone_to_owned()?;
+        let twin_fd = twin.reader()?;
+        let mut stream = dev.into_event_stream()?;
         let leds = {
-            let (fd, real) = (twin.reader()?, path.to_owned());
+            let real = path.to_owned();
             tokio::spawn(async move {
-                if let Err(e) = forward_leds(fd, real.clone()).await {
+                if let Err(e) = forward_leds(twin_fd, real_fd).await {
                     warn!("{}: LEDs no longer forwarded: {e}", real.display());
                 }
             })
@@ -159,7 +169,6 @@ impl State {
         let id = self.next_id;
         self.next_id += 1;
         let (tx, epoch) = (self.tx.clone(), self.epoch);
-        let mut stream = dev.into_event_stream()?;
         let reader = tokio::spawn(async move {
             let mut frame = Vec::new();
             loop {

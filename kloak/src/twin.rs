@@ -58,11 +58,20 @@ mod ioctl {
 
 /// The twin's name: the real device's, cut at a character boundary to what the kernel keeps.
 pub fn twin_name(real: &str) -> String {
-    let mut cut = MAX_NAME.min(real.len());
-    while !real.is_char_boundary(cut) {
-        cut -= 1;
+    cut(real, MAX_NAME).to_owned()
+}
+
+/// At most this much of the real device's phys goes behind the mark: well inside the 256
+/// bytes readers such as the evdev crate (which panics beyond) read.
+pub const MAX_PHYS: usize = 64;
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+fn cut(s: &str, max: usize) -> &str {
+    let mut end = max.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
     }
-    real[..cut].to_owned()
+    &s[..end]
 }
 
 /// Whether the device at `node` (with this `phys`) is a kloak twin: marked, and made by uinput
@@ -129,7 +138,10 @@ impl Spec {
         Ok(Spec {
             name: dev.name().unwrap_or("input device").to_owned(),
             id: [id.bus_type().0, id.vendor(), id.product(), id.version()],
-            phys: format!("{PHYS_MARK}{}", dev.physical_path().unwrap_or("")),
+            phys: format!(
+                "{PHYS_MARK}{}",
+                cut(dev.physical_path().unwrap_or(""), MAX_PHYS)
+            ),
             keys: dev
                 .supported_keys()
                 .map_or_else(Vec::new, |k| codes(&mut k.iter().map(|k| k.code()))),
@@ -315,13 +327,10 @@ pub fn parse_events(buf: &[u8]) -> Vec<(u16, u16, i32)> {
 }
 
 /// Forwards the LED changes written to a twin (by the console, X or a compositor setting Caps
-/// Lock's light) to the real device, until the twin is gone. The real device is grabbed, so
-/// nothing else can reach its LEDs.
-pub async fn forward_leds(twin: OwnedFd, real: PathBuf) -> io::Result<()> {
-    let mut out = std::fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(&real)?;
+/// Lock's light) to the real device (`real`: a second handle on the grabbed device), until
+/// the twin is gone.
+pub async fn forward_leds(twin: OwnedFd, real: OwnedFd) -> io::Result<()> {
+    let mut out = File::from(real);
     // SAFETY: the File owns its descriptor, which stays open and the same for as long as the
     // AsyncFd holds the File.
     let fd = unsafe {
@@ -366,6 +375,9 @@ mod tests {
             assert!(long.starts_with(&t));
             let ascii = "k".repeat(n);
             assert_eq!(twin_name(&ascii).len(), MAX_NAME.min(n));
+            // The phys behind the mark stays far inside what readers take (256 bytes).
+            let phys = cut(&long, MAX_PHYS);
+            assert!(phys.len() <= MAX_PHYS && long.starts_with(phys));
         }
     }
 
