@@ -150,13 +150,26 @@ units "$tmp/kloak" kloak.service
 maintscript kloak preinst 'rm_conffile /etc/apparmor.d/usr.sbin.kloak'
 
 # tirdad-dkms, tcp-timestamps-off (no man pages: a module source and a config file)
-extract tirdad-dkms "usr/src/tirdad-$UPSTREAM/dkms.conf" "usr/src/tirdad-$UPSTREAM/tirdad_main.rs"
-grep -q 'BUILD_EXCLUSIVE_CONFIG="CONFIG_RUST' "$tmp/tirdad-dkms/usr/src/tirdad-$UPSTREAM/dkms.conf" || fail "dkms.conf"
+src=usr/src/tirdad-$UPSTREAM
+extract tirdad-dkms "$src/dkms.conf" "$src/tirdad_main.rs" "$src/isn.rs" "$src/tirdad_isn.rs" \
+  "$src/tirdad_stock.c" "$src/tirdad_shim.c" usr/lib/modules-load.d/30-tirdad.conf usr/lib/modprobe.d/30-tirdad.conf
+# DKMS builds wherever kretprobes exist on amd64 (stock kernels: the Rust object beside the C
+# shim; Rust kernels: the Rust-for-Linux module); loaded at boot and before LKRG.
+grep -qx 'BUILD_EXCLUSIVE_CONFIG="CONFIG_KRETPROBES"' "$tmp/tirdad-dkms/$src/dkms.conf" || fail "dkms.conf: BUILD_EXCLUSIVE_CONFIG"
+grep -qx 'BUILD_EXCLUSIVE_ARCH="x86_64"' "$tmp/tirdad-dkms/$src/dkms.conf" || fail "dkms.conf: BUILD_EXCLUSIVE_ARCH"
+grep -qx 'tirdad' "$tmp/tirdad-dkms/usr/lib/modules-load.d/30-tirdad.conf" || fail "modules-load.d"
+grep -qx 'softdep lkrg pre: tirdad' "$tmp/tirdad-dkms/usr/lib/modprobe.d/30-tirdad.conf" || fail "modprobe.d softdep"
 maintscript tirdad-dkms postinst 'dkms'
-# On a kernel without Rust the Makefile refuses and says why.
-mkdir -p "$tmp/norust"; echo 'CONFIG_KRETPROBES=y' > "$tmp/norust/.config"
-why=$(make -s -C "$tmp/tirdad-dkms/usr/src/tirdad-$UPSTREAM" KDIR="$tmp/norust" 2>&1 || true)
-echo "$why" | grep -q 'not built with CONFIG_RUST=y' || fail "tirdad Makefile on a kernel without Rust: $why"
+# Where the Makefile cannot build, it refuses and says why.
+refuses() { # CONFIG-LINES EXPECTED [MAKE-ARGS...]
+  local cfg=$1 want=$2; shift 2
+  rm -rf "$tmp/kcfg"; mkdir -p "$tmp/kcfg"; printf '%b' "$cfg" > "$tmp/kcfg/.config"
+  local why; why=$(make -s -C "$tmp/tirdad-dkms/$src" KDIR="$tmp/kcfg" "$@" 2>&1 || true)
+  echo "$why" | grep -q "$want" || fail "tirdad Makefile ($want): $why"
+}
+refuses 'CONFIG_X86_64=y\n' 'no CONFIG_KRETPROBES'
+refuses 'CONFIG_KRETPROBES=y\nCONFIG_ARM64=y\n' 'x86_64 (amd64) only'
+refuses 'CONFIG_KRETPROBES=y\nCONFIG_X86_64=y\n' 'no rustc found' TIRDAD_RUSTC=/nonexistent/rustc
 extract tcp-timestamps-off usr/lib/sysctl.d/30_tcp-timestamps-off.conf
 grep -qx 'net.ipv4.tcp_timestamps = 0' "$tmp/tcp-timestamps-off/usr/lib/sysctl.d/30_tcp-timestamps-off.conf" || fail "sysctl drop-in"
 maintscript tcp-timestamps-off postinst 'sysctl -q -p /usr/lib/sysctl.d/30_tcp-timestamps-off.conf'
