@@ -87,12 +87,24 @@ fn find_marked(name: &str, twin: bool, wait: Duration) -> Option<PathBuf> {
     }
 }
 
+/// Events read, each with the instant it was read; `Err` once the device is gone.
+type Events = mpsc::Receiver<Result<(Instant, InputEvent), String>>;
+
 /// A reader thread: every event with the instant it was read; `Err` once the device is gone.
-fn reader(path: &Path) -> std::io::Result<mpsc::Receiver<Result<(Instant, InputEvent), String>>> {
+fn reader(path: &Path) -> std::io::Result<Events> {
     let mut dev = Device::open(path)?;
+    Ok(spawn_reader(move || {
+        dev.fetch_events().map(|e| e.collect::<Vec<_>>())
+    }))
+}
+
+/// The thread behind [`reader`] and [`raw_reader`], over one way of fetching events.
+fn spawn_reader(
+    mut fetch: impl FnMut() -> std::io::Result<Vec<InputEvent>> + Send + 'static,
+) -> Events {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || loop {
-        match dev.fetch_events() {
+        match fetch() {
             Ok(evs) => {
                 let now = Instant::now();
                 for e in evs {
@@ -107,7 +119,7 @@ fn reader(path: &Path) -> std::io::Result<mpsc::Receiver<Result<(Instant, InputE
             }
         }
     });
-    Ok(rx)
+    rx
 }
 
 /// Key events (not SYN) received within `wait` after the last one.
@@ -780,28 +792,11 @@ fn run(kloak: &str, r: &mut Results) -> std::io::Result<()> {
 
 /// As [`reader`], without the evdev crate's resynchronisation: a SYN_DROPPED (events the
 /// kernel dropped because this reader fell behind) comes through as it is.
-fn raw_reader(
-    path: &Path,
-) -> std::io::Result<mpsc::Receiver<Result<(Instant, InputEvent), String>>> {
+fn raw_reader(path: &Path) -> std::io::Result<Events> {
     let mut dev = evdev::raw_stream::RawDevice::open(path)?;
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || loop {
-        match dev.fetch_events() {
-            Ok(evs) => {
-                let now = Instant::now();
-                for e in evs {
-                    if tx.send(Ok((now, e))).is_err() {
-                        return;
-                    }
-                }
-            }
-            Err(e) => {
-                let _ = tx.send(Err(e.to_string()));
-                return;
-            }
-        }
-    });
-    Ok(rx)
+    Ok(spawn_reader(move || {
+        dev.fetch_events().map(|e| e.collect::<Vec<_>>())
+    }))
 }
 
 /// CPU time (user + system, in clock ticks) of a process.

@@ -87,6 +87,31 @@ fn incoming(fd: &OwnedFd, wait: Duration) -> Vec<Vec<u8>> {
     out
 }
 
+/// The TSval of a TCP segment's timestamp option, if it has one.
+fn tsval(tcp: &[u8]) -> Option<u32> {
+    let hdr = (usize::from(*tcp.get(12)? >> 4) * 4).min(tcp.len());
+    let mut i = 20;
+    while i < hdr {
+        match tcp[i] {
+            0 => break,
+            1 => i += 1,
+            kind => {
+                let len = usize::from(*tcp.get(i + 1).unwrap_or(&0)).max(2);
+                if kind == 8 && len == 10 && i + 6 <= hdr {
+                    return Some(u32::from_be_bytes([
+                        tcp[i + 2],
+                        tcp[i + 3],
+                        tcp[i + 4],
+                        tcp[i + 5],
+                    ]));
+                }
+                i += len;
+            }
+        }
+    }
+    None
+}
+
 /// Reads every captured packet and keeps the handshake segments of our tuple.
 fn capture(fd: &OwnedFd, v6: bool) -> Vec<Seen> {
     let mut out = Vec::new();
@@ -125,27 +150,7 @@ fn capture(fd: &OwnedFd, v6: bool) -> Vec<Seen> {
             continue;
         }
         let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
-        let hdr = (usize::from(tcp[12] >> 4) * 4).min(tcp.len());
-        let mut tsval = None;
-        let mut i = 20;
-        while i < hdr {
-            match tcp[i] {
-                0 => break,
-                1 => i += 1,
-                kind => {
-                    let l = usize::from(*tcp.get(i + 1).unwrap_or(&0)).max(2);
-                    if kind == 8 && l == 10 && i + 6 <= hdr {
-                        tsval = Some(u32::from_be_bytes([
-                            tcp[i + 2],
-                            tcp[i + 3],
-                            tcp[i + 4],
-                            tcp[i + 5],
-                        ]));
-                    }
-                    i += l;
-                }
-            }
-        }
+        let tsval = tsval(tcp);
         out.push(Seen { synack, seq, tsval });
     }
     out
@@ -263,25 +268,11 @@ fn cookies(n: usize) -> std::io::Result<()> {
         if tcp.len() < 20 || u16::from_be_bytes([tcp[0], tcp[1]]) != PORT {
             continue;
         }
-        let hdr = (usize::from(tcp[12] >> 4) * 4).min(tcp.len());
-        let mut i = 20;
-        while i < hdr {
-            match tcp[i] {
-                0 => break,
-                1 => i += 1,
-                kind => {
-                    let len = usize::from(*tcp.get(i + 1).unwrap_or(&0)).max(2);
-                    if kind == 8 && len == 10 && i + 6 <= hdr {
-                        let ts =
-                            u32::from_be_bytes([tcp[i + 2], tcp[i + 3], tcp[i + 4], tcp[i + 5]]);
-                        by_port
-                            .entry(u16::from_be_bytes([tcp[2], tcp[3]]))
-                            .or_default()
-                            .push(ts);
-                    }
-                    i += len;
-                }
-            }
+        if let Some(ts) = tsval(tcp) {
+            by_port
+                .entry(u16::from_be_bytes([tcp[2], tcp[3]]))
+                .or_default()
+                .push(ts);
         }
     }
     let jump = by_port
