@@ -52,7 +52,8 @@ ensure_debs() {
 base_setup() {
   # libsqlite3-dev, pkg-config: arti's directory cache links the system's SQLite.
   # libfaketime: sdwdate's slow-clock test fakes the clock of its own process only.
-  ensure_debs nftables iproute2 procps util-linux coreutils bash systemd tor time libsqlite3-dev pkg-config libfaketime
+  # g++: libFuzzer (libfuzzer-sys, scripts/fuzz.sh) is C++.
+  ensure_debs nftables iproute2 procps util-linux coreutils bash systemd tor time libsqlite3-dev pkg-config libfaketime g++
   command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 2; }
 }
 
