@@ -6,6 +6,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// A kernel to boot: the image, and where its modules are (for [`Vm::module`]).
@@ -237,11 +238,16 @@ impl Vm {
 
     /// Builds the initramfs, boots, runs `script` (sh) and returns the console.
     pub fn run(&self, script: &str, timeout: Duration) -> io::Result<Console> {
+        // One directory per run: the tests of one binary boot VMs in parallel threads of one
+        // process, so the pid alone is not unique (sharing it let one run delete another's
+        // initramfs while qemu started).
+        static RUNS: AtomicU64 = AtomicU64::new(0);
         let work = std::env::temp_dir().join(format!(
             "anon-vm-{}-{}",
             std::process::id(),
-            Instant::now().elapsed().as_nanos()
+            RUNS.fetch_add(1, Ordering::Relaxed)
         ));
+        let _ = fs::remove_dir_all(&work);
         let root = work.join("root");
         for d in ["bin", "proc", "sys", "dev", "tmp", "lib/modules"] {
             fs::create_dir_all(root.join(d))?;
@@ -323,14 +329,28 @@ impl Vm {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()?;
+        // qemu's own errors (a missing image, no memory) go to stderr: read it beside the
+        // console so neither pipe fills, and show it when qemu fails.
+        let stderr = child.stderr.take().map(|mut e| {
+            std::thread::spawn(move || {
+                let mut s = String::new();
+                let _ = e.read_to_string(&mut s);
+                s
+            })
+        });
         let mut text = String::new();
         if let Some(mut out) = child.stdout.take() {
             out.read_to_string(&mut text)?;
         }
         let status = child.wait()?;
+        let errors = stderr
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default();
         let _ = fs::remove_dir_all(&work);
-        if status.code() == Some(124) {
-            text += "\nVM: timed out\n";
+        match status.code() {
+            Some(0) => {}
+            Some(124) => text += "\nVM: timed out\n",
+            code => text += &format!("\nVM: qemu exited with {code:?}: {errors}\n"),
         }
         let exit = text.lines().find_map(|l| {
             l.trim()
