@@ -1,38 +1,54 @@
 //! `anon-firewall`: thin CLI over the library. Every failure of `apply` leaves the host locked
-//! down; see the man page (`anon-firewall man`) for exit codes.
+//! down; see the man page (`anon-firewall --man`) for exit codes.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use anon_cli::{Program, UsageError};
 use anyhow::bail;
-use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use anon_firewall::apply::Reason;
 use anon_firewall::{Host, Mode, Role, Ruleset};
 
-const EXAMPLES: &str = "\
-Examples:
-  anon-firewall apply                      load the rules for this host's role
+static PROGRAM: Program = Program {
+    name: "anon-firewall",
+    section: "8",
+    examples: "  anon-firewall apply                      load the rules for this host's role
   anon-firewall dry-run --role gateway --format nft
   anon-firewall check-config --config-dir /etc/anon-firewall.d
   anon-firewall status                     is the ruleset loaded? did the last apply fail?
   systemctl stop anon-firewall anon-firewall-timesync.path
-  anon-firewall unload --yes-unfiltered    DANGEROUS: delete our rules, the host is unfiltered
-
-The role comes from upstream's marker files (/usr/share/anon-gw-base-files/gateway,
+  anon-firewall unload --yes-unfiltered    DANGEROUS: delete our rules, the host is unfiltered",
+    notes: "The role comes from upstream's marker files (/usr/share/anon-gw-base-files/gateway,
 /usr/share/anon-ws-base-files/workstation) when one exists; `role` in the config or --role
 must agree with it (a contradiction is an error and, for apply, lockdown). Without a marker,
---role or `role` decides.
-
-Exit codes:
-  0  success (status: ruleset loaded and the last apply succeeded)
-  1  error; after a failed apply the host is in lockdown (all but loopback dropped)
-  2  usage error
-  3  status: our ruleset is not loaded (never applied, or removed by `unload`)";
+--role or `role` decides.",
+    exit_codes: &[
+        (
+            0,
+            "success (status: ruleset loaded and the last apply succeeded)",
+        ),
+        (
+            1,
+            "error; after a failed apply the host is in lockdown (all but loopback dropped)",
+        ),
+        (
+            3,
+            "status: our ruleset is not loaded (never applied, or removed by `unload`)",
+        ),
+    ],
+    error_code: 1,
+    info_targets: &["anon_firewall"],
+};
 
 #[derive(Debug, Parser)]
-#[command(name = "anon-firewall", version, about = "Fail-closed nftables firewall for Whonix gateways and workstations", after_help = EXAMPLES)]
+#[command(
+    name = "anon-firewall",
+    version,
+    about = "Fail-closed nftables firewall for Whonix gateways and workstations"
+)]
 struct Cli {
     /// Directory of *.toml config files, read in lexical order.
     #[arg(long, global = true, default_value = "/etc/anon-firewall.d")]
@@ -111,12 +127,6 @@ enum Cmd {
         #[arg(long)]
         timeout: Option<u64>,
     },
-    /// Print the man page (roff) to stdout.
-    #[command(hide = true)]
-    Man,
-    /// Print a shell completion script (bash, zsh, fish, ...) to stdout.
-    #[command(hide = true)]
-    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -128,32 +138,23 @@ enum Format {
 /// The environment variable that lets --gateway-marker / --workstation-marker name other files.
 const TEST_MARKERS_ENV: &str = "ANON_FIREWALL_TEST_MARKERS";
 
-/// Whether the hidden marker flags may point anywhere but upstream's marker files.
+/// The validated options: the host's paths, checked once.
 ///
+/// The hidden marker flags may point anywhere but upstream's marker files only in the tests.
 /// The markers decide the role (a gateway must never get the workstation rules, which let
 /// every process out). A flag that moves them would let a stray or malicious command line
 /// (`--gateway-marker /nonexistent apply --role workstation`) bypass that on a production
 /// host, so the flags exist only for the tests, which set ANON_FIREWALL_TEST_MARKERS=1; no
 /// unit or script of the package sets it.
-fn test_markers_allowed(cli: &Cli) -> Result<(), String> {
+fn host(cli: Cli) -> Result<(Host, Cmd), UsageError> {
     use anon_firewall::apply::{GATEWAY_MARKER, WORKSTATION_MARKER};
     let moved = cli.gateway_marker.as_os_str() != GATEWAY_MARKER
         || cli.workstation_marker.as_os_str() != WORKSTATION_MARKER;
-    if !moved || std::env::var_os(TEST_MARKERS_ENV).is_some_and(|v| v == "1") {
-        return Ok(());
-    }
-    Err(format!(
-        "--gateway-marker and --workstation-marker are for tests only (they need \
-         {TEST_MARKERS_ENV}=1); the role markers are {GATEWAY_MARKER} and {WORKSTATION_MARKER}"
-    ))
-}
-
-fn main() -> ExitCode {
-    init_logging();
-    let cli = Cli::parse();
-    if let Err(e) = test_markers_allowed(&cli) {
-        eprintln!("anon-firewall: {e}");
-        return ExitCode::from(2);
+    if moved && std::env::var_os(TEST_MARKERS_ENV).is_none_or(|v| v != "1") {
+        return Err(UsageError(format!(
+            "--gateway-marker and --workstation-marker are for tests only (they need \
+             {TEST_MARKERS_ENV}=1); the role markers are {GATEWAY_MARKER} and {WORKSTATION_MARKER}"
+        )));
     }
     let host = Host {
         config_dir: cli.config_dir,
@@ -163,7 +164,16 @@ fn main() -> ExitCode {
         gateway_marker: cli.gateway_marker,
         workstation_marker: cli.workstation_marker,
     };
-    if matches!(cli.cmd, Cmd::Apply { .. } | Cmd::Watch { .. }) {
+    Ok((host, cli.cmd))
+}
+
+fn main() -> ExitCode {
+    anon_cli::main(&PROGRAM, run)
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let (host, cmd) = host(cli)?;
+    if matches!(cmd, Cmd::Apply { .. } | Cmd::Watch { .. }) {
         // A crash half-way must not leave the host open either.
         let h = host.clone();
         let default_hook = std::panic::take_hook();
@@ -172,16 +182,10 @@ fn main() -> ExitCode {
             h.fail_closed(&format!("anon-firewall crashed: {info}"), Reason::Replace);
         }));
     }
-    match run(cli.cmd, &host) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("anon-firewall: {e:#}");
-            ExitCode::from(1)
-        }
-    }
+    execute(cmd, &host)
 }
 
-fn run(cmd: Cmd, host: &Host) -> anyhow::Result<ExitCode> {
+fn execute(cmd: Cmd, host: &Host) -> anyhow::Result<ExitCode> {
     match cmd {
         Cmd::Apply { role } => {
             let (role, mode) = host.apply(role)?;
@@ -283,47 +287,6 @@ fn run(cmd: Cmd, host: &Host) -> anyhow::Result<ExitCode> {
             let (role, mode) = host.apply(cli_role)?;
             println!("anon-firewall: {role} ruleset loaded (mode {mode})");
         }
-        Cmd::Man => {
-            clap_mangen::Man::new(Cli::command())
-                .section("8")
-                .render(&mut std::io::stdout())?;
-        }
-        Cmd::Completions { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "anon-firewall",
-                &mut std::io::stdout(),
-            );
-        }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn init_logging() {
-    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
-    let ok = journal
-        && systemd_journal_logger::JournalLog::new()
-            .map(|l| l.install().is_ok())
-            .unwrap_or(false);
-    if !ok {
-        let _ = log::set_logger(&StderrLog);
-    }
-    log::set_max_level(log::LevelFilter::Info);
-}
-
-struct StderrLog;
-
-impl log::Log for StderrLog {
-    fn enabled(&self, _: &log::Metadata) -> bool {
-        true
-    }
-    fn log(&self, r: &log::Record) {
-        eprintln!(
-            "anon-firewall: {}: {}",
-            r.level().as_str().to_lowercase(),
-            r.args()
-        );
-    }
-    fn flush(&self) {}
 }

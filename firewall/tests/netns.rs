@@ -1206,7 +1206,7 @@ fn unload_removes_our_table_and_nothing_else() {
     assert!(!tcp_connect_as(&t.gateway, USER_UID, sa(INTERNET_IP, 443), SHORT).expect("probe"));
     // Refused without the confirmation: a usage error, the rules stay.
     let out = fw.cmd(&t.gateway, &["unload"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--yes-unfiltered"));
     assert!(ruleset(&t.gateway).contains("anon_firewall"));
     assert!(!tcp_connect_as(&t.gateway, USER_UID, sa(INTERNET_IP, 443), SHORT).expect("probe"));
@@ -1505,7 +1505,7 @@ fn marker_flags_are_refused_outside_tests() {
             .output()
             .expect("run");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {err}");
         assert!(err.contains("ANON_FIREWALL_TEST_MARKERS=1"), "{err}");
         assert!(
             !ruleset(&ns).contains("anon_firewall"),
@@ -1520,7 +1520,7 @@ fn marker_flags_are_refused_outside_tests() {
         .args(["apply", "--role", "workstation"])
         .output()
         .expect("run");
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(64));
     // With the variable (the tests), the marker in the test's directory decides.
     let out = fw.cmd(&ns, &["apply", "--role", "workstation"]);
     assert_eq!(out.status.code(), Some(1));

@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anon_cli::Program;
 use anyhow::{bail, Context};
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
 use sdwdate::clock::{Clock, DryRunClock, SystemClock};
 use sdwdate::config::ControlSetting;
@@ -20,21 +21,38 @@ use sdwdate::transport::arti::{self, Arti};
 use sdwdate::transport::socks::Socks;
 use sdwdate::transport::Transport;
 
-const EXAMPLES: &str = "\
-Examples:
-  sdwdate                           run as the daemon (systemd starts it as user sdwdate)
+static PROGRAM: Program = Program {
+    name: "sdwdate",
+    section: "8",
+    examples:
+        "  sdwdate                           run as the daemon (systemd starts it as user sdwdate)
   sdwdate --once --dry-run          one round, print the offset, change nothing
   sdwdate --proxy 10.152.152.10:9108 --once --dry-run
   sdwdate --transport arti --once --dry-run   embedded Tor client, no tor daemon
-  sdwdate check-config
-
-Exit codes:
-  0  success (--once: the round succeeded)
-  1  the round failed (--once) or an error
-  2  usage error";
+  sdwdate check-config",
+    notes: "",
+    exit_codes: &[
+        (
+            0,
+            "success (--once: the round succeeded; the daemon: stopped by a signal)",
+        ),
+        (
+            1,
+            "the round failed (--once), or an error (a bad configuration: nothing ran)",
+        ),
+    ],
+    error_code: 1,
+    // arti's directory manager says where the directory came from and when it became usable;
+    // the rest of arti's info chatter stays out of the journal.
+    info_targets: &["sdwdate", "tor_control", "tor_dirmgr"],
+};
 
 #[derive(Debug, Parser)]
-#[command(name = "sdwdate", version, about = "Secure distributed web date: the clock from onion time sources over Tor", after_help = EXAMPLES)]
+#[command(
+    name = "sdwdate",
+    version,
+    about = "Secure distributed web date: the clock from onion time sources over Tor"
+)]
 struct Cli {
     /// Directory of *.conf files in upstream's format, read in lexical order.
     #[arg(long, global = true, default_value = "/etc/sdwdate.d")]
@@ -95,12 +113,6 @@ struct Cli {
 enum Cmd {
     /// Validate the configuration only.
     CheckConfig,
-    /// Print the man page (roff).
-    #[command(hide = true)]
-    Man,
-    /// Print a shell completion script (bash, zsh, fish, ...) to stdout.
-    #[command(hide = true)]
-    Completions { shell: clap_complete::Shell },
 }
 
 fn whonix_workstation() -> bool {
@@ -195,34 +207,11 @@ fn pick_transport(cli: &Cli, cfg: &Config) -> (TransportKind, &'static str) {
 }
 
 fn main() -> ExitCode {
-    init_logging();
-    let cli = Cli::parse();
-    match run(cli) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("sdwdate: {e:#}");
-            ExitCode::from(1)
-        }
-    }
+    anon_cli::main(&PROGRAM, run)
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
-        Some(Cmd::Man) => {
-            clap_mangen::Man::new(Cli::command())
-                .section("8")
-                .render(&mut std::io::stdout())?;
-            return Ok(ExitCode::SUCCESS);
-        }
-        Some(Cmd::Completions { shell }) => {
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "sdwdate",
-                &mut std::io::stdout(),
-            );
-            return Ok(ExitCode::SUCCESS);
-        }
         Some(Cmd::CheckConfig) => {
             let cfg = Config::load_dir(&cli.config_dir)?;
             #[cfg(feature = "arti")]
@@ -385,61 +374,4 @@ async fn drive<T: Transport>(
         _ = term.recv() => None,
         _ = tokio::signal::ctrl_c() => None,
     })
-}
-
-fn init_logging() {
-    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
-    let ok = journal
-        && systemd_journal_logger::JournalLog::new()
-            .map(|l| log::set_boxed_logger(Box::new(Journal(l))).is_ok())
-            .unwrap_or(false);
-    if !ok {
-        let _ = log::set_logger(&StderrLog);
-    }
-    log::set_max_level(log::LevelFilter::Info);
-}
-
-/// sdwdate's own lines, warnings and errors of the embedded Tor client, and the few info lines
-/// of arti's directory manager (where the directory came from, when it became usable); the
-/// rest of arti's info chatter stays out of the journal.
-fn wanted(m: &log::Metadata) -> bool {
-    m.target().starts_with("sdwdate")
-        || m.level() <= log::Level::Warn
-        || (m.target() == "tor_dirmgr" && m.level() <= log::Level::Info)
-}
-
-struct Journal(systemd_journal_logger::JournalLog);
-
-impl log::Log for Journal {
-    fn enabled(&self, m: &log::Metadata) -> bool {
-        wanted(m)
-    }
-    fn log(&self, r: &log::Record) {
-        if wanted(r.metadata()) {
-            self.0.log(r);
-        }
-    }
-    fn flush(&self) {
-        self.0.flush();
-    }
-}
-
-struct StderrLog;
-
-impl log::Log for StderrLog {
-    fn enabled(&self, m: &log::Metadata) -> bool {
-        wanted(m)
-    }
-    fn log(&self, r: &log::Record) {
-        if !self.enabled(r.metadata()) {
-            return;
-        }
-        let level = r.level().as_str().to_lowercase();
-        if r.target().starts_with("sdwdate") {
-            eprintln!("sdwdate: {level}: {}", r.args());
-        } else {
-            eprintln!("sdwdate: {level}: {}: {}", r.target(), r.args());
-        }
-    }
-    fn flush(&self) {}
 }

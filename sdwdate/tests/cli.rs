@@ -154,3 +154,21 @@ fn a_socks_only_build_refuses_arti() {
     assert!(err.contains("built without arti"), "{err}");
     std::fs::remove_dir_all(&d).expect("cleanup");
 }
+
+/// A typo is 64, never 1 ("the round failed"), and nothing runs.
+#[test]
+fn usage_errors_are_64_and_every_code_is_documented() {
+    anon_cli::testing::assert_exit_codes(
+        std::path::Path::new(env!("CARGO_BIN_EXE_sdwdate")),
+        &[
+            &["--bogus"],
+            &["--transport", "carrier-pigeon", "--once", "--dry-run"],
+            &["--control-port", "nowhere", "--once", "--dry-run"],
+            &["--proxy", "9050", "--once", "--dry-run"],
+            &["--soak-sleep-divisor", "10", "--once"],
+            &["--soak-sleep-divisor", "0", "--once", "--dry-run"],
+            &["check-config", "extra"],
+        ],
+        &[0, 1],
+    );
+}

@@ -4,20 +4,45 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use clap::{CommandFactory, Parser};
+use anon_cli::Program;
+use clap::Parser;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
 use timesync_check::state::{judge, read_run_dir, Sync, Verdict};
 use timesync_check::tor;
 
-const EXAMPLES: &str = "\
-Examples:
-  timesync-check                        synced? (exit 0 synced, 1 pending, 2 failed, 3 not running)
+static PROGRAM: Program = Program {
+    name: "timesync-check",
+    section: "1",
+    examples: "  timesync-check                        synced?
   timesync-check --wait --timeout 300   wait for sdwdate's first success, showing its progress
-  timesync-check --tor --json           also compare with Tor's consensus, as JSON";
+  timesync-check --tor --json           also compare with Tor's consensus, as JSON",
+    notes: "",
+    exit_codes: &[
+        (
+            0,
+            "synced: sdwdate set the clock (and, with --tor, it is inside Tor's consensus window)",
+        ),
+        (
+            1,
+            "pending: sdwdate has not succeeded yet (or --wait timed out)",
+        ),
+        (
+            2,
+            "failed: sdwdate's last round failed, or the clock is outside Tor's window (--tor)",
+        ),
+        (3, "not running: no status from sdwdate"),
+    ],
+    error_code: 2,
+    info_targets: &["timesync_check", "tor_control"],
+};
 
 #[derive(Debug, Parser)]
-#[command(name = "timesync-check", version, about = "Is the clock synced by sdwdate?", after_help = EXAMPLES)]
+#[command(
+    name = "timesync-check",
+    version,
+    about = "Is the clock synced by sdwdate?"
+)]
 struct Cli {
     /// sdwdate's status directory.
     #[arg(long, default_value = "/run/sdwdate")]
@@ -47,28 +72,13 @@ struct Cli {
     /// With --tor: a cached consensus, used when the control port does not answer.
     #[arg(long, default_value = "/var/lib/tor/cached-microdesc-consensus")]
     consensus_file: PathBuf,
-    #[arg(long, hide = true)]
-    man: bool,
-    /// Print a shell completion script (bash, zsh, fish, ...) to stdout.
-    #[arg(long, hide = true, value_name = "SHELL")]
-    completions: Option<clap_complete::Shell>,
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    if cli.man {
-        let _ = clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout());
-        return ExitCode::SUCCESS;
-    }
-    if let Some(shell) = cli.completions {
-        clap_complete::generate(
-            shell,
-            &mut Cli::command(),
-            "timesync-check",
-            &mut std::io::stdout(),
-        );
-        return ExitCode::SUCCESS;
-    }
+    anon_cli::main(&PROGRAM, run)
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let mut v = if cli.wait {
         wait(&cli)
     } else {
@@ -96,9 +106,9 @@ fn main() -> ExitCode {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
         match tor::check(now, window, min) {
-            Ok(l) => tor_line = Some(l),
+            Ok(l) => tor_line = Some(l.to_string()),
             Err(l) => {
-                tor_line = Some(l.clone());
+                tor_line = Some(l.to_string());
                 v = Verdict {
                     state: Sync::Failed,
                     line: format!("{}; {l}", v.line),
@@ -115,7 +125,7 @@ fn main() -> ExitCode {
             _ => println!("{}", v.line),
         }
     }
-    ExitCode::from(v.state.code())
+    Ok(ExitCode::from(v.state.code()))
 }
 
 /// Waits for `first_success` (or `success`), printing sdwdate's progress when it changes.

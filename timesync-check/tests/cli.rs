@@ -176,3 +176,18 @@ fn tor_bounds_from_a_cached_consensus() {
     }
     std::fs::remove_dir_all(&d).expect("cleanup");
 }
+
+/// A typo is 64, never 2 ("failed"): scripts that branch on the verdict can trust it.
+#[test]
+fn usage_errors_are_64_and_every_code_is_documented() {
+    anon_cli::testing::assert_exit_codes(
+        Path::new(env!("CARGO_BIN_EXE_timesync-check")),
+        &[
+            &["--bogus"],
+            &["--timeout", "soon"],
+            &["--control-port", "nowhere"],
+            &["extra"],
+        ],
+        &[0, 1, 2, 3],
+    );
+}
