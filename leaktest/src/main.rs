@@ -1,4 +1,5 @@
 //! `leaktest`: run the checks (workstation or gateway), or be the observer.
+#![forbid(unsafe_code)]
 
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::process::ExitCode;
@@ -6,6 +7,7 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
+use leaktest::marker::marker;
 use leaktest::observer::{self, Client};
 use leaktest::probes::{gateway_checks, host_checks, network_checks, Setup};
 use leaktest::verdict::{exit_code, human, to_json};
@@ -79,14 +81,6 @@ enum Cmd {
     /// Print a shell completion script (bash, zsh, fish, ...) to stdout.
     #[command(hide = true)]
     Completions { shell: clap_complete::Shell },
-}
-
-/// A random marker from the kernel, hex.
-fn marker() -> String {
-    let mut b = [0u8; 8];
-    // SAFETY: getrandom(2) writes at most b.len() bytes into b.
-    let _ = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// This host's non-loopback addresses.

@@ -8,11 +8,33 @@
 //! that carries the marker or comes from one of the addresses. The control connection's own
 //! packets are never reported.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use nix::sys::socket::{self as sock, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType};
+use thiserror::Error;
+
+/// What went wrong on either side of the observer.
+#[derive(Debug, Error)]
+pub enum ObserverError {
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    #[error("interface {iface}: {source}")]
+    Interface {
+        iface: String,
+        #[source]
+        source: nix::Error,
+    },
+    /// An answer that is not JSON.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// An answer to `report` without a packet list (the observer's `error`, say).
+    #[error("observer: {0}")]
+    NoPackets(serde_json::Value),
+}
 
 /// One captured packet.
 #[derive(Debug, Clone)]
@@ -99,43 +121,47 @@ pub fn parse(frame: &[u8]) -> Option<Packet> {
 }
 
 /// Opens a packet socket on `iface` (both directions).
-pub fn capture_socket(iface: &str) -> std::io::Result<OwnedFd> {
-    // SAFETY: socket(2); the result is checked and owned at once.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_PACKET,
-            libc::SOCK_RAW,
-            i32::from((libc::ETH_P_ALL as u16).to_be()),
-        )
+pub fn capture_socket(iface: &str) -> Result<OwnedFd, ObserverError> {
+    let fd = sock::socket(
+        AddressFamily::Packet,
+        SockType::Raw,
+        SockFlag::empty(),
+        SockProtocol::EthAll,
+    )
+    .map_err(io::Error::from)?;
+    let index =
+        nix::net::if_::if_nametoindex(iface).map_err(|source| ObserverError::Interface {
+            iface: iface.to_owned(),
+            source,
+        })?;
+    let sll = libc::sockaddr_ll {
+        sll_family: libc::AF_PACKET as u16,
+        sll_protocol: (libc::ETH_P_ALL as u16).to_be(),
+        sll_ifindex: index as i32,
+        sll_hatype: 0,
+        sll_pkttype: 0,
+        sll_halen: 0,
+        sll_addr: [0; 8],
     };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fd is fresh and nobody else owns it.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let index = nix::net::if_::if_nametoindex(iface)
-        .map_err(|e| std::io::Error::other(format!("interface {iface}: {e}")))?;
-    // SAFETY: sockaddr_ll is plain data.
-    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    sll.sll_family = libc::AF_PACKET as u16;
-    sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
-    sll.sll_ifindex = index as i32;
-    // SAFETY: sll is a valid sockaddr_ll of the size given.
-    if unsafe {
+    // SAFETY: `fd` is an open socket we own, and `sll` a complete sockaddr_ll that lives
+    // through the call, passed with its own size; bind(2) only reads it. (nix has no safe way
+    // to build a link-layer address to bind to.)
+    #[allow(unsafe_code)]
+    let r = unsafe {
         libc::bind(
             fd.as_raw_fd(),
             (&raw const sll).cast(),
             std::mem::size_of::<libc::sockaddr_ll>() as u32,
         )
-    } != 0
-    {
-        return Err(std::io::Error::last_os_error());
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error().into());
     }
     Ok(fd)
 }
 
 /// Runs the observer until killed.
-pub fn run(iface: &str, listen: SocketAddr) -> std::io::Result<()> {
+pub fn run(iface: &str, listen: SocketAddr) -> Result<(), ObserverError> {
     let cap = capture_socket(iface)?;
     let packets: Arc<Mutex<Vec<Packet>>> = Arc::new(Mutex::new(Vec::new()));
     let store = Arc::clone(&packets);
@@ -143,12 +169,11 @@ pub fn run(iface: &str, listen: SocketAddr) -> std::io::Result<()> {
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 65536];
         loop {
-            // SAFETY: buf is valid for its length.
-            let n = unsafe { libc::recv(cap.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n <= 0 {
-                continue;
-            }
-            if let Some(p) = parse(&buf[..n as usize]) {
+            let n = match sock::recv(cap.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+                Ok(n) if n > 0 => n,
+                _ => continue,
+            };
+            if let Some(p) = parse(&buf[..n]) {
                 if p.sport == control_port || p.dport == control_port {
                     continue;
                 }
@@ -236,7 +261,7 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn connect(addr: SocketAddr) -> std::io::Result<Client> {
+    pub fn connect(addr: SocketAddr) -> Result<Client, ObserverError> {
         let s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
         s.set_read_timeout(Some(Duration::from_secs(20)))?;
         let mut c = Client {
@@ -251,29 +276,29 @@ impl Client {
         Ok(c)
     }
 
-    fn ask(&mut self, req: &serde_json::Value) -> std::io::Result<serde_json::Value> {
+    fn ask(&mut self, req: &serde_json::Value) -> Result<serde_json::Value, ObserverError> {
         writeln!(self.w, "{req}")?;
         let mut line = String::new();
         self.r.read_line(&mut line)?;
-        serde_json::from_str(&line).map_err(std::io::Error::other)
+        Ok(serde_json::from_str(&line)?)
     }
 
-    pub fn reset(&mut self) -> std::io::Result<()> {
+    pub fn reset(&mut self) -> Result<(), ObserverError> {
         self.ask(&serde_json::json!({"cmd": "reset"})).map(drop)
     }
 
     /// Packets with `marker` or from `from`, captured since the last reset.
-    pub fn report(&mut self, marker: &str, from: &[IpAddr]) -> std::io::Result<Vec<String>> {
+    pub fn report(&mut self, marker: &str, from: &[IpAddr]) -> Result<Vec<String>, ObserverError> {
         let from: Vec<String> = from.iter().map(ToString::to_string).collect();
         let v = self.ask(&serde_json::json!({"cmd": "report", "marker": marker, "from": from}))?;
         // No list means no answer (an error), never "nothing seen".
-        let list = v["packets"]
-            .as_array()
-            .ok_or_else(|| std::io::Error::other(format!("observer: {v}")))?;
-        Ok(list
-            .iter()
-            .filter_map(|p| p.as_str().map(str::to_owned))
-            .collect())
+        match v["packets"].as_array() {
+            Some(list) => Ok(list
+                .iter()
+                .filter_map(|p| p.as_str().map(str::to_owned))
+                .collect()),
+            None => Err(ObserverError::NoPackets(v)),
+        }
     }
 }
 

@@ -1,11 +1,12 @@
 //! The probes: every way out that does not go through Tor, each with a verdict.
 
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
-use std::path::Path;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
+use thiserror::Error;
 
 use crate::observer::Client;
 use crate::verdict::{fact, network, Outcome, Seen};
@@ -21,6 +22,48 @@ pub struct Setup {
     /// This host's addresses as the observer would see them leak.
     pub me: Vec<IpAddr>,
     pub marker: String,
+}
+
+/// Why a probe run as another user proves nothing (the check is skipped, naming this).
+#[derive(Debug, Error)]
+pub enum ProbeError {
+    /// The probe could not be started as that user (the binary not executable by it, say).
+    #[error("cannot run the probe {} as uid {uid}: {source}", exe.display())]
+    Start {
+        exe: PathBuf,
+        uid: u32,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A crash, a usage error or a signal.
+    #[error("the probe as uid {uid} ended with {status}")]
+    Ended { uid: u32, status: ExitStatus },
+}
+
+/// Runs the probe (`exe probe-tcp TO`) as `uid`: `Ok(true)` connected, `Ok(false)` refused.
+pub fn run_probe(exe: &Path, to: SocketAddr, uid: u32) -> Result<bool, ProbeError> {
+    use std::os::unix::process::CommandExt;
+    let status = Command::new(exe)
+        .arg("probe-tcp")
+        .arg(to.to_string())
+        .uid(uid)
+        .gid(uid)
+        .status()
+        .map_err(|source| ProbeError::Start {
+            exe: exe.to_owned(),
+            uid,
+            source,
+        })?;
+    probe_result(uid, status)
+}
+
+/// What the probe's exit status says: `Ok(true)` connected, `Ok(false)` refused.
+pub fn probe_result(uid: u32, status: ExitStatus) -> Result<bool, ProbeError> {
+    match status.code() {
+        Some(0) => Ok(true),
+        Some(1) => Ok(false),
+        _ => Err(ProbeError::Ended { uid, status }),
+    }
 }
 
 const WAIT: Duration = Duration::from_millis(600);
@@ -278,22 +321,7 @@ pub fn gateway_checks(s: &Setup, obs: &mut Option<Client>, tor_uid: Option<u32>)
     let exe = std::env::current_exe().unwrap_or_else(|_| "leaktest".into());
     // The probe is this binary run as `uid`; a probe that cannot even start (the binary not
     // executable by that user, say) proves nothing, and must never read as "refused".
-    let attempt = |uid: u32| -> Result<bool, String> {
-        use std::os::unix::process::CommandExt;
-        Command::new(&exe)
-            .arg("probe-tcp")
-            .arg(to.to_string())
-            .uid(uid)
-            .gid(uid)
-            .status()
-            .map_err(|e| format!("cannot run the probe {} as uid {uid}: {e}", exe.display()))
-            .and_then(|st| match st.code() {
-                Some(0) => Ok(true),
-                Some(1) => Ok(false),
-                // A crash, a usage error or a signal: the probe proves nothing.
-                _ => Err(format!("the probe as uid {uid} ended with {st}")),
-            })
-    };
+    let attempt = |uid: u32| run_probe(&exe, to, uid);
     for (who, uid) in [("root", 0u32), ("an ordinary user (nobody)", 65534)] {
         let check = format!("gateway: {who} out");
         let mut broken = None;
@@ -301,6 +329,7 @@ pub fn gateway_checks(s: &Setup, obs: &mut Option<Client>, tor_uid: Option<u32>)
             Ok(true) => "connected".into(),
             Ok(false) => "refused".into(),
             Err(e) => {
+                let e = e.to_string();
                 broken = Some(e.clone());
                 e
             }
@@ -326,8 +355,50 @@ pub fn gateway_checks(s: &Setup, obs: &mut Option<Client>, tor_uid: Option<u32>)
                     "the Tor user cannot get out: is Tor blocked?".into()
                 },
             ),
-            Err(e) => fact("gateway: tor user out", None, e),
+            Err(e) => fact("gateway: tor user out", None, e.to_string()),
         });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    #[test]
+    fn only_exit_codes_0_and_1_are_verdicts() {
+        // wait(2) statuses: exit code in the second byte, a signal in the low bits.
+        let exited = |code: i32| ExitStatus::from_raw(code << 8);
+        assert!(matches!(probe_result(0, exited(0)), Ok(true)));
+        assert!(matches!(probe_result(0, exited(1)), Ok(false)));
+        for status in [exited(2), exited(101), ExitStatus::from_raw(9)] {
+            assert!(
+                matches!(
+                    probe_result(65534, status),
+                    Err(ProbeError::Ended { uid: 65534, .. })
+                ),
+                "{status}"
+            );
+        }
+        // The evidence users read names the uid and how the probe ended.
+        assert_eq!(
+            probe_result(65534, exited(2))
+                .expect_err("usage error")
+                .to_string(),
+            "the probe as uid 65534 ended with exit status: 2"
+        );
+    }
+
+    #[test]
+    fn a_probe_that_cannot_start_is_no_verdict() {
+        let to = SocketAddr::from(([192, 0, 2, 1], 443));
+        let e = run_probe(Path::new("/nonexistent/leaktest"), to, 0).expect_err("no binary");
+        assert!(matches!(&e, ProbeError::Start { uid: 0, .. }), "{e:?}");
+        assert!(
+            e.to_string()
+                .starts_with("cannot run the probe /nonexistent/leaktest as uid 0: "),
+            "{e}"
+        );
+    }
 }
