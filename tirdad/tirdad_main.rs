@@ -7,6 +7,9 @@
 //! CONFIG_RUST; the logic is in `isn.rs` (shared with the build for stock kernels), the hook
 //! itself (a kretprobe) in `tirdad_shim.c`, because the 6.12 `kernel` crate has no kprobe
 //! abstraction and its bindings do not include `struct kretprobe`.
+//!
+//! As in `samples/rust/rust_minimal.rs`, the module is a struct that owns its state: a
+//! [`Probes`] registration, made in `init` and undone when the module is dropped.
 
 use kernel::prelude::*;
 
@@ -26,24 +29,49 @@ extern "C" {
 #[path = "isn.rs"]
 mod isn;
 
-struct Tirdad;
+/// The registered kretprobes on the kernel's ISN generators (their `struct kretprobe`s live in
+/// the C shim). A value exists exactly while the probes are registered: [`Probes::register`]
+/// is the only way to make one, and dropping it unregisters them.
+struct Probes {
+    /// Keeps the struct from being built anywhere but in [`Probes::register`].
+    _registered: (),
+}
+
+impl Probes {
+    fn register() -> Result<Self> {
+        // SAFETY: the shim's probe structs are statics only this function and `drop` touch;
+        // a `Probes` is made nowhere else and the module holds one, so they are registered
+        // at most once at a time. On failure the shim has undone any partial registration.
+        kernel::error::to_result(unsafe { tirdad_shim_register() })?;
+        pr_info!("random TCP ISNs enabled\n");
+        Ok(Probes { _registered: () })
+    }
+}
+
+impl Drop for Probes {
+    fn drop(&mut self) {
+        // SAFETY: `self` exists only after a successful registration and is dropped once;
+        // unregister_kretprobe waits for running handlers, so none outlives the module.
+        unsafe { tirdad_shim_unregister() };
+        pr_info!(
+            "random TCP ISNs disabled after replacing {} ISNs\n",
+            isn::tirdad_replaced()
+        );
+    }
+}
+
+struct Tirdad {
+    _probes: Probes,
+}
 
 impl kernel::Module for Tirdad {
     fn init(_module: &'static ThisModule) -> Result<Self> {
         // Random ISNs from an unseeded RNG would be worse than the stock ones.
-        // SAFETY: may sleep; module init runs in process context.
+        // SAFETY: wait_for_random_bytes has no preconditions but a sleepable context, and
+        // module init runs in process context.
         kernel::error::to_result(unsafe { kernel::bindings::wait_for_random_bytes() })?;
-        // SAFETY: called once; undone in `drop`.
-        kernel::error::to_result(unsafe { tirdad_shim_register() })?;
-        pr_info!("random TCP ISNs enabled\n");
-        Ok(Tirdad)
-    }
-}
-
-impl Drop for Tirdad {
-    fn drop(&mut self) {
-        // SAFETY: registered in `init`; unregistering waits for running handlers.
-        unsafe { tirdad_shim_unregister() };
-        pr_info!("random TCP ISNs disabled after replacing {} ISNs\n", isn::tirdad_replaced());
+        Ok(Tirdad {
+            _probes: Probes::register()?,
+        })
     }
 }
