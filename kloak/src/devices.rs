@@ -56,14 +56,47 @@ pub fn event_nodes(dir: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(v)
 }
 
+/// A name in a key combination that is not a key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a key name (e.g. KEY_RIGHTSHIFT)")]
+pub struct UnknownKey(pub String);
+
 /// Parses an escape combination like `KEY_RIGHTSHIFT,KEY_ESC`.
-pub fn parse_combo(s: &str) -> Result<Vec<u16>, String> {
+pub fn parse_combo(s: &str) -> Result<Vec<u16>, UnknownKey> {
     s.split([',', '+'])
         .map(|k| {
             let k = k.trim();
             k.parse::<KeyCode>()
                 .map(|c| c.code())
-                .map_err(|_| format!("`{k}` is not a key name (e.g. KEY_RIGHTSHIFT)"))
+                .map_err(|_| UnknownKey(k.to_owned()))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn combos_are_key_names() {
+        assert_eq!(
+            parse_combo("KEY_RIGHTSHIFT,KEY_ESC"),
+            Ok(vec![
+                KeyCode::KEY_RIGHTSHIFT.code(),
+                KeyCode::KEY_ESC.code()
+            ])
+        );
+        assert_eq!(
+            parse_combo("KEY_LEFTCTRL + KEY_LEFTALT"),
+            Ok(vec![
+                KeyCode::KEY_LEFTCTRL.code(),
+                KeyCode::KEY_LEFTALT.code()
+            ])
+        );
+        assert_eq!(
+            parse_combo("KEY_RIGHTSHIFT,ESC"),
+            Err(UnknownKey("ESC".into()))
+        );
+        assert_eq!(parse_combo(""), Err(UnknownKey(String::new())));
+    }
 }

@@ -1,4 +1,5 @@
 //! `kloak`: parse options, run the daemon or the simulator.
+#![forbid(unsafe_code)]
 
 use std::io::Read;
 use std::path::PathBuf;

@@ -9,11 +9,29 @@ use thiserror::Error;
 
 use crate::schedule::{Event, HoldFloor, Queue, EV_SYN, SYN_REPORT};
 
+/// A line of the input that is not an event, and which line it is (1-based).
 #[derive(Debug, Error, PartialEq, Eq)]
-#[error("line {line}: {message}")]
+#[error("line {line}: {kind}")]
 pub struct ParseError {
     pub line: usize,
-    pub message: String,
+    pub kind: LineError,
+}
+
+/// What is wrong with a line (the offending field's text, as given).
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum LineError {
+    #[error("expected 4 fields (time_us type code value), found {0}")]
+    FieldCount(usize),
+    #[error("time_us `{0}` is not a number")]
+    Time(String),
+    #[error("time_us {time} is earlier than the line before ({last})")]
+    Backwards { time: u64, last: u64 },
+    #[error("type `{0}` is not a number")]
+    Type(String),
+    #[error("code `{0}` is not a number")]
+    Code(String),
+    #[error("value `{0}` is not a number")]
+    Value(String),
 }
 
 /// Parsed input: (time, event) per line.
@@ -25,35 +43,27 @@ pub fn parse(text: &str) -> Result<Vec<(u64, Event)>, ParseError> {
         if line.is_empty() {
             continue;
         }
-        let err = |message: String| ParseError {
-            line: i + 1,
-            message,
-        };
+        let err = |kind: LineError| ParseError { line: i + 1, kind };
         let f: Vec<&str> = line.split_whitespace().collect();
         if f.len() != 4 {
-            return Err(err(format!(
-                "expected 4 fields (time_us type code value), found {}",
-                f.len()
-            )));
+            return Err(err(LineError::FieldCount(f.len())));
         }
         let time: u64 = f[0]
             .parse()
-            .map_err(|_| err(format!("time_us `{}` is not a number", f[0])))?;
+            .map_err(|_| err(LineError::Time(f[0].to_owned())))?;
         if time < last {
-            return Err(err(format!(
-                "time_us {time} is earlier than the line before ({last})"
-            )));
+            return Err(err(LineError::Backwards { time, last }));
         }
         last = time;
         let kind: u16 = f[1]
             .parse()
-            .map_err(|_| err(format!("type `{}` is not a number", f[1])))?;
+            .map_err(|_| err(LineError::Type(f[1].to_owned())))?;
         let code: u16 = f[2]
             .parse()
-            .map_err(|_| err(format!("code `{}` is not a number", f[2])))?;
+            .map_err(|_| err(LineError::Code(f[2].to_owned())))?;
         let value: i32 = f[3]
             .parse()
-            .map_err(|_| err(format!("value `{}` is not a number", f[3])))?;
+            .map_err(|_| err(LineError::Value(f[3].to_owned())))?;
         out.push((time, Event { kind, code, value }));
     }
     Ok(out)
@@ -145,14 +155,28 @@ mod tests {
 
     #[test]
     fn bad_lines_are_named() {
-        assert_eq!(parse("1 1 30\n").expect_err("short").line, 1);
-        assert!(parse("5 1 30 1\n4 1 30 0\n")
-            .expect_err("backwards")
-            .message
-            .contains("earlier"));
-        assert!(parse("\n\nx 1 30 1")
-            .expect_err("nan")
-            .to_string()
-            .starts_with("line 3: time_us `x`"));
+        assert_eq!(
+            parse("1 1 30\n"),
+            Err(ParseError {
+                line: 1,
+                kind: LineError::FieldCount(3)
+            })
+        );
+        assert_eq!(
+            parse("5 1 30 1\n4 1 30 0\n").map_err(|e| e.kind),
+            Err(LineError::Backwards { time: 4, last: 5 })
+        );
+        for (text, kind) in [
+            ("x 1 30 1", LineError::Time("x".into())),
+            ("1 k 30 1", LineError::Type("k".into())),
+            ("1 1 -3 1", LineError::Code("-3".into())),
+            ("1 1 30 1.5", LineError::Value("1.5".into())),
+        ] {
+            assert_eq!(parse(text).map_err(|e| e.kind), Err(kind), "{text}");
+        }
+        // Users read the line number and the offending field first.
+        let e = parse("\n\nx 1 30 1").expect_err("nan");
+        assert_eq!(e.line, 3);
+        assert_eq!(e.to_string(), "line 3: time_us `x` is not a number");
     }
 }

@@ -294,34 +294,35 @@ impl Drop for Twin {
     }
 }
 
+/// Where `type`, `code` and `value` sit in a `struct input_event`: right after its time, with
+/// nothing after them (checked when compiling), so events are encoded without `unsafe`.
+const EVENT_TIME: usize = size_of::<libc::timeval>();
+const _: () = assert!(
+    std::mem::offset_of!(libc::input_event, type_) == EVENT_TIME
+        && std::mem::offset_of!(libc::input_event, code) == EVENT_TIME + 2
+        && std::mem::offset_of!(libc::input_event, value) == EVENT_TIME + 4
+        && size_of::<libc::input_event>() == EVENT_TIME + 8
+);
+
 /// One `struct input_event` as the kernel reads and writes it (the time is ignored on write).
 pub fn event_bytes(kind: u16, code: u16, value: i32) -> Vec<u8> {
-    let ev = libc::input_event {
-        time: libc::timeval {
-            tv_sec: 0,
-            tv_usec: 0,
-        },
-        type_: kind,
-        code,
-        value,
-    };
-    // SAFETY: input_event is plain old data; its bytes are read as they are laid out.
-    unsafe {
-        std::slice::from_raw_parts(
-            (&ev as *const libc::input_event).cast::<u8>(),
-            size_of::<libc::input_event>(),
-        )
-    }
-    .to_vec()
+    let mut b = vec![0u8; EVENT_TIME];
+    b.extend_from_slice(&kind.to_ne_bytes());
+    b.extend_from_slice(&code.to_ne_bytes());
+    b.extend_from_slice(&value.to_ne_bytes());
+    b
 }
 
 /// Decodes `struct input_event`s from bytes read from the kernel: (type, code, value).
 pub fn parse_events(buf: &[u8]) -> Vec<(u16, u16, i32)> {
     buf.chunks_exact(size_of::<libc::input_event>())
         .map(|c| {
-            // SAFETY: `c` holds exactly one input_event's bytes; read unaligned.
-            let ev: libc::input_event = unsafe { std::ptr::read_unaligned(c.as_ptr().cast()) };
-            (ev.type_, ev.code, ev.value)
+            let t = EVENT_TIME;
+            (
+                u16::from_ne_bytes([c[t], c[t + 1]]),
+                u16::from_ne_bytes([c[t + 2], c[t + 3]]),
+                i32::from_ne_bytes([c[t + 4], c[t + 5], c[t + 6], c[t + 7]]),
+            )
         })
         .collect()
 }
