@@ -33,8 +33,9 @@ const KEYS: [&str; 2] = ["consensus/valid-after", "consensus/valid-until"];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ProtoError {
-    #[error("refused: {0}")]
-    Refused(String),
+    /// Tor (or onion-grater) answered with an error code, and these lines.
+    #[error("refused: {code} {}", lines.join(" / "))]
+    Refused { code: u16, lines: Vec<String> },
     #[error("malformed reply line {0:?}")]
     Malformed(String),
     #[error("a reply of more than {MAX_REPLY_LINES} lines")]
@@ -176,11 +177,10 @@ impl Handshake {
     /// Feeds a complete reply to the last command.
     pub fn reply(&mut self, r: &Reply) -> Result<Action, ProtoError> {
         if r.code != 250 {
-            return Err(ProtoError::Refused(format!(
-                "{} {}",
-                r.code,
-                r.lines.join(" / ")
-            )));
+            return Err(ProtoError::Refused {
+                code: r.code,
+                lines: r.lines.clone(),
+            });
         }
         match std::mem::replace(&mut self.state, State::Done) {
             State::ProtocolInfo => self.protocol_info(r),
@@ -556,15 +556,18 @@ mod tests {
         type Expect = fn(&ProtoError) -> bool;
         let cases: [(String, Expect); 9] = [
             (null("515 Authentication failed\r\n"), |e| {
-                matches!(e, ProtoError::Refused(_))
+                *e == ProtoError::Refused {
+                    code: 515,
+                    lines: vec!["Authentication failed".into()],
+                }
             }),
             // onion-grater refuses what its profile does not allow.
             (null("250 OK\r\n510 Command filtered\r\n"), |e| {
-                matches!(e, ProtoError::Refused(_))
+                matches!(e, ProtoError::Refused { code: 510, .. })
             }),
             (
                 null("250 OK\r\n551 Could not open cached consensus\r\n"),
-                |e| matches!(e, ProtoError::Refused(_)),
+                |e| matches!(e, ProtoError::Refused { code: 551, .. }),
             ),
             (
                 null("250 OK\r\n250-consensus/valid-after=yesterday\r\n250 OK\r\n"),
@@ -585,6 +588,15 @@ mod tests {
             let (_, r) = run_transcript(debian(), NONCE, &t, &none);
             assert!(r.as_ref().is_err_and(ok), "{t:?}: {r:?}");
         }
+        // A refusal reads as tor wrote it (sdwdate's status and timesync-check show it).
+        assert_eq!(
+            ProtoError::Refused {
+                code: 552,
+                lines: vec!["Unrecognized key".into(), "more".into()]
+            }
+            .to_string(),
+            "refused: 552 Unrecognized key / more"
+        );
         // A malformed challenge and a cookie of the wrong size.
         let t = "250-AUTH METHODS=SAFECOOKIE\r\n250 OK\r\n250 AUTHCHALLENGE SERVERHASH=zz SERVERNONCE=00\r\n";
         assert!(matches!(
