@@ -1,4 +1,5 @@
 //! `timesync-check`: one line and an exit code (see the man page).
+#![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
