@@ -120,10 +120,10 @@ fn filter_chains(t: &mut Tx) {
     }
 }
 
+/// The gateway: Tor's host and the workstation's only way out. It accepts from the workstation
+/// only Tor's ports, proxies the rest of its traffic into Tor, never routes, and lets only Tor
+/// out.
 fn gateway(t: &mut Tx, cfg: &Config, facts: &Facts, mode: Mode) {
-    let int_if = cfg.internal_interface.as_str();
-    let ext_if = cfg.external_interface.as_str();
-    let gw = cfg.gateway_ip.to_string();
     filter_chains(t);
     t.base_chain(
         "prerouting",
@@ -132,103 +132,116 @@ fn gateway(t: &mut Tx, cfg: &Config, facts: &Facts, mode: Mode) {
         -100,
         NfChainPolicy::Accept,
     );
+    gateway_input(t, cfg, mode);
+    gateway_forward(t);
+    gateway_prerouting(t, cfg, mode);
+    gateway_output(t, cfg, facts, mode);
+}
 
-    // input. The sanity drops come first, before loopback, as upstream's.
+/// The start of both roles' input chains, shared because none of it depends on the role. The
+/// sanity drops come first, before loopback, as upstream's: garbage is dropped before anything
+/// could accept it. Then loopback, replies, and the ICMP that keeps TCP working.
+fn input_common(t: &mut Tx, ext_if: &str, allow_echo: bool) {
     sanity_drops(t, "input");
     t.rule(
         "input",
         vec![m_eq(meta(MetaKey::Iifname), s("lo")), accept()],
     );
     t.rule("input", vec![m_in(ct("state"), s("established")), accept()]);
-    icmp_rules(t, "input", ext_if, cfg.allow_incoming_icmp);
-    // The ports the workstation may reach on the gateway itself.
-    let internal_tcp = internal_tcp_ports(cfg, mode);
-    t.rule(
-        "input",
-        vec![
-            m_eq(meta(MetaKey::Iifname), s(int_if)),
-            m_eq(payload("tcp", "dport"), ports(&internal_tcp)),
-            accept(),
-        ],
-    );
+    icmp_rules(t, "input", ext_if, allow_echo);
+}
+
+/// Gateway input. The workstation may reach only the ports Tor serves it on the gateway
+/// (before sdwdate's first success, only sdwdate's SocksPort and no DNS, so that nothing but
+/// time fetching happens with a wrong clock). The uplink gets only what the config opens on
+/// it, each option on the external interface alone: never from the workstation or the VPN.
+fn gateway_input(t: &mut Tx, cfg: &Config, mode: Mode) {
+    let int_if = cfg.internal_interface.as_str();
+    let ext_if = cfg.external_interface.as_str();
+    input_common(t, ext_if, cfg.allow_incoming_icmp);
+    accept_input(t, int_if, "tcp", ports(&internal_tcp_ports(cfg, mode)));
     if mode == Mode::Full {
-        t.rule(
-            "input",
-            vec![
-                m_eq(meta(MetaKey::Iifname), s(int_if)),
-                m_eq(payload("udp", "dport"), E::Number(cfg.dns_port.into())),
-                accept(),
-            ],
-        );
+        accept_input(t, int_if, "udp", E::Number(cfg.dns_port.into()));
     }
     if !cfg.external_open_ports.is_empty() {
-        t.rule(
-            "input",
-            vec![
-                m_eq(meta(MetaKey::Iifname), s(ext_if)),
-                m_eq(payload("tcp", "dport"), ports(&cfg.external_open_ports)),
-                accept(),
-            ],
-        );
+        accept_input(t, ext_if, "tcp", ports(&cfg.external_open_ports));
     }
     if !cfg.external_udp_open_ports.is_empty() {
-        t.rule(
-            "input",
-            vec![
-                m_eq(meta(MetaKey::Iifname), s(ext_if)),
-                m_eq(payload("udp", "dport"), ports(&cfg.external_udp_open_ports)),
-                accept(),
-            ],
-        );
+        accept_input(t, ext_if, "udp", ports(&cfg.external_udp_open_ports));
     }
     if cfg.allow_incoming_ssh {
         // The external interface only, as upstream: never from the workstation or the VPN.
-        t.rule(
-            "input",
-            vec![
-                m_eq(meta(MetaKey::Iifname), s(ext_if)),
-                m_eq(payload("tcp", "dport"), E::Number(22)),
-                accept(),
-            ],
-        );
+        accept_input(t, ext_if, "tcp", E::Number(22));
     }
+}
 
-    // forward: the gateway never routes; say so to the sender instead of timing out.
+/// An input rule accepting `proto` packets to `dport` that arrive on `iif`: every port the
+/// gateway opens is opened on one interface only.
+fn accept_input(t: &mut Tx, iif: &str, proto: &str, dport: E<'static>) {
+    t.rule(
+        "input",
+        vec![
+            m_eq(meta(MetaKey::Iifname), s(iif)),
+            m_eq(payload(proto, "dport"), dport),
+            accept(),
+        ],
+    );
+}
+
+/// Gateway forward: the gateway never routes (the workstation's traffic leaves only through
+/// Tor); reject, to say so to the sender instead of letting it time out.
+fn gateway_forward(t: &mut Tx) {
     t.rule("forward", reject_rules());
+}
 
-    // prerouting (nat): transparent proxying of the workstation.
-    if mode == Mode::Full {
-        t.rule(
-            "prerouting",
-            vec![
-                m_eq(meta(MetaKey::Iifname), s(int_if)),
-                m_eq(payload("udp", "dport"), E::Number(53)),
-                redirect(cfg.dns_port),
-            ],
-        );
-        // Connections to the gateway's own ports stay where they are ...
-        t.rule(
-            "prerouting",
-            vec![
-                m_eq(meta(MetaKey::Iifname), s(int_if)),
-                m_eq(payload("ip", "daddr"), s(&gw)),
-                m_eq(payload("tcp", "dport"), ports(&internal_tcp)),
-                accept(),
-            ],
-        );
-        // ... every other new IPv4 TCP connection goes into Tor's TransPort.
-        t.rule(
-            "prerouting",
-            vec![
-                m_eq(meta(MetaKey::Iifname), s(int_if)),
-                m_eq(meta(MetaKey::Nfproto), s("ipv4")),
-                m_eq(meta(MetaKey::L4proto), s("tcp")),
-                redirect(cfg.trans_port),
-            ],
-        );
+/// Gateway prerouting (nat): transparent proxying of the workstation, so that its programs
+/// reach Tor without being configured for it. Full mode only: before sdwdate's first success
+/// nothing is proxied, and the chain stays, empty.
+fn gateway_prerouting(t: &mut Tx, cfg: &Config, mode: Mode) {
+    if mode != Mode::Full {
+        return;
     }
+    let int_if = cfg.internal_interface.as_str();
+    let gw = cfg.gateway_ip.to_string();
+    t.rule(
+        "prerouting",
+        vec![
+            m_eq(meta(MetaKey::Iifname), s(int_if)),
+            m_eq(payload("udp", "dport"), E::Number(53)),
+            redirect(cfg.dns_port),
+        ],
+    );
+    // Connections to the gateway's own ports stay where they are ...
+    t.rule(
+        "prerouting",
+        vec![
+            m_eq(meta(MetaKey::Iifname), s(int_if)),
+            m_eq(payload("ip", "daddr"), s(&gw)),
+            m_eq(
+                payload("tcp", "dport"),
+                ports(&internal_tcp_ports(cfg, mode)),
+            ),
+            accept(),
+        ],
+    );
+    // ... every other new IPv4 TCP connection goes into Tor's TransPort.
+    t.rule(
+        "prerouting",
+        vec![
+            m_eq(meta(MetaKey::Iifname), s(int_if)),
+            m_eq(meta(MetaKey::Nfproto), s("ipv4")),
+            m_eq(meta(MetaKey::L4proto), s("tcp")),
+            redirect(cfg.trans_port),
+        ],
+    );
+}
 
-    // output: only Tor (and no_nat_users) leave the box.
+/// The start of both roles' output chains, shared because none of it depends on the role:
+/// garbage never leaves (dropped first, so no later accept can pass it), replies to what input
+/// accepted go out, Tor's loopback ports are closed in timesync-fail-closed mode before the
+/// loopback accept could open them, and loopback and IPv6 neighbour discovery work, as any
+/// host needs. Each role then adds who may leave, and ends with the reject.
+fn output_common(t: &mut Tx, cfg: &Config, mode: Mode) {
     sanity_drops(t, "output");
     t.rule(
         "output",
@@ -250,40 +263,58 @@ fn gateway(t: &mut Tx, cfg: &Config, facts: &Facts, mode: Mode) {
             accept(),
         ],
     );
+}
+
+/// Gateway output: only Tor (and the `no_nat_users`) leave the box, so that nothing on the
+/// gateway can reach the internet around Tor; the local networks only in full mode, as
+/// upstream.
+fn gateway_output(t: &mut Tx, cfg: &Config, facts: &Facts, mode: Mode) {
+    output_common(t, cfg, mode);
     if mode == Mode::Full {
-        // As upstream, the workstation network and the LAN only in full mode. The workstation
-        // network only through the internal interface: an address of it that is routed out of
-        // the uplink (Whonix-KVM's external 10.0.2.0/24 with dnsmasq's DNS on 10.0.2.2, if the
-        // internal network were written 10.0.0.0/8) is not the workstation.
-        let n = cfg.internal_network;
+        gateway_output_local_networks(t, cfg);
+    }
+    gateway_output_users(t, cfg, facts);
+    t.rule("output", reject_rules());
+}
+
+/// The workstation network and the LAN, as any user. The workstation network only through the
+/// internal interface: an address of it that is routed out of the uplink (Whonix-KVM's
+/// external 10.0.2.0/24 with dnsmasq's DNS on 10.0.2.2, if the internal network were written
+/// 10.0.0.0/8) is not the workstation.
+fn gateway_output_local_networks(t: &mut Tx, cfg: &Config) {
+    let n = cfg.internal_network;
+    t.rule(
+        "output",
+        vec![
+            m_eq(meta(MetaKey::Oifname), s(cfg.internal_interface.as_str())),
+            m_eq(
+                payload("ip", "daddr"),
+                prefix(&n.addr.to_string(), n.prefix),
+            ),
+            accept(),
+        ],
+    );
+    if !cfg.local_networks.is_empty() {
+        let nets = cfg.local_networks.iter();
         t.rule(
             "output",
             vec![
-                m_eq(meta(MetaKey::Oifname), s(int_if)),
                 m_eq(
                     payload("ip", "daddr"),
-                    prefix(&n.addr.to_string(), n.prefix),
+                    set(nets
+                        .map(|n| prefix(&n.addr.to_string(), n.prefix))
+                        .collect()),
                 ),
                 accept(),
             ],
         );
-        if !cfg.local_networks.is_empty() {
-            t.rule(
-                "output",
-                vec![
-                    m_eq(
-                        payload("ip", "daddr"),
-                        set(cfg
-                            .local_networks
-                            .iter()
-                            .map(|n| prefix(&n.addr.to_string(), n.prefix))
-                            .collect()),
-                    ),
-                    accept(),
-                ],
-            );
-        }
     }
+}
+
+/// Tor's user and the `no_nat_users`, the only ones that reach the internet. With the VPN
+/// firewall only through the VPN's interface, so that Tor cannot connect around a VPN that is
+/// down; the VPN client itself then needs its own way to its servers.
+fn gateway_output_users(t: &mut Tx, cfg: &Config, facts: &Facts) {
     let mut out_uids = vec![facts.tor_uid];
     out_uids.extend(
         facts
@@ -293,57 +324,64 @@ fn gateway(t: &mut Tx, cfg: &Config, facts: &Facts, mode: Mode) {
             .filter(|u| *u != facts.tor_uid),
     );
     let uid_match = m_eq(meta(MetaKey::Skuid), uids(&out_uids));
-    if cfg.vpn_firewall {
-        if let (false, Some(vpn_uid)) = (cfg.vpn_servers.is_empty(), facts.vpn_uid) {
-            // The VPN client's own connection to its servers, through the real uplink: its
-            // user, its ports, nothing else.
-            let (v4, v6): (Vec<&std::net::IpAddr>, Vec<_>) =
-                cfg.vpn_servers.iter().partition(|a| a.is_ipv4());
-            for (proto, addrs) in [("ip", v4), ("ip6", v6)] {
-                if !addrs.is_empty() {
-                    t.rule(
-                        "output",
-                        vec![
-                            m_eq(meta(MetaKey::Oifname), s(ext_if)),
-                            m_eq(
-                                payload(proto, "daddr"),
-                                set(addrs.iter().map(|a| s(&a.to_string())).collect()),
-                            ),
-                            m_eq(meta(MetaKey::Skuid), E::Number(vpn_uid)),
-                            m_eq(meta(MetaKey::L4proto), list(&["tcp", "udp"])),
-                            m_eq(payload("th", "dport"), ports(&cfg.vpn_server_ports)),
-                            accept(),
-                        ],
-                    );
-                }
-            }
+    if !cfg.vpn_firewall {
+        t.rule("output", vec![uid_match, accept()]);
+        return;
+    }
+    if let (false, Some(vpn_uid)) = (cfg.vpn_servers.is_empty(), facts.vpn_uid) {
+        vpn_client_output(t, cfg, vpn_uid);
+    }
+    t.rule(
+        "output",
+        vec![
+            m_eq(meta(MetaKey::Oifname), s(cfg.vpn_interface.as_str())),
+            uid_match,
+            accept(),
+        ],
+    );
+}
+
+/// The VPN client's own connection to its servers, through the real uplink: its user, its
+/// ports, nothing else, as it is the only traffic besides Tor's that leaves unwrapped. One
+/// rule per address family (`ip` and `ip6` match different headers).
+fn vpn_client_output(t: &mut Tx, cfg: &Config, vpn_uid: u32) {
+    let (v4, v6): (Vec<&std::net::IpAddr>, Vec<_>) =
+        cfg.vpn_servers.iter().partition(|a| a.is_ipv4());
+    for (proto, addrs) in [("ip", v4), ("ip6", v6)] {
+        if addrs.is_empty() {
+            continue;
         }
         t.rule(
             "output",
             vec![
-                m_eq(meta(MetaKey::Oifname), s(cfg.vpn_interface.as_str())),
-                uid_match,
+                m_eq(meta(MetaKey::Oifname), s(cfg.external_interface.as_str())),
+                m_eq(
+                    payload(proto, "daddr"),
+                    set(addrs.iter().map(|a| s(&a.to_string())).collect()),
+                ),
+                m_eq(meta(MetaKey::Skuid), E::Number(vpn_uid)),
+                m_eq(meta(MetaKey::L4proto), list(&["tcp", "udp"])),
+                m_eq(payload("th", "dport"), ports(&cfg.vpn_server_ports)),
                 accept(),
             ],
         );
-    } else {
-        t.rule("output", vec![uid_match, accept()]);
     }
-    t.rule("output", reject_rules());
 }
 
+/// The workstation: everything it sends goes to the gateway, which puts it into Tor. It has
+/// no forward rules: it never routes, and the chain's drop policy says so.
 fn workstation(t: &mut Tx, cfg: &Config, facts: &Facts, mode: Mode) {
-    let gw = cfg.gateway_ip.to_string();
-    let ext_if = cfg.external_interface.as_str();
     filter_chains(t);
+    workstation_input(t, cfg, mode);
+    workstation_output(t, cfg, facts, mode);
+}
 
-    sanity_drops(t, "input");
-    t.rule(
-        "input",
-        vec![m_eq(meta(MetaKey::Iifname), s("lo")), accept()],
-    );
-    t.rule("input", vec![m_in(ct("state"), s("established")), accept()]);
-    icmp_rules(t, "input", ext_if, false);
+/// Workstation input: the shared start without echo (`allow_incoming_icmp` is the gateway's
+/// option, for pings from its uplink), then the configured open ports in full mode only, as
+/// everything beyond time fetching waits for sdwdate's first success. The rest is rejected so
+/// that a caller fails fast instead of timing out.
+fn workstation_input(t: &mut Tx, cfg: &Config, mode: Mode) {
+    input_common(t, cfg.external_interface.as_str(), false);
     if mode == Mode::Full && !cfg.workstation_open_ports.is_empty() {
         t.rule(
             "input",
@@ -354,74 +392,69 @@ fn workstation(t: &mut Tx, cfg: &Config, facts: &Facts, mode: Mode) {
         );
     }
     t.rule("input", reject_rules());
+}
 
-    sanity_drops(t, "output");
-    t.rule(
-        "output",
-        vec![
-            m_in(ct("state"), list(&["established", "related"])),
-            accept(),
-        ],
-    );
-    timesync_loopback_rejects(t, cfg, mode);
-    t.rule(
-        "output",
-        vec![m_eq(meta(MetaKey::Oifname), s("lo")), accept()],
-    );
-    t.rule(
-        "output",
-        vec![
-            m_eq(payload("icmpv6", "type"), nd_types()),
-            m_eq(payload("ip6", "hoplimit"), E::Number(255)),
-            accept(),
-        ],
-    );
+/// Workstation output: only what the gateway proxies into Tor (DNS and IPv4 TCP), and before
+/// sdwdate's first success only sdwdate's time fetching.
+fn workstation_output(t: &mut Tx, cfg: &Config, facts: &Facts, mode: Mode) {
+    output_common(t, cfg, mode);
     match mode {
-        Mode::Full => {
-            t.rule(
-                "output",
-                vec![
-                    m_eq(payload("ip", "daddr"), s(&gw)),
-                    m_eq(payload("udp", "dport"), E::Number(53)),
-                    accept(),
-                ],
-            );
-            // Only out of the uplink to the gateway (`external_interface`): another interface
-            // of the workstation (a second NIC, a USB tether) would not go through Tor.
-            let mut r = vec![m_eq(meta(MetaKey::Oifname), s(ext_if))];
-            if !cfg.workstation_transparent_tcp {
-                r.push(m_eq(payload("ip", "daddr"), s(&gw)));
-            }
-            r.extend([
-                m_eq(meta(MetaKey::Nfproto), s("ipv4")),
-                m_eq(meta(MetaKey::L4proto), s("tcp")),
-                accept(),
-            ]);
-            t.rule("output", r);
-        }
-        Mode::TimesyncFailClosed => {
-            // Only sdwdate's user reaches the gateway, and only its SocksPort and the control
-            // port filter (for Tor's consensus time). Without a resolved uid nobody does.
-            if let Some(uid) = facts.sdwdate_uid {
-                t.rule(
-                    "output",
-                    vec![
-                        m_eq(meta(MetaKey::Skuid), E::Number(uid)),
-                        m_eq(payload("ip", "daddr"), s(&gw)),
-                        m_eq(
-                            payload("tcp", "dport"),
-                            ports(&[
-                                PortRange::single(cfg.sdwdate_socks_port),
-                                PortRange::single(cfg.control_port_filter_port),
-                            ]),
-                        ),
-                        accept(),
-                    ],
-                );
-            }
-        }
+        Mode::Full => workstation_output_full(t, cfg),
+        Mode::TimesyncFailClosed => workstation_output_timesync(t, cfg, facts),
     }
     t.rule("output", reject_rules());
+}
+
+/// Full mode: DNS to the gateway, and TCP only out of the uplink to the gateway
+/// (`external_interface`): another interface of the workstation (a second NIC, a USB tether)
+/// would not go through Tor.
+fn workstation_output_full(t: &mut Tx, cfg: &Config) {
+    let gw = cfg.gateway_ip.to_string();
+    t.rule(
+        "output",
+        vec![
+            m_eq(payload("ip", "daddr"), s(&gw)),
+            m_eq(payload("udp", "dport"), E::Number(53)),
+            accept(),
+        ],
+    );
+    let mut r = vec![m_eq(
+        meta(MetaKey::Oifname),
+        s(cfg.external_interface.as_str()),
+    )];
+    if !cfg.workstation_transparent_tcp {
+        r.push(m_eq(payload("ip", "daddr"), s(&gw)));
+    }
+    r.extend([
+        m_eq(meta(MetaKey::Nfproto), s("ipv4")),
+        m_eq(meta(MetaKey::L4proto), s("tcp")),
+        accept(),
+    ]);
+    t.rule("output", r);
+}
+
+/// Timesync-fail-closed mode: only sdwdate's user reaches the gateway, and only its SocksPort
+/// and the control port filter (for Tor's consensus time), so that nothing but time fetching
+/// happens with a wrong clock. Without a resolved uid nobody does.
+fn workstation_output_timesync(t: &mut Tx, cfg: &Config, facts: &Facts) {
+    let Some(uid) = facts.sdwdate_uid else {
+        return;
+    };
+    t.rule(
+        "output",
+        vec![
+            m_eq(meta(MetaKey::Skuid), E::Number(uid)),
+            m_eq(payload("ip", "daddr"), s(&cfg.gateway_ip.to_string())),
+            m_eq(
+                payload("tcp", "dport"),
+                ports(&[
+                    PortRange::single(cfg.sdwdate_socks_port),
+                    PortRange::single(cfg.control_port_filter_port),
+                ]),
+            ),
+            accept(),
+        ],
+    );
 }
 
 /// In timesync-fail-closed mode, new loopback connections to every Tor port but sdwdate's
