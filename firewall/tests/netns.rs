@@ -11,6 +11,7 @@ use anon_netns::{
     require_root, tcp_connect_as, udp_received, Netns, TempDir, Topology, GATEWAY_EXT_IP,
     GATEWAY_IP, INTERNET_IP, INTERNET_IP6, WORKSTATION_IP,
 };
+use anon_wait::wait_until;
 
 const TOR_UID: u32 = 64001;
 const USER_UID: u32 = 64002;
@@ -1167,10 +1168,9 @@ fn watch_applies_first_and_locks_down_on_timeout() {
         .spawn()
         .expect("watch");
     // Before any wait is over, the timesync ruleset is loaded (nothing was before).
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while !ruleset(&ns).contains("9108") && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(Duration::from_secs(2), Duration::from_millis(50), || {
+        ruleset(&ns).contains("9108")
+    });
     assert!(
         ruleset(&ns).contains("tcp dport 9108 accept"),
         "{}",

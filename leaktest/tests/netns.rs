@@ -6,9 +6,10 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anon_netns::{require_root, Netns, TempDir, Topology, GATEWAY_IP, INTERNET_IP};
+use anon_wait::wait_until;
 
 const TOR_UID: u32 = 64001;
 
@@ -87,18 +88,15 @@ fn observer(t: &Topology) -> Observer {
         .stderr(Stdio::null())
         .spawn()
         .expect("observer");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while t
-        .workstation
-        .tcp_connect(
-            SocketAddr::from((GATEWAY_IP, 7777)),
-            Duration::from_millis(300),
-        )
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "observer did not come up");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let up = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        t.workstation
+            .tcp_connect(
+                SocketAddr::from((GATEWAY_IP, 7777)),
+                Duration::from_millis(300),
+            )
+            .is_ok()
+    });
+    assert!(up, "observer did not come up");
     Observer(child)
 }
 

@@ -10,6 +10,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use anon_wait::wait_until;
 use socket2::{Domain, Socket, Type};
 
 const LISTEN_PORT: u16 = 5555;
@@ -297,17 +298,17 @@ fn burst(threads: usize) -> std::io::Result<()> {
     let total = threads * 50;
     l.set_nonblocking(true)?;
     let acceptor = std::thread::spawn(move || {
-        let (mut n, deadline) = (0, Instant::now() + Duration::from_secs(120));
-        while n < total && Instant::now() < deadline {
-            match l.accept() {
-                Ok((a, _)) => {
-                    let s: Socket = a.into();
-                    let _ = s.set_linger(Some(Duration::ZERO));
-                    n += 1;
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(1)),
+        let mut n = 0;
+        // Every connection waiting, then a look again 1 ms later, until all came or 120 s.
+        wait_until(Duration::from_secs(120), Duration::from_millis(1), || {
+            while n < total {
+                let Ok((a, _)) = l.accept() else { break };
+                let s: Socket = a.into();
+                let _ = s.set_linger(Some(Duration::ZERO));
+                n += 1;
             }
-        }
+            n >= total
+        });
     });
     let start = std::sync::Arc::new(std::sync::Barrier::new(threads));
     let workers: Vec<_> = (0..threads)
