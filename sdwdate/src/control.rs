@@ -3,9 +3,12 @@
 //! `tor_control` crate's; this is its async edge.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use tor_control::{ControlAddr, ControlError};
+
+use crate::transport::WindowError;
 
 #[derive(Debug, Clone)]
 pub struct ControlPort {
@@ -20,15 +23,15 @@ impl ControlPort {
     /// `(valid-after, valid-until)` of the current consensus.
     /// Bounded twice over: the blocking conversation has its own deadline, and the wait for
     /// it another (a Unix-socket connect has no timeout of its own).
-    pub async fn consensus_window(&self) -> Result<(i64, i64), String> {
+    pub async fn consensus_window(&self) -> Result<(i64, i64), WindowError> {
         let me = self.clone();
         let query = tokio::task::spawn_blocking(move || {
             tor_control::consensus_window(&me.addr, me.cookie.as_deref(), me.timeout)
         });
         tokio::time::timeout(self.timeout * 2, query)
             .await
-            .map_err(|_| format!("control port {}: no answer in time", self.addr))?
-            .map_err(|e| format!("control port query: {e}"))?
-            .map_err(|e| e.to_string())
+            .map_err(|_| WindowError::ControlTimeout(self.addr.clone()))?
+            .map_err(|e| WindowError::ControlTask(Arc::new(e)))?
+            .map_err(|e| WindowError::Control(Arc::new(e)))
     }
 }

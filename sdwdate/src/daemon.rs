@@ -20,10 +20,10 @@ use crate::round::{check_floor, Outcome, Request, Round, RoundError, Verdict};
 use crate::schedule::{self, SuspendDetector, TICK};
 use crate::slew::{Slew, INTERVAL};
 use crate::status::{Icon, StatusDir};
-use crate::transport::Transport;
+use crate::transport::{Transport, WindowError};
 
 /// What one round gave.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum RoundResult {
     /// The clock was (or, in a dry run, would have been) corrected by `offset` seconds.
     Success {
@@ -50,7 +50,7 @@ async fn window<T: Transport>(
     transport: &T,
     control: Option<&ControlPort>,
     fresh: bool,
-) -> Result<Option<(i64, i64)>, String> {
+) -> Result<Option<(i64, i64)>, WindowError> {
     let own = if fresh {
         transport.consensus_window().await
     } else {
@@ -165,7 +165,7 @@ impl<T: Transport> Daemon<T> {
         notify(&format!("STATUS={message}"));
     }
 
-    async fn window(&self, fresh: bool) -> Result<Option<(i64, i64)>, String> {
+    async fn window(&self, fresh: bool) -> Result<Option<(i64, i64)>, WindowError> {
         window(&self.transport, self.control.as_ref(), fresh).await
     }
 
@@ -261,9 +261,7 @@ impl<T: Transport> Daemon<T> {
             }
             if inflight.is_empty() {
                 // Not reachable: a pool without an answer always has a fetch under way.
-                round.fail(RoundError::NoConsensus(
-                    "internal: nothing to wait for".into(),
-                ));
+                round.fail(RoundError::NothingToWaitFor);
                 continue;
             }
             tokio::select! {
@@ -330,7 +328,7 @@ impl<T: Transport> Daemon<T> {
                 true_now = self.clock.now() + offset;
                 match self.set_clock(offset) {
                     Ok(stepped) => RoundResult::Success { offset, stepped },
-                    Err(e) => RoundResult::Failed(RoundError::Clock(e.to_string())),
+                    Err(e) => RoundResult::Failed(RoundError::Clock(e)),
                 }
             }
         };
@@ -503,11 +501,11 @@ mod tests {
         dead: Vec<String>,
         isolation: Mutex<Vec<String>>,
         /// What the transport says about its own consensus (None: it has none, as SOCKS).
-        window: Option<Result<(i64, i64), String>>,
+        window: Option<Result<(i64, i64), WindowError>>,
         /// The first this many reads before a round fail (tor still bootstrapping).
         not_yet: std::sync::atomic::AtomicUsize,
         /// What a read when judging says, if not `window` (tor got a newer consensus).
-        judging: Option<Result<(i64, i64), String>>,
+        judging: Option<Result<(i64, i64), WindowError>>,
     }
 
     impl Transport for FakeTransport {
@@ -519,7 +517,7 @@ mod tests {
         ) -> Result<Answer, FetchError> {
             self.isolation
                 .lock()
-                .map_err(|e| FetchError::Io(e.to_string()))?
+                .expect("lock")
                 .push(isolation.to_owned());
             if self.dead.contains(&s.host) {
                 std::future::pending::<()>().await;
@@ -533,19 +531,24 @@ mod tests {
             })
         }
 
-        async fn consensus_window(&self) -> Option<Result<(i64, i64), String>> {
+        async fn consensus_window(&self) -> Option<Result<(i64, i64), WindowError>> {
             use std::sync::atomic::Ordering;
             let left = self.not_yet.load(Ordering::SeqCst);
             if left > 0 {
                 self.not_yet.store(left - 1, Ordering::SeqCst);
-                return Some(Err("not bootstrapped".into()));
+                return Some(Err(no_answer()));
             }
             self.window.clone()
         }
 
-        async fn consensus_window_now(&self) -> Option<Result<(i64, i64), String>> {
+        async fn consensus_window_now(&self) -> Option<Result<(i64, i64), WindowError>> {
             self.judging.clone().or_else(|| self.window.clone())
         }
+    }
+
+    /// A window that cannot be read: a control port that did not answer.
+    fn no_answer() -> WindowError {
+        WindowError::ControlTimeout("127.0.0.1:9051".parse().expect("addr"))
     }
 
     /// A clock that records what was done to it.
@@ -581,7 +584,7 @@ mod tests {
     fn daemon(
         tag: &str,
         offset: f64,
-        window: Option<Result<(i64, i64), String>>,
+        window: Option<Result<(i64, i64), WindowError>>,
     ) -> (PathBuf, Arc<FakeClock>, Daemon<FakeTransport>) {
         let dir = std::env::temp_dir().join(format!("{tag}-{}", std::process::id()));
         let status = StatusDir {
@@ -659,12 +662,7 @@ mod tests {
         for (tag, window, offset, ok) in [
             ("inside", Some(Ok((now - 60, now + 60))), 2.0, true),
             ("outside", Some(Ok((now - 60, now + 60))), 3600.0, false),
-            (
-                "missing",
-                Some(Err("arti: not bootstrapped".into())),
-                2.0,
-                false,
-            ),
+            ("missing", Some(Err(no_answer())), 2.0, false),
         ] {
             let (dir, clock, mut d) = daemon(&format!("sdw-window-{tag}"), offset, window);
             let r = d.round().await;
@@ -760,7 +758,7 @@ mod tests {
         assert!(matches!(r, RoundResult::Failed(_)), "{r:?}");
         assert!(clock2.steps.lock().expect("lock").is_empty());
         // ... and one that cannot be read at judging time fails the round.
-        d2.transport.judging = Some(Err("control port gone".into()));
+        d2.transport.judging = Some(Err(no_answer()));
         let r = d2.round().await;
         assert!(
             matches!(r, RoundResult::Failed(RoundError::NoConsensus(_))),

@@ -1,4 +1,5 @@
 //! `sdwdate`: wires the config, transport, clock and status files to the daemon loop.
+#![forbid(unsafe_code)]
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};

@@ -21,7 +21,9 @@ use tor_rtcompat::PreferredRuntime;
 use crate::clock::Clock;
 use crate::config::Source;
 use crate::round::Answer;
-use crate::transport::{exchange_maybe_tls, with_timeout, FetchError, Progress, Transport};
+use crate::transport::{
+    exchange_maybe_tls, with_timeout, FetchError, Progress, Transport, WindowError,
+};
 
 /// How far ahead of the local clock a consensus may be. arti's default (1 day) would keep a
 /// client whose clock is days slow from ever bootstrapping, which is exactly the clock sdwdate
@@ -34,17 +36,49 @@ pub const PRE_VALID_TOLERANCE: &str = "30 days";
 /// one on purpose). Bounded so a long-running daemon does not grow.
 const MAX_TOKENS: usize = 64;
 
-#[derive(Debug, Error)]
+/// What went wrong with arti: its settings, its state directory, the client. Clone (a fetch
+/// error may carry one), so the I/O errors are shared behind an `Arc`.
+#[derive(Debug, Clone, Error)]
 pub enum ArtiError {
-    #[error("{file}: {message}")]
-    Config { file: PathBuf, message: String },
-    #[error("{dir}: {source}")]
+    /// The settings file (ARTI_CONFIG) cannot be read.
+    #[error("{}: {error}", file.display())]
+    ReadSettings {
+        file: PathBuf,
+        error: Arc<std::io::Error>,
+    },
+    /// The settings are not TOML, or not arti's settings.
+    #[error("{}: {error}", file.display())]
+    Settings {
+        file: PathBuf,
+        error: toml::de::Error,
+    },
+    /// `[storage]` in the settings: sdwdate sets it.
+    #[error("{}: [storage] is set by sdwdate (<state dir>/arti); remove it", file.display())]
+    Storage { file: PathBuf },
+    #[error("{}: unknown arti setting(s): {}", file.display(), keys.join(", "))]
+    UnknownSettings { file: PathBuf, keys: Vec<String> },
+    /// arti refuses the settings as a whole.
+    #[error("{}: {error}", file.display())]
+    Build {
+        file: PathBuf,
+        error: arti_client::config::ConfigBuildError,
+    },
+    #[error("{}: {source}", dir.display())]
     State {
         dir: PathBuf,
-        source: std::io::Error,
+        source: Arc<std::io::Error>,
     },
     #[error("arti: {0}")]
-    Client(String),
+    Client(arti_client::Error),
+    #[error("arti: not bootstrapped within {secs} s (Tor network unreachable?)")]
+    BootstrapTimeout { secs: u64 },
+    #[error("arti: bootstrap: {0}")]
+    Bootstrap(arti_client::Error),
+    /// arti could not connect a stream to the onion service.
+    #[error("Tor (arti): {0}")]
+    Connect(arti_client::Error),
+    #[error("arti: no network directory: {0}")]
+    NoNetDir(tor_netdir::Error),
 }
 
 /// What a config error names: the settings file, or arti's defaults when there is none.
@@ -58,18 +92,20 @@ fn settings_name(extra: Option<&Path>) -> PathBuf {
 pub fn config(state: &Path, extra: Option<&Path>) -> Result<TorClientConfig, ArtiError> {
     let mut table = toml::Table::new();
     if let Some(file) = extra {
-        let err = |message: String| ArtiError::Config {
+        let text = std::fs::read_to_string(file).map_err(|e| ArtiError::ReadSettings {
             file: file.to_owned(),
-            message,
-        };
-        let text = std::fs::read_to_string(file).map_err(|e| err(e.to_string()))?;
+            error: Arc::new(e),
+        })?;
         table = text
             .parse::<toml::Table>()
-            .map_err(|e| err(e.to_string()))?;
+            .map_err(|error| ArtiError::Settings {
+                file: file.to_owned(),
+                error,
+            })?;
         if table.contains_key("storage") {
-            return Err(err(
-                "[storage] is set by sdwdate (<state dir>/arti); remove it".into(),
-            ));
+            return Err(ArtiError::Storage {
+                file: file.to_owned(),
+            });
         }
     }
     let tolerance = table
@@ -82,23 +118,23 @@ pub fn config(state: &Path, extra: Option<&Path>) -> Result<TorClientConfig, Art
     let mut unknown = Vec::new();
     let mut bld: TorClientConfigBuilder =
         serde_ignored::deserialize(toml::Value::Table(table), |p| unknown.push(p.to_string()))
-            .map_err(|e| ArtiError::Config {
+            .map_err(|error| ArtiError::Settings {
                 file: settings_name(extra),
-                message: e.to_string(),
+                error,
             })?;
     if let (Some(file), false) = (extra, unknown.is_empty()) {
-        return Err(ArtiError::Config {
+        return Err(ArtiError::UnknownSettings {
             file: file.to_owned(),
-            message: format!("unknown arti setting(s): {}", unknown.join(", ")),
+            keys: unknown,
         });
     }
     let dir = state.join("arti");
     bld.storage()
         .cache_dir(CfgPath::new_literal(dir.join("cache")))
         .state_dir(CfgPath::new_literal(dir.join("state")));
-    bld.build().map_err(|e| ArtiError::Config {
+    bld.build().map_err(|error| ArtiError::Build {
         file: settings_name(extra),
-        message: e.to_string(),
+        error,
     })
 }
 
@@ -108,7 +144,7 @@ pub fn prepare_state(state: &Path) -> Result<PathBuf, ArtiError> {
     let dir = state.join("arti");
     let err = |source| ArtiError::State {
         dir: dir.clone(),
-        source,
+        source: Arc::new(source),
     };
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -152,7 +188,7 @@ impl Arti {
         let client = TorClient::builder()
             .config(cfg)
             .create_unbootstrapped()
-            .map_err(|e| ArtiError::Client(e.to_string()))?;
+            .map_err(ArtiError::Client)?;
         Ok(Arti {
             client,
             timeout,
@@ -162,17 +198,14 @@ impl Arti {
     }
 
     /// Bootstraps (a no-op once done), within the fetch timeout.
-    pub async fn bootstrap(&self) -> Result<(), String> {
+    pub async fn bootstrap(&self) -> Result<(), ArtiError> {
         let started = std::time::Instant::now();
         tokio::time::timeout(self.timeout, self.client.bootstrap())
             .await
-            .map_err(|_| {
-                format!(
-                    "arti: not bootstrapped within {} s (Tor network unreachable?)",
-                    self.timeout.as_secs()
-                )
+            .map_err(|_| ArtiError::BootstrapTimeout {
+                secs: self.timeout.as_secs(),
             })?
-            .map_err(|e| format!("arti: bootstrap: {e}"))?;
+            .map_err(ArtiError::Bootstrap)?;
         let took = started.elapsed();
         if took > Duration::from_millis(50) {
             info!("arti: bootstrapped in {:.2} s", took.as_secs_f64());
@@ -216,7 +249,7 @@ impl Arti {
     ) -> Result<(Answer, String), FetchError> {
         let progress = Progress::default();
         with_timeout(self.timeout, &progress, async {
-            self.bootstrap().await.map_err(FetchError::Tor)?;
+            self.bootstrap().await?;
             // Reaching an onion is retried inside the fetch timeout, as tor does behind its
             // SocksPort: an attempt that fails (right after bootstrap arti can report "could
             // not construct a path" for a few seconds) is tried again after 1, 2, 4, 8 s; an
@@ -236,9 +269,9 @@ impl Arti {
                 match tokio::time::timeout(attempt, connect).await {
                     Ok(Ok(stream)) => break stream,
                     Ok(Err(e)) => {
-                        let e = format!("Tor (arti): {e}");
+                        let e = ArtiError::Connect(e);
                         if tokio::time::Instant::now() + pause >= deadline {
-                            return Err(FetchError::Tor(e));
+                            return Err(e.into());
                         }
                         info!("arti: {source}: {e}; trying again in {} s", pause.as_secs());
                         tokio::time::sleep(pause).await;
@@ -270,11 +303,11 @@ impl Arti {
 
     /// `(valid-after, valid-until)` of the consensus arti holds (unchecked against the local
     /// clock: that clock is what is being corrected).
-    pub fn netdir_lifetime(&self) -> Result<(i64, i64), String> {
-        let dirmgr = self.client.dirmgr().map_err(|e| format!("arti: {e}"))?;
+    pub fn netdir_lifetime(&self) -> Result<(i64, i64), ArtiError> {
+        let dirmgr = self.client.dirmgr().map_err(ArtiError::Client)?;
         let netdir = dirmgr
             .netdir(tor_netdir::Timeliness::Unchecked)
-            .map_err(|e| format!("arti: no network directory: {e}"))?;
+            .map_err(ArtiError::NoNetDir)?;
         let life = netdir.lifetime();
         Ok((
             unix(SystemTime::from(life.valid_after)),
@@ -289,10 +322,10 @@ impl Arti {
     /// it (on the public network: more than 2 of its 3 hours old), wait (bounded) for arti to
     /// announce a newer one. A clock so slow that an old consensus looks current is caught
     /// the other way: the sources then read as "fast" and the round fails, as with C tor.
-    pub async fn consensus_window_fresh(&self) -> Result<(i64, i64), String> {
+    pub async fn consensus_window_fresh(&self) -> Result<(i64, i64), ArtiError> {
         use futures::StreamExt;
         self.bootstrap().await?;
-        let dirmgr = self.client.dirmgr().map_err(|e| format!("arti: {e}"))?;
+        let dirmgr = self.client.dirmgr().map_err(ArtiError::Client)?;
         let mut events = dirmgr.events();
         let (after, until) = self.netdir_lifetime()?;
         let now = unix(SystemTime::now());
@@ -335,12 +368,12 @@ impl Transport for Arti {
             .map(|(a, _)| a)
     }
 
-    async fn consensus_window(&self) -> Option<Result<(i64, i64), String>> {
-        Some(self.consensus_window_fresh().await)
+    async fn consensus_window(&self) -> Option<Result<(i64, i64), WindowError>> {
+        Some(self.consensus_window_fresh().await.map_err(Into::into))
     }
 
-    async fn consensus_window_now(&self) -> Option<Result<(i64, i64), String>> {
-        Some(self.netdir_lifetime())
+    async fn consensus_window_now(&self) -> Option<Result<(i64, i64), WindowError>> {
+        Some(self.netdir_lifetime().map_err(Into::into))
     }
 }
 
@@ -374,33 +407,65 @@ mod tests {
 
     #[test]
     fn unknown_settings_and_storage_are_errors_naming_the_file() {
-        for (tag, text, needle) in [
+        type Check = fn(&ArtiError) -> bool;
+        let cases: [(&str, &str, Check); 4] = [
             (
                 "unknown",
                 "[path_rules]\nipv4_prefix = 33\n",
-                "path_rules.ipv4_prefix",
+                |e| matches!(e, ArtiError::UnknownSettings { keys, .. } if keys == &["path_rules.ipv4_prefix"]),
             ),
-            (
-                "storage",
-                "[storage]\nstate_dir = \"/tmp\"\n",
-                "[storage] is set by sdwdate",
-            ),
-            ("syntax", "[path_rules\n", "TOML parse error"),
+            ("storage", "[storage]\nstate_dir = \"/tmp\"\n", |e| {
+                matches!(e, ArtiError::Storage { .. })
+            }),
+            ("syntax", "[path_rules\n", |e| {
+                matches!(e, ArtiError::Settings { .. })
+            }),
             (
                 "invalid",
                 "[tor_network]\nauthorities = { v3idents = [\"00\"] }\n",
-                "",
+                |e| matches!(e, ArtiError::Settings { .. } | ArtiError::Build { .. }),
             ),
-        ] {
+        ];
+        for (tag, text, check) in cases {
             let f = file(tag, text);
             let r = config(Path::new("/var/lib/sdwdate"), Some(&f));
             std::fs::remove_file(&f).expect("rm");
-            let e = r.expect_err(tag).to_string();
+            let e = r.expect_err(tag);
+            assert!(check(&e), "{tag}: {e:?}");
+            // What users read starts with the file to fix.
             assert!(
-                e.starts_with(&f.display().to_string()) && e.contains(needle),
+                e.to_string().starts_with(&f.display().to_string()),
                 "{tag}: {e}"
             );
         }
+        // A settings file that cannot be read names itself too.
+        let missing = Path::new("/nonexistent/sdwdate-arti.toml");
+        let e = config(Path::new("/var/lib/sdwdate"), Some(missing)).expect_err("missing");
+        assert!(
+            matches!(&e, ArtiError::ReadSettings { file, .. } if file == missing),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string()
+                .starts_with("/nonexistent/sdwdate-arti.toml: "),
+            "{e}"
+        );
+        // The storage hint is the whole message.
+        assert_eq!(
+            ArtiError::Storage {
+                file: "/etc/a.toml".into()
+            }
+            .to_string(),
+            "/etc/a.toml: [storage] is set by sdwdate (<state dir>/arti); remove it"
+        );
+        assert_eq!(
+            ArtiError::UnknownSettings {
+                file: "/etc/a.toml".into(),
+                keys: vec!["a.b".into(), "c".into()]
+            }
+            .to_string(),
+            "/etc/a.toml: unknown arti setting(s): a.b, c"
+        );
     }
 
     #[test]

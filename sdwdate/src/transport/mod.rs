@@ -5,26 +5,39 @@ pub mod arti;
 pub mod socks;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::clock::Clock;
 use crate::config::{Config, Scheme, Source, TransportKind};
+use crate::control::{ControlAddr, ControlError};
 use crate::http;
 use crate::round::Answer;
 
-/// Why a fetch brought no answer.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+/// Why a fetch brought no answer. Clone (the round keeps the last one), so errors of other
+/// crates that are not are shared behind an `Arc`.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum FetchError {
-    /// Tor could not connect the stream (SOCKS error, arti error, bootstrap).
-    #[error("{0}")]
-    Tor(String),
+    /// Tor (behind SOCKS) could not connect the stream to the onion service.
+    #[error("Tor (SOCKS {proxy}): {error}")]
+    Socks {
+        proxy: SocketAddr,
+        error: Arc<tokio_socks::Error>,
+    },
+    /// arti could not bootstrap or connect the stream.
+    #[cfg(feature = "arti")]
+    #[error(transparent)]
+    Arti(#[from] arti::ArtiError),
     #[error("no answer within {secs} s (slow): {}", if *connected { "connected, but no HTTP reply" } else { "Tor did not connect to the onion" })]
     Timeout { secs: u64, connected: bool },
-    #[error("{0}")]
-    Io(String),
+    #[error("sending the request: {0}")]
+    Send(Arc<std::io::Error>),
+    #[error("reading the response: {0}")]
+    Receive(Arc<std::io::Error>),
     #[error("connection closed without an answer")]
     Closed,
     #[error("response ended inside its head")]
@@ -32,7 +45,28 @@ pub enum FetchError {
     #[error(transparent)]
     Http(#[from] http::HttpError),
     #[error("TLS: {0}")]
-    Tls(String),
+    TlsConfig(rustls::Error),
+    #[error("TLS: name: {0}")]
+    TlsName(Arc<rustls::pki_types::InvalidDnsNameError>),
+    #[error("TLS: handshake: {0}")]
+    TlsHandshake(Arc<std::io::Error>),
+}
+
+/// Why Tor's consensus window could not be read.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WindowError {
+    /// The control port's conversation did not end within twice its timeout.
+    #[error("control port {0}: no answer in time")]
+    ControlTimeout(ControlAddr),
+    /// The task that talks to the control port failed (a panic, or the runtime shutting down).
+    #[error("control port query: {0}")]
+    ControlTask(Arc<tokio::task::JoinError>),
+    #[error(transparent)]
+    Control(Arc<ControlError>),
+    /// arti's own directory.
+    #[cfg(feature = "arti")]
+    #[error(transparent)]
+    Arti(#[from] arti::ArtiError),
 }
 
 /// A way to reach onion services. `isolation` is unique per fetch: no two fetches may share
@@ -48,14 +82,16 @@ pub trait Transport: Send + Sync {
     /// `(valid-after, valid-until)` of the consensus, when the transport holds one itself
     /// (arti), before a round: may wait (bounded) for a fresher one. `None`: ask a control
     /// port instead (a tor daemon behind SOCKS).
-    fn consensus_window(&self) -> impl Future<Output = Option<Result<(i64, i64), String>>> + Send {
+    fn consensus_window(
+        &self,
+    ) -> impl Future<Output = Option<Result<(i64, i64), WindowError>>> + Send {
         async { None }
     }
 
     /// The same, read again when answers are judged: at once, no waiting.
     fn consensus_window_now(
         &self,
-    ) -> impl Future<Output = Option<Result<(i64, i64), String>>> + Send {
+    ) -> impl Future<Output = Option<Result<(i64, i64), WindowError>>> + Send {
         self.consensus_window()
     }
 }
@@ -98,7 +134,7 @@ pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     clock: &dyn Clock,
 ) -> Result<Answer, FetchError> {
     let started = Instant::now();
-    let sending = |e: std::io::Error| FetchError::Io(format!("sending the request: {e}"));
+    let sending = |e: std::io::Error| FetchError::Send(Arc::new(e));
     s.write_all(&http::request(&source.host, &source.path))
         .await
         .map_err(sending)?;
@@ -110,7 +146,7 @@ pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
         let n = s
             .read(&mut chunk)
             .await
-            .map_err(|e| FetchError::Io(format!("reading the response: {e}")))?;
+            .map_err(|e| FetchError::Receive(Arc::new(e)))?;
         if n == 0 {
             return Err(if buf.is_empty() {
                 FetchError::Closed
@@ -155,15 +191,15 @@ where
                 rustls::crypto::ring::default_provider(),
             ))
             .with_safe_default_protocol_versions()
-            .map_err(|e| FetchError::Tls(e.to_string()))?
+            .map_err(FetchError::TlsConfig)?
             .with_root_certificates(roots)
             .with_no_client_auth();
             let name = rustls::pki_types::ServerName::try_from(source.host.clone())
-                .map_err(|e| FetchError::Tls(format!("name: {e}")))?;
+                .map_err(|e| FetchError::TlsName(Arc::new(e)))?;
             let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
                 .connect(name, s)
                 .await
-                .map_err(|e| FetchError::Tls(format!("handshake: {e}")))?;
+                .map_err(|e| FetchError::TlsHandshake(Arc::new(e)))?;
             exchange(tls, source, clock).await
         }
     }
@@ -209,12 +245,15 @@ mod tests {
         let progress = Progress::default();
         let r: Result<(), FetchError> =
             with_timeout(limit, &progress, std::future::pending()).await;
-        assert_eq!(
-            r,
-            Err(FetchError::Timeout {
-                secs: 30,
-                connected: false
-            })
+        assert!(
+            matches!(
+                r,
+                Err(FetchError::Timeout {
+                    secs: 30,
+                    connected: false
+                })
+            ),
+            "{r:?}"
         );
         assert_eq!(
             r.expect_err("timeout").to_string(),
@@ -226,16 +265,52 @@ mod tests {
             std::future::pending().await
         })
         .await;
-        assert_eq!(
-            r,
-            Err(FetchError::Timeout {
-                secs: 30,
-                connected: true
-            })
+        assert!(
+            matches!(
+                r,
+                Err(FetchError::Timeout {
+                    secs: 30,
+                    connected: true
+                })
+            ),
+            "{r:?}"
         );
         // In time: the future's own result, whatever the progress.
         let r = with_timeout(limit, &Progress::default(), async { Ok(7) }).await;
-        assert_eq!(r, Ok(7));
+        assert!(matches!(r, Ok(7)), "{r:?}");
+    }
+
+    /// Round failures and rejections are logged and written to the status files with these
+    /// texts.
+    #[test]
+    fn fetch_and_window_errors_read_as_before() {
+        let io = || Arc::new(std::io::Error::other("broken pipe"));
+        for (e, text) in [
+            (FetchError::Send(io()), "sending the request: broken pipe"),
+            (
+                FetchError::Receive(io()),
+                "reading the response: broken pipe",
+            ),
+            (
+                FetchError::TlsHandshake(io()),
+                "TLS: handshake: broken pipe",
+            ),
+            (FetchError::Closed, "connection closed without an answer"),
+            (
+                FetchError::Socks {
+                    proxy: "127.0.0.1:9050".parse().expect("addr"),
+                    error: Arc::new(tokio_socks::Error::ProxyServerUnreachable),
+                },
+                "Tor (SOCKS 127.0.0.1:9050): Proxy server unreachable",
+            ),
+        ] {
+            assert_eq!(e.to_string(), text);
+        }
+        let addr: ControlAddr = "127.0.0.1:9051".parse().expect("addr");
+        assert_eq!(
+            WindowError::ControlTimeout(addr).to_string(),
+            "control port 127.0.0.1:9051: no answer in time"
+        );
     }
 
     #[test]

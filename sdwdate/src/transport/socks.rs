@@ -35,7 +35,10 @@ impl Transport for Socks {
                 "sdwdate",
             )
             .await
-            .map_err(|e| FetchError::Tor(format!("Tor (SOCKS {}): {e}", self.proxy)))?;
+            .map_err(|e| FetchError::Socks {
+                proxy: self.proxy,
+                error: std::sync::Arc::new(e),
+            })?;
             progress.connected();
             exchange_maybe_tls(stream, source, clock).await
         })
