@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use anon_wait::wait_until;
+
 /// Seconds per voting round. 15, not chutney's 10: see ../../../shared/notes/tor-testnet.md
 /// (the onion-service time period is 24 x this, and arti needs it to be whole minutes >= 5).
 pub const VOTING_INTERVAL: u64 = 15;
@@ -19,6 +21,8 @@ const _: () = assert!(24 * VOTING_INTERVAL % 60 == 0 && 24 * VOTING_INTERVAL / 6
 pub const INTERVALS_VALID: u64 = 20;
 /// How long one attempt to get every onion reachable may take before a restart.
 const ATTEMPT: Duration = Duration::from_secs(45);
+/// How often start-up looks again at what it waits for.
+const POLL: Duration = Duration::from_millis(500);
 
 /// How a time source answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,16 +194,41 @@ impl TorNet {
         behaviours: &[Behaviour],
         budget: Duration,
     ) -> io::Result<TorNet> {
-        static SEQ: AtomicUsize = AtomicUsize::new(0);
         let started = Instant::now();
+        let deadline = started + budget;
+        let (mut net, ports) = TorNet::create(addr, behaviours.len())?;
+        net.make_nodes(&ports[..12])?;
+        net.serve_sources(behaviours, &ports[14..])?;
+        net.start_relays()?;
+        // Gate (notes/tor-testnet.md, pitfall 2): the onion host and the client start only
+        // once the consensus lists every relay; an early, empty consensus confuses them.
+        net.wait_for_consensus(deadline)?;
+        net.start_onions(&ports[14..], deadline)?;
+        for s in &net.sources {
+            s.hits.store(0, Ordering::SeqCst);
+        }
+        eprintln!(
+            "tornet: up in {:.1} s ({} onions) at {}",
+            started.elapsed().as_secs_f64(),
+            net.sources.len(),
+            net.dir.display()
+        );
+        Ok(net)
+    }
+
+    /// A network with no node yet: its directory, with the empty defaults torrc every tor
+    /// reads, and its ports: an ORPort and a DirPort per node (authorities a1-a3, then relays
+    /// r1-r3), the client's SocksPort and ControlPort, then one per time source.
+    fn create(addr: Ipv4Addr, sources: usize) -> io::Result<(TorNet, Vec<u16>)> {
+        static SEQ: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "tornet-{}-{}",
             std::process::id(),
             SEQ.fetch_add(1, Ordering::SeqCst)
         ));
         fs::create_dir_all(&dir)?;
-        let ports = free_ports(addr, 14 + behaviours.len())?;
-        let mut net = TorNet {
+        let ports = free_ports(addr, 14 + sources)?;
+        let net = TorNet {
             dir: dir.clone(),
             socks: SocketAddr::from((addr, ports[12])),
             control: SocketAddr::from((addr, ports[13])),
@@ -212,10 +241,15 @@ impl TorNet {
             children: Vec::new(),
             stop: Arc::new(AtomicBool::new(false)),
         };
-        let empty = dir.join("empty-torrc");
-        fs::write(&empty, "")?;
+        fs::write(dir.join("empty-torrc"), "")?;
+        Ok((net, ports))
+    }
 
-        // Keys and fingerprints, in parallel (RSA key generation is the slow part).
+    /// Keys and fingerprints of the 3 authorities and the 3 relays, made in parallel (RSA key
+    /// generation is the slow part); `ports` holds an ORPort and a DirPort per node.
+    fn make_nodes(&mut self, ports: &[u16]) -> io::Result<()> {
+        let (dir, addr) = (&self.dir, self.addr);
+        let empty = dir.join("empty-torrc");
         let nodes: Vec<(String, u16, u16, bool)> = (0..6)
             .map(|i| {
                 (
@@ -249,175 +283,194 @@ impl TorNet {
         for n in made {
             let n = n?;
             if n.v3ident.is_some() {
-                net.authorities.push(n);
+                self.authorities.push(n);
             } else {
-                net.relays.push(n);
+                self.relays.push(n);
             }
         }
+        Ok(())
+    }
 
-        // The time sources' HTTP servers.
-        let mut http_ports = Vec::new();
-        for (i, b) in behaviours.iter().enumerate() {
-            let port = ports[14 + i];
+    /// The time sources' HTTP servers, one per behaviour, on `ports`.
+    fn serve_sources(&mut self, behaviours: &[Behaviour], ports: &[u16]) -> io::Result<()> {
+        for (b, &port) in behaviours.iter().zip(ports) {
             let src = TimeSource {
                 hostname: String::new(),
                 behaviour: Arc::new(Mutex::new(*b)),
                 hits: Arc::new(AtomicUsize::new(0)),
             };
-            serve(port, src.clone(), Arc::clone(&net.stop))?;
-            http_ports.push(port);
-            net.sources.push(src);
+            serve(port, src.clone(), Arc::clone(&self.stop))?;
+            self.sources.push(src);
         }
+        Ok(())
+    }
 
-        // torrcs and start-up.
-        let dir_authority: String = net
-            .authorities
+    /// The `DirAuthority` lines that make a tor use this network's authorities.
+    fn dir_authorities(&self) -> String {
+        self.authorities
             .iter()
             .map(|a| {
                 format!(
-                    "DirAuthority {} orport={} no-v2 v3ident={} {addr}:{} {}\n",
+                    "DirAuthority {} orport={} no-v2 v3ident={} {}:{} {}\n",
                     a.nick,
                     a.or_port,
                     a.v3ident.as_deref().unwrap_or_default(),
+                    self.addr,
                     a.dir_port,
                     a.rsa
                 )
             })
-            .collect();
-        let common = |nick: &str, d: &Path| {
-            format!(
-                "TestingTorNetwork 1\nDataDirectory {}\nRunAsDaemon 0\nNickname {nick}\nLog notice file {}/notice.log\n\
-                 SafeLogging 0\nShutdownWaitLength 0\nAssumeReachable 1\nPathsNeededToBuildCircuits 0.25\n\
-                 ContactInfo {nick}@test.invalid\n{dir_authority}",
-                d.display(),
-                d.display()
-            )
-        };
-        let all: Vec<Node> = net
+            .collect()
+    }
+
+    /// The torrc lines every tor of the network has, `d` being its data directory.
+    fn common_torrc(&self, nick: &str, d: &Path) -> String {
+        format!(
+            "TestingTorNetwork 1\nDataDirectory {}\nRunAsDaemon 0\nNickname {nick}\nLog notice file {}/notice.log\n\
+             SafeLogging 0\nShutdownWaitLength 0\nAssumeReachable 1\nPathsNeededToBuildCircuits 0.25\n\
+             ContactInfo {nick}@test.invalid\n{}",
+            d.display(),
+            d.display(),
+            self.dir_authorities()
+        )
+    }
+
+    /// The torrc of an authority (voting every `VOTING_INTERVAL` s, every relay an exit,
+    /// guard and HSDir) or of an exit relay.
+    fn relay_torrc(&self, n: &Node, d: &Path) -> String {
+        let addr = self.addr;
+        let mut t = self.common_torrc(&n.nick, d);
+        t += &format!(
+            "SocksPort 0\nAddress {addr}\nORPort {addr}:{}\nDirPort {addr}:{}\nV3AuthNIntervalsValid {INTERVALS_VALID}\n",
+            n.or_port, n.dir_port
+        );
+        if n.v3ident.is_some() {
+            t += &format!(
+                "AuthoritativeDirectory 1\nV3AuthoritativeDirectory 1\nExitRelay 0\nExitPolicy reject *:*\n\
+                 TestingV3AuthInitialVotingInterval 5\nTestingV3AuthInitialVoteDelay 2\nTestingV3AuthInitialDistDelay 2\n\
+                 V3AuthVotingInterval {VOTING_INTERVAL}\nV3AuthVoteDelay 2\nV3AuthDistDelay 2\n\
+                 TestingDirAuthVoteExit *\nTestingDirAuthVoteGuard *\nTestingDirAuthVoteHSDir *\nTestingMinExitFlagThreshold 0\n"
+            );
+        } else {
+            t += "ExitRelay 1\nExitPolicyRejectPrivate 0\nExitPolicy accept 127.0.0.0/8:*\nExitPolicy accept *:*\n";
+        }
+        t
+    }
+
+    /// The authorities and the relays.
+    fn start_relays(&mut self) -> io::Result<()> {
+        let all: Vec<Node> = self
             .authorities
             .iter()
-            .chain(net.relays.iter())
+            .chain(self.relays.iter())
             .cloned()
             .collect();
         for n in &all {
-            let d = dir.join(&n.nick);
-            let mut t = common(&n.nick, &d);
-            t += &format!(
-                "SocksPort 0\nAddress {addr}\nORPort {addr}:{}\nDirPort {addr}:{}\nV3AuthNIntervalsValid {INTERVALS_VALID}\n",
-                n.or_port, n.dir_port
-            );
-            if n.v3ident.is_some() {
-                t += &format!(
-                    "AuthoritativeDirectory 1\nV3AuthoritativeDirectory 1\nExitRelay 0\nExitPolicy reject *:*\n\
-                     TestingV3AuthInitialVotingInterval 5\nTestingV3AuthInitialVoteDelay 2\nTestingV3AuthInitialDistDelay 2\n\
-                     V3AuthVotingInterval {VOTING_INTERVAL}\nV3AuthVoteDelay 2\nV3AuthDistDelay 2\n\
-                     TestingDirAuthVoteExit *\nTestingDirAuthVoteGuard *\nTestingDirAuthVoteHSDir *\nTestingMinExitFlagThreshold 0\n"
-                );
-            } else {
-                t += "ExitRelay 1\nExitPolicyRejectPrivate 0\nExitPolicy accept 127.0.0.0/8:*\nExitPolicy accept *:*\n";
-            }
-            net.spawn_tor(&n.nick, &d, &t)?;
+            let d = self.dir.join(&n.nick);
+            let t = self.relay_torrc(n, &d);
+            self.spawn_tor(&n.nick, &d, &t)?;
         }
-        // Gate (notes/tor-testnet.md, pitfall 2): the onion host and the client start only
-        // once the consensus lists every relay; an early, empty consensus confuses them.
-        let deadline = started + budget;
-        let a1 = net.authorities[0].dir_port;
+        Ok(())
+    }
+
+    /// Until the first authority's consensus lists all 6 relays.
+    fn wait_for_consensus(&mut self, deadline: Instant) -> io::Result<()> {
+        let (addr, a1) = (self.addr, self.authorities[0].dir_port);
         let mut listed = 0;
-        wait_for(deadline, "a consensus listing all 6 relays", || {
+        let all_listed = wait_until(left(deadline), POLL, || {
             listed = consensus_relays(addr, a1);
-            (listed >= 6).then_some(())
-        })
-        .map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("{e} (a1 lists {listed}){}", net.diagnose()),
-            )
-        })?;
-        let hs = dir.join("hs");
-        let mut hs_torrc = common("hs", &hs) + "SocksPort 0\n";
+            listed >= 6
+        });
+        if all_listed {
+            return Ok(());
+        }
+        Err(timed_out(&format!(
+            "a consensus listing all 6 relays (a1 lists {listed}){}",
+            self.diagnose()
+        )))
+    }
+
+    /// The onion host (one onion per time source, in front of its HTTP server on
+    /// `http_ports`) and the client, restarted as needed until every onion is reachable.
+    fn start_onions(&mut self, http_ports: &[u16], deadline: Instant) -> io::Result<()> {
+        let hs = self.dir.join("hs");
+        let mut hs_torrc = self.common_torrc("hs", &hs) + "SocksPort 0\n";
         for (i, port) in http_ports.iter().enumerate() {
             hs_torrc += &format!(
                 "HiddenServiceDir {}/onion{i}\nHiddenServicePort 80 127.0.0.1:{port}\n",
                 hs.display()
             );
         }
-        let c = dir.join("client");
-        let client_torrc = common("client", &c)
+        let c = self.dir.join("client");
+        let client_torrc = self.common_torrc("client", &c)
             + &format!(
                 "SocksPort {}\nControlPort {}\nControlSocket {}\nCookieAuthentication 1\nCookieAuthFile {}\n",
-                net.socks,
-                net.control,
-                net.control_socket.display(),
-                net.cookie.display()
+                self.socks,
+                self.control,
+                self.control_socket.display(),
+                self.cookie.display()
             );
         // In a network this small an onion sometimes stays unreachable for minutes (the
         // client and the host disagree on the HSDirs while the first consensuses change).
         // Restarting both with fresh state (the onion keys are kept) settles it quickly.
         for attempt in 1.. {
-            net.spawn_tor("hs", &hs, &hs_torrc)?;
-            net.spawn_tor("client", &c, &client_torrc)?;
+            self.spawn_tor("hs", &hs, &hs_torrc)?;
+            self.spawn_tor("client", &c, &client_torrc)?;
             let attempt_deadline = (Instant::now() + ATTEMPT).min(deadline);
-            match net.wait_ready(&hs, &c, attempt_deadline) {
+            match self.wait_ready(&hs, &c, attempt_deadline) {
                 Ok(()) => break,
                 Err(e) if Instant::now() + Duration::from_secs(15) < deadline => {
                     eprintln!(
                         "tornet: attempt {attempt}: {e}; restarting the onion host and the client"
                     );
-                    net.kill("hs");
-                    net.kill("client");
+                    self.kill("hs");
+                    self.kill("client");
                     let _ = fs::remove_dir_all(&c);
                     clear_dir_except(&hs, |name| name.starts_with("onion"))?;
                 }
                 Err(e) => {
-                    return Err(io::Error::new(e.kind(), format!("{e}{}", net.diagnose())));
+                    return Err(io::Error::new(e.kind(), format!("{e}{}", self.diagnose())));
                 }
             }
         }
-        for s in &net.sources {
-            s.hits.store(0, Ordering::SeqCst);
-        }
-        eprintln!(
-            "tornet: up in {:.1} s ({} onions) at {}",
-            started.elapsed().as_secs_f64(),
-            net.sources.len(),
-            dir.display()
-        );
-        Ok(net)
+        Ok(())
     }
 
     /// Onion hostnames known, the client bootstrapped, every onion reachable through it.
     fn wait_ready(&mut self, hs: &Path, client: &Path, deadline: Instant) -> io::Result<()> {
         for (i, src) in self.sources.iter_mut().enumerate() {
             let path = hs.join(format!("onion{i}/hostname"));
-            src.hostname = wait_for(deadline, "onion hostname", || {
+            src.hostname = wait_until(left(deadline), POLL, || {
                 fs::read_to_string(&path).ok().map(|s| s.trim().to_owned())
-            })?;
+            })
+            .ok_or_else(|| timed_out("onion hostname"))?;
         }
         let log = client.join("notice.log");
-        wait_for(deadline, "the client's Bootstrapped 100%", || {
-            fs::read_to_string(&log)
-                .ok()
-                .filter(|l| l.contains("Bootstrapped 100%"))
-                .map(drop)
-        })?;
+        let bootstrapped = wait_until(left(deadline), POLL, || {
+            fs::read_to_string(&log).is_ok_and(|l| l.contains("Bootstrapped 100%"))
+        });
+        if !bootstrapped {
+            return Err(timed_out("the client's Bootstrapped 100%"));
+        }
         // A lookup that ran before the descriptor was uploaded makes tor skip those HSDirs for
         // a while, so a pass with failures ends with NEWNYM, which purges that state.
         let (socks, control, cookie) = (self.socks, self.control, self.cookie.clone());
         let mut pending: Vec<String> = self.sources.iter().map(|s| s.hostname.clone()).collect();
-        wait_for(deadline, "every onion reachable", || {
+        let reached = wait_until(left(deadline), POLL, || {
             pending.retain(|h| !socks_probe(socks, h, Duration::from_secs(10)));
             if pending.is_empty() {
-                return Some(());
+                return true;
             }
             control_command(control, Some(&cookie), "SIGNAL NEWNYM");
-            None
-        })
-        .map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("{e}: {} still unreachable", pending.len()),
-            )
-        })
+            false
+        });
+        if reached {
+            return Ok(());
+        }
+        Err(timed_out(&format!(
+            "every onion reachable: {} still unreachable",
+            pending.len()
+        )))
     }
 
     /// Why start-up failed, as far as the nodes tell: every tor that exited, and the last
@@ -492,26 +545,12 @@ impl TorNet {
     /// torrc lines that make another tor (e.g. a Whonix gateway's) a client of this network;
     /// add its own ports. `data_dir` must exist and be private to that tor's user.
     pub fn client_torrc(&self, nick: &str, data_dir: &Path) -> String {
-        let auths: String = self
-            .authorities
-            .iter()
-            .map(|a| {
-                format!(
-                    "DirAuthority {} orport={} no-v2 v3ident={} {}:{} {}\n",
-                    a.nick,
-                    a.or_port,
-                    a.v3ident.as_deref().unwrap_or_default(),
-                    self.addr,
-                    a.dir_port,
-                    a.rsa
-                )
-            })
-            .collect();
         format!(
             "TestingTorNetwork 1\nDataDirectory {}\nRunAsDaemon 0\nNickname {nick}\nLog notice file {}/notice.log\n\
-             SafeLogging 0\nShutdownWaitLength 0\nPathsNeededToBuildCircuits 0.25\n{auths}",
+             SafeLogging 0\nShutdownWaitLength 0\nPathsNeededToBuildCircuits 0.25\n{}",
             data_dir.display(),
-            data_dir.display()
+            data_dir.display(),
+            self.dir_authorities()
         )
     }
 
@@ -686,19 +725,16 @@ pub fn clear_dir_except(dir: &Path, keep: impl Fn(&str) -> bool) -> io::Result<(
     Ok(())
 }
 
-fn wait_for<T>(deadline: Instant, what: &str, mut f: impl FnMut() -> Option<T>) -> io::Result<T> {
-    loop {
-        if let Some(v) = f() {
-            return Ok(v);
-        }
-        if Instant::now() >= deadline {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("tornet: timed out waiting for {what}"),
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+/// What is left of the time until `deadline` (none once it passed).
+fn left(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now())
+}
+
+fn timed_out(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("tornet: timed out waiting for {what}"),
+    )
 }
 
 /// Relays in the authority's current microdescriptor consensus.
