@@ -16,15 +16,18 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anon_netns::{
-    tcp_connect_as, udp_received, Netns, TempDir, Topology, GATEWAY_EXT_IP, GATEWAY_IP,
-    INTERNET_IP, INTERNET_IP6, WORKSTATION_IP,
+    tcp_connect_as, udp_received, IcmpObserver, Listener, Netns, TempDir, Topology, GATEWAY_EXT_IP,
+    GATEWAY_IP, INTERNET_IP, INTERNET_IP6, WORKSTATION_IP,
 };
 use anon_tornet::{Behaviour, TorNet};
+use anon_wait::wait_until;
 
 /// The gateway's Tor runs as this uid; the firewall lets only it out.
 const TOR_UID: u32 = 64001;
 const USER_UID: u32 = 64002;
 const WAIT: Duration = Duration::from_millis(600);
+/// How often the demo looks again at what it waits for.
+const POLL: Duration = Duration::from_millis(300);
 
 fn sa(ip: impl Into<IpAddr>, port: u16) -> SocketAddr {
     SocketAddr::new(ip.into(), port)
@@ -196,17 +199,6 @@ fn start_gateway_tor(gw: &Netns, data: &Path, client_torrc: &str) -> io::Result<
     Ok(GatewayTor(child))
 }
 
-fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    false
-}
-
 /// One dry-run round of sdwdate on the workstation through the gateway's SocksPort 9108.
 fn run_sdwdate(
     t: &Topology,
@@ -312,42 +304,114 @@ fn demo(bins: &Bins) -> io::Result<usize> {
         "internet: a private Tor network (3 authorities, 3 exits, 4 onion time sources) on {INTERNET_IP}, up in {:.0} s",
         info.up_in.as_secs_f64()
     );
+    let servers = Servers::listen(&t.internet)?;
+    let dirs = Dirs::create(scratch.path())?;
 
-    let server = t.internet.tcp_listen(sa(INTERNET_IP, 80))?;
-    let server6 = t.internet.tcp_listen(sa(INTERNET_IP6, 80))?;
-    let udp_server = t.internet.udp_bind(sa(INTERNET_IP, 9999))?;
-    let icmp = t.internet.icmp_observer(false)?;
+    apply_firewalls(bins, &t, &dirs, &mut r)?;
+    let gw_tor = gateway_tor(&t, &gw_tor_dir, &info, &mut r)?;
+    workstation_to_internet(&t, &servers, &mut r)?;
+    println!("\nsdwdate on the workstation, through the gateway's SocksPort 9108 (dry run):");
+    let _gw_tor = warm_up_gateway_tor(&t, gw_tor, &gw_tor_dir, &info)?;
+    sdwdate_round(bins, &t, &dirs, scratch.path(), &info, &mut r)?;
+    leaktest(bins, &t, &mut r)?;
+    gateway_to_internet(&t, &mut r)?;
+    internet_to_gateway(&t, &mut r);
+    fail_closed(bins, &t, &servers, &dirs, &mut r)?;
 
-    let dirs: Vec<PathBuf> = ["gw-cfg", "gw-run", "ws-cfg", "ws-run", "sdw-cfg"]
-        .iter()
-        .map(|d| scratch.path().join(d))
-        .collect();
-    for d in &dirs {
-        std::fs::create_dir_all(d)?;
+    println!("\nteardown: Tor processes stopped, namespaces removed.");
+    Ok(r.failed)
+}
+
+/// What listens on the internet side: the servers the workstation must reach only through
+/// Tor (TCP port 80) or never (IPv6, UDP, ICMP).
+struct Servers {
+    tcp: Listener,
+    tcp6: Listener,
+    udp: UdpSocket,
+    icmp: IcmpObserver,
+}
+
+impl Servers {
+    fn listen(internet: &Netns) -> io::Result<Servers> {
+        Ok(Servers {
+            tcp: internet.tcp_listen(sa(INTERNET_IP, 80))?,
+            tcp6: internet.tcp_listen(sa(INTERNET_IP6, 80))?,
+            udp: internet.udp_bind(sa(INTERNET_IP, 9999))?,
+            icmp: internet.icmp_observer(false)?,
+        })
     }
-    std::fs::write(
-        dirs[0].join("50_demo.toml"),
-        format!("role = \"gateway\"\ntor_user = {TOR_UID}\n# leaktest's observer answers the workstation here\ninternal_open_ports = [7777]\n"),
-    )?;
-    std::fs::write(dirs[2].join("50_demo.toml"), "role = \"workstation\"\n")?;
+}
 
+/// The firewall's configuration and run directories on both sides, and sdwdate's
+/// configuration directory.
+struct Dirs {
+    gw_cfg: PathBuf,
+    gw_run: PathBuf,
+    ws_cfg: PathBuf,
+    ws_run: PathBuf,
+    sdw_cfg: PathBuf,
+}
+
+impl Dirs {
+    /// The directories under `scratch`, with each side's firewall role configured.
+    fn create(scratch: &Path) -> io::Result<Dirs> {
+        let dirs = Dirs {
+            gw_cfg: scratch.join("gw-cfg"),
+            gw_run: scratch.join("gw-run"),
+            ws_cfg: scratch.join("ws-cfg"),
+            ws_run: scratch.join("ws-run"),
+            sdw_cfg: scratch.join("sdw-cfg"),
+        };
+        for d in [
+            &dirs.gw_cfg,
+            &dirs.gw_run,
+            &dirs.ws_cfg,
+            &dirs.ws_run,
+            &dirs.sdw_cfg,
+        ] {
+            std::fs::create_dir_all(d)?;
+        }
+        std::fs::write(
+            dirs.gw_cfg.join("50_demo.toml"),
+            format!("role = \"gateway\"\ntor_user = {TOR_UID}\n# leaktest's observer answers the workstation here\ninternal_open_ports = [7777]\n"),
+        )?;
+        std::fs::write(dirs.ws_cfg.join("50_demo.toml"), "role = \"workstation\"\n")?;
+        Ok(dirs)
+    }
+}
+
+/// anon-firewall applied on the gateway and on the workstation.
+fn apply_firewalls(bins: &Bins, t: &Topology, dirs: &Dirs, r: &mut Report) -> io::Result<()> {
     println!("\nanon-firewall apply:");
     let started = Instant::now();
-    let (ok, msg) = firewall(bins, &t.gateway, &dirs[0], &dirs[1])?;
+    let (ok, msg) = firewall(bins, &t.gateway, &dirs.gw_cfg, &dirs.gw_run)?;
     r.check(
         ok,
         &format!("gateway: {msg} ({} ms)", started.elapsed().as_millis()),
     );
-    let (ok, msg) = firewall(bins, &t.workstation, &dirs[2], &dirs[3])?;
+    let (ok, msg) = firewall(bins, &t.workstation, &dirs.ws_cfg, &dirs.ws_run)?;
     r.check(ok, &format!("workstation: {msg}"));
+    Ok(())
+}
 
+/// Whether the Tor logging to `log` bootstrapped within `limit`.
+fn bootstrapped(log: &Path, limit: Duration) -> bool {
+    wait_until(limit, POLL, || {
+        std::fs::read_to_string(log).is_ok_and(|l| l.contains("Bootstrapped 100%"))
+    })
+}
+
+/// The gateway's Tor, started and bootstrapped through the firewall.
+fn gateway_tor(
+    t: &Topology,
+    gw_tor_dir: &Path,
+    info: &NetInfo,
+    r: &mut Report,
+) -> io::Result<GatewayTor> {
     println!("\nthe gateway's Tor (uid {TOR_UID}; TransPort 9040, DnsPort 5300, SocksPorts 9050 and 9108):");
-    let mut gw_tor = start_gateway_tor(&t.gateway, &gw_tor_dir, &info.client_torrc)?;
-    let log = gw_tor_dir.join("notice.log");
+    let gw_tor = start_gateway_tor(&t.gateway, gw_tor_dir, &info.client_torrc)?;
     let started = Instant::now();
-    let up = wait_for(Duration::from_secs(90), || {
-        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("Bootstrapped 100%"))
-    });
+    let up = bootstrapped(&gw_tor_dir.join("notice.log"), Duration::from_secs(90));
     r.check(
         up,
         &format!(
@@ -355,14 +419,19 @@ fn demo(bins: &Bins) -> io::Result<usize> {
             started.elapsed().as_secs_f64()
         ),
     );
+    Ok(gw_tor)
+}
 
+/// The workstation reaches the internet through Tor only: TCP through the TransPort, DNS
+/// through the DnsPort, nothing else.
+fn workstation_to_internet(t: &Topology, servers: &Servers, r: &mut Report) -> io::Result<()> {
     println!("\nworkstation -> internet:");
     let c = t
         .workstation
         .tcp_connect(sa(INTERNET_IP, 80), Duration::from_secs(5));
     let mut got = Vec::new();
-    wait_for(Duration::from_secs(20), || {
-        got.extend(server.accept_all(Duration::from_millis(200)));
+    wait_until(Duration::from_secs(20), POLL, || {
+        got.extend(servers.tcp.accept_all(Duration::from_millis(200)));
         !got.is_empty()
     });
     let peers: Vec<String> = got.iter().map(|a| a.peer.ip().to_string()).collect();
@@ -398,9 +467,9 @@ fn demo(bins: &Bins) -> io::Result<usize> {
     t.workstation.ping(INTERNET_IP.into(), 2)?;
     let _ = t.workstation.tcp_connect(sa(INTERNET_IP6, 80), WAIT);
     let (u, i, s6) = (
-        udp_received(&udp_server, WAIT).len(),
-        icmp.echo_requests(WAIT),
-        server6.accept_all(WAIT).len(),
+        udp_received(&servers.udp, WAIT).len(),
+        servers.icmp.echo_requests(WAIT),
+        servers.tcp6.accept_all(WAIT).len(),
     );
     r.check(
         u + i + s6 == 0,
@@ -408,16 +477,24 @@ fn demo(bins: &Bins) -> io::Result<usize> {
             "UDP, ICMP and IPv6 reach nothing (internet saw {u} UDP, {i} ICMP, {s6} IPv6 TCP)"
         ),
     );
+    Ok(())
+}
 
-    println!("\nsdwdate on the workstation, through the gateway's SocksPort 9108 (dry run):");
-    // Warm the gateway's Tor up: in a network this small a fresh client sometimes looks for
-    // an onion's descriptor before it is everywhere, and then skips those HSDirs for a while.
-    // Probe every onion; after a pass with failures, NEWNYM (on the gateway's own control
-    // port) purges that state. Sometimes a client stays stuck for minutes even so (it and the
-    // onion host disagree on the HSDirs while the first consensuses change; seen once in CI:
-    // no onion in 124 s); a fresh start settles that, as in anon_tornet's own client. So: up
-    // to 3 attempts of 45 s, the Tor restarted with fresh state between them. sdwdate's check
-    // below says if it still failed.
+/// Warm the gateway's Tor up: in a network this small a fresh client sometimes looks for
+/// an onion's descriptor before it is everywhere, and then skips those HSDirs for a while.
+/// Probe every onion; after a pass with failures, NEWNYM (on the gateway's own control
+/// port) purges that state. Sometimes a client stays stuck for minutes even so (it and the
+/// onion host disagree on the HSDirs while the first consensuses change; seen once in CI:
+/// no onion in 124 s); a fresh start settles that, as in anon_tornet's own client. So: up
+/// to 3 attempts of 45 s, the Tor restarted with fresh state between them. sdwdate's check
+/// says if it still failed. Returns the gateway's Tor, restarted or not.
+fn warm_up_gateway_tor(
+    t: &Topology,
+    mut gw_tor: GatewayTor,
+    gw_tor_dir: &Path,
+    info: &NetInfo,
+) -> io::Result<GatewayTor> {
+    let log = gw_tor_dir.join("notice.log");
     let gw_socks = sa(GATEWAY_IP, 9050);
     let mut pending: Vec<String> = info
         .urls
@@ -430,7 +507,7 @@ fn demo(bins: &Bins) -> io::Result<usize> {
         .collect();
     let warm = Instant::now();
     for attempt in 1..=3 {
-        let reached = wait_for(Duration::from_secs(45), || {
+        let reached = wait_until(Duration::from_secs(45), POLL, || {
             pending.retain(|h| {
                 !t.workstation
                     .enter(|| anon_tornet::socks_probe(gw_socks, h, Duration::from_secs(10)))
@@ -452,11 +529,9 @@ fn demo(bins: &Bins) -> io::Result<usize> {
             tor_warnings(&log)
         );
         drop(gw_tor);
-        anon_tornet::clear_dir_except(&gw_tor_dir, |n| n == "torrc" || n == "empty")?;
-        gw_tor = start_gateway_tor(&t.gateway, &gw_tor_dir, &info.client_torrc)?;
-        wait_for(Duration::from_secs(60), || {
-            std::fs::read_to_string(&log).is_ok_and(|l| l.contains("Bootstrapped 100%"))
-        });
+        anon_tornet::clear_dir_except(gw_tor_dir, |n| n == "torrc" || n == "empty")?;
+        gw_tor = start_gateway_tor(&t.gateway, gw_tor_dir, &info.client_torrc)?;
+        bootstrapped(&log, Duration::from_secs(60));
     }
     if pending.is_empty() {
         println!(
@@ -471,19 +546,32 @@ fn demo(bins: &Bins) -> io::Result<usize> {
             tor_warnings(&log)
         );
     }
+    Ok(gw_tor)
+}
+
+/// sdwdate's dry-run round on the workstation through the gateway's SocksPort 9108: the
+/// median outvotes the source that lies by a day.
+fn sdwdate_round(
+    bins: &Bins,
+    t: &Topology,
+    dirs: &Dirs,
+    scratch: &Path,
+    info: &NetInfo,
+    r: &mut Report,
+) -> io::Result<()> {
     // Two honest members in pools one and two, so one slow answer costs a retry, not the round;
     // no onion in two pools (sdwdate refuses that: one operator could move the median).
     let pools = format!(
         "SDWDATE_POOL_ZERO=(\n\"{} # lies by a day\"\n)\nSDWDATE_POOL_ONE=(\n\"{}\"\n\"{}\"\n)\nSDWDATE_POOL_TWO=(\n\"{}\"\n\"{}\"\n)\nMAX_FAILURE_RATIO=1\n",
         info.urls[0], info.urls[1], info.urls[2], info.urls[3], info.urls[4]
     );
-    std::fs::write(dirs[4].join("30_demo.conf"), pools)?;
+    std::fs::write(dirs.sdw_cfg.join("30_demo.conf"), pools)?;
     // At most two rounds: the daemon retries a failed round after a short back-off, and on
     // this network a fresh circuit to an onion now and then stalls past the 30 s timeout (seen
     // in about 1 demo run of 10; pool zero has one member, so that fails the round). The
     // failed round is printed, never hidden.
     let started = Instant::now();
-    let mut out = run_sdwdate(&t, bins, &dirs[4], scratch.path())?;
+    let mut out = run_sdwdate(t, bins, &dirs.sdw_cfg, scratch)?;
     if !out.status.success() {
         println!("      (round 1 failed; a second round, as the daemon would after its back-off:)");
         for line in String::from_utf8_lossy(&out.stderr)
@@ -492,7 +580,7 @@ fn demo(bins: &Bins) -> io::Result<usize> {
         {
             println!("        {}", line.trim_start_matches("sdwdate: "));
         }
-        out = run_sdwdate(&t, bins, &dirs[4], scratch.path())?;
+        out = run_sdwdate(t, bins, &dirs.sdw_cfg, scratch)?;
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
     let offset: Option<f64> = stdout
@@ -510,12 +598,16 @@ fn demo(bins: &Bins) -> io::Result<usize> {
         out.status.success() && offset.is_some_and(|o| o.abs() < 2.0),
         &format!("the clock is right: offset {} ({:.1} s); the source lying by a day is outvoted by the median", offset.map_or("-".into(), |o| format!("{o:+.3} s")), started.elapsed().as_secs_f64()),
     );
-    let status = std::fs::read_to_string(scratch.path().join("sdw-run/status")).unwrap_or_default();
+    let status = std::fs::read_to_string(scratch.join("sdw-run/status")).unwrap_or_default();
     r.check(
         status.contains("\"icon\": \"success\""),
         &format!("/run/sdwdate/status: {status}"),
     );
+    Ok(())
+}
 
+/// leaktest on the workstation, its observer capturing the gateway's uplink.
+fn leaktest(bins: &Bins, t: &Topology, r: &mut Report) -> io::Result<()> {
     println!("\nleaktest on the workstation (its observer captures the gateway's uplink):");
     let observer = LeaktestObserver(
         t.gateway
@@ -530,7 +622,7 @@ fn demo(bins: &Bins) -> io::Result<usize> {
             .stderr(Stdio::null())
             .spawn()?,
     );
-    let up = wait_for(Duration::from_secs(10), || {
+    let up = wait_until(Duration::from_secs(10), POLL, || {
         t.workstation
             .tcp_connect(sa(GATEWAY_IP, 7777), Duration::from_millis(300))
             .is_ok()
@@ -568,7 +660,11 @@ fn demo(bins: &Bins) -> io::Result<usize> {
         &format!("every way out checked: {summary}"),
     );
     drop(observer);
+    Ok(())
+}
 
+/// Only the gateway's Tor gets out.
+fn gateway_to_internet(t: &Topology, r: &mut Report) -> io::Result<()> {
     println!("\ngateway -> internet:");
     let user = tcp_connect_as(
         &t.gateway,
@@ -584,7 +680,11 @@ fn demo(bins: &Bins) -> io::Result<usize> {
         !user && !root,
         "root and an ordinary user are rejected (only Tor gets out)",
     );
+    Ok(())
+}
 
+/// The gateway's SocksPort is closed to the internet.
+fn internet_to_gateway(t: &Topology, r: &mut Report) {
     println!("\ninternet -> gateway:");
     let c = t
         .internet
@@ -593,27 +693,37 @@ fn demo(bins: &Bins) -> io::Result<usize> {
         c.is_err(),
         "a connection to the SocksPort from outside is dropped",
     );
+}
 
+/// A typo in the gateway's config: anon-firewall refuses it and locks the gateway down.
+fn fail_closed(
+    bins: &Bins,
+    t: &Topology,
+    servers: &Servers,
+    dirs: &Dirs,
+    r: &mut Report,
+) -> io::Result<()> {
     println!("\nfail closed:");
     // leaktest's TCP probes went through Tor to the internet server: forget them.
-    let _ = server.accept_all(Duration::from_millis(500));
-    std::fs::write(dirs[0].join("60_typo.toml"), "allow_incomming_ssh = true\n")?;
-    let (ok, msg) = firewall(bins, &t.gateway, &dirs[0], &dirs[1])?;
+    let _ = servers.tcp.accept_all(Duration::from_millis(500));
+    std::fs::write(
+        dirs.gw_cfg.join("60_typo.toml"),
+        "allow_incomming_ssh = true\n",
+    )?;
+    let (ok, msg) = firewall(bins, &t.gateway, &dirs.gw_cfg, &dirs.gw_run)?;
     r.check(
-        !ok && dirs[1].join("failed.status").exists(),
+        !ok && dirs.gw_run.join("failed.status").exists(),
         &format!("a typo in the config is refused: {msg}"),
     );
-    let before = server.accept_all(Duration::ZERO).len();
+    let before = servers.tcp.accept_all(Duration::ZERO).len();
     let ws = t
         .workstation
         .tcp_connect(sa(INTERNET_IP, 80), Duration::from_secs(2))
         .is_ok();
-    let after = server.accept_all(Duration::from_secs(2)).len();
+    let after = servers.tcp.accept_all(Duration::from_secs(2)).len();
     r.check(
         !ws && before + after == 0,
         "... and the gateway is in lockdown: the workstation gets nowhere",
     );
-
-    println!("\nteardown: Tor processes stopped, namespaces removed.");
-    Ok(r.failed)
+    Ok(())
 }
