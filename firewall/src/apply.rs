@@ -36,7 +36,7 @@ pub enum ApplyError {
     #[error("nft rejected the ruleset: {0}")]
     Nft(#[from] NftablesError),
     #[error("cannot render the ruleset: {0}")]
-    Render(String),
+    Render(#[from] RenderError),
     #[error("{what} {}: {source}", path.display())]
     Io {
         what: &'static str,
@@ -44,6 +44,28 @@ pub enum ApplyError {
         #[source]
         source: io::Error,
     },
+}
+
+/// Why [`Host::render_nft`] could not render a ruleset.
+#[derive(Debug, Error)]
+pub enum RenderError {
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    #[error("cannot create a private network namespace ({0}); `--format nft` needs root")]
+    Namespace(nix::errno::Errno),
+    #[error("{0}")]
+    Load(NftablesError),
+    #[error("cannot run {}: {source}", nft.display())]
+    Run {
+        nft: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// `nft list table` failed; what it printed on stderr.
+    #[error("{stderr}")]
+    List { stderr: String },
+    #[error("render thread panicked")]
+    Panicked,
 }
 
 /// Paths and programs of the host; overridable for tests and unusual systems.
@@ -273,30 +295,28 @@ impl Host {
     /// only a helper thread lives in; nothing touches the host's rules. Needs CAP_SYS_ADMIN.
     pub fn render_nft(&self, nftables: &Nftables) -> Result<String, ApplyError> {
         let nft = self.nft.clone();
-        let json =
-            serde_json::to_string(nftables).map_err(|e| ApplyError::Render(e.to_string()))?;
-        let worker = std::thread::spawn(move || -> Result<String, String> {
+        let json = serde_json::to_string(nftables).map_err(RenderError::Json)?;
+        let worker = std::thread::spawn(move || -> Result<String, RenderError> {
             // Network namespaces are per thread: only this thread and its children see it.
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
-                format!(
-                    "cannot create a private network namespace ({e}); `--format nft` needs root"
-                )
-            })?;
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(RenderError::Namespace)?;
             nftables::helper::apply_ruleset_raw(&json, Some(nft.as_os_str()), &[] as &[&str])
-                .map_err(|e| e.to_string())?;
+                .map_err(RenderError::Load)?;
             let out = std::process::Command::new(&nft)
                 .args(["list", "table", "inet", ruleset::TABLE])
                 .output()
-                .map_err(|e| format!("cannot run {}: {e}", nft.display()))?;
+                .map_err(|source| RenderError::Run {
+                    nft: nft.clone(),
+                    source,
+                })?;
             if !out.status.success() {
-                return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+                return Err(RenderError::List {
+                    stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+                });
             }
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         });
-        worker
-            .join()
-            .map_err(|_| ApplyError::Render("render thread panicked".into()))?
-            .map_err(ApplyError::Render)
+        Ok(worker.join().map_err(|_| RenderError::Panicked)??)
     }
 }
 
@@ -342,6 +362,8 @@ pub fn links_down() -> io::Result<()> {
     first_err.map_or(Ok(()), Err)
 }
 
+/// Sets `name` down with SIOCGIFFLAGS/SIOCSIFFLAGS (neither nix nor std wraps them).
+#[allow(unsafe_code)]
 fn set_down(sock: &OwnedFd, name: &CStr) -> io::Result<()> {
     // SAFETY: ifreq is plain old data; all-zero is a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
@@ -395,6 +417,11 @@ mod tests {
         .expect("parse");
         let e = resolve_user(&c, &c.tor_user, "tor_user").expect_err("unknown user");
         assert!(
+            matches!(&e, ApplyError::UnknownUser { user, .. } if user == "no-such-user-xyz"),
+            "{e:?}"
+        );
+        // The text is the contract: it names the file, line and key to fix.
+        assert!(
             e.to_string()
                 .starts_with("/etc/anon-firewall.d/50_user.toml:2: key `tor_user`"),
             "{e}"
@@ -420,6 +447,7 @@ mod tests {
         // the key to set.
         let e = resolve_user(&c, &user("no-such-sdwdate-xyz"), "sdwdate_user")
             .expect_err("unknown default user");
+        assert!(matches!(&e, ApplyError::UnknownUser { .. }), "{e:?}");
         assert!(
             e.to_string().starts_with(
                 "compiled-in default: key `sdwdate_user`: user `no-such-sdwdate-xyz` does not exist"

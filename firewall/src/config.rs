@@ -42,14 +42,31 @@ pub enum ConfigError {
         key: Option<String>,
         message: String,
     },
-    #[error("{loc}: {message}")]
-    Invalid { loc: Loc, message: String },
     #[error("cannot read config {}: {source}", path.display())]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Why a value is not what its key takes: the `FromStr` errors of [`PortRange`], [`Ipv4Net`]
+/// and [`IfName`] (each variant holds the text that was given).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ValueError {
+    #[error("`{0}` is not a port (1-65535)")]
+    NotAPort(String),
+    #[error("port range `{0}` is reversed")]
+    ReversedRange(String),
+    #[error("`{0}` is not an IPv4 address")]
+    NotAnIpv4Address(String),
+    #[error("`{0}` is not a prefix length (0-32)")]
+    NotAPrefixLength(String),
+    #[error(
+        "`{0}` is not an interface name (1-15 characters of A-Z a-z 0-9 _ . -, optionally \
+         ending in `*` where a wildcard is allowed)"
+    )]
+    NotAnInterfaceName(String),
 }
 
 /// Which side of the Whonix split this host is.
@@ -109,12 +126,23 @@ impl PortRange {
     }
 }
 
+/// `9050`, or `9100-9125` for a range.
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.first == self.last {
+            write!(f, "{}", self.first)
+        } else {
+            write!(f, "{}-{}", self.first, self.last)
+        }
+    }
+}
+
 impl FromStr for PortRange {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let port = |p: &str| -> Result<u16, String> {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        let port = |p: &str| -> Result<u16, ValueError> {
             match p.trim().parse::<u16>() {
-                Ok(0) | Err(_) => Err(format!("`{p}` is not a port (1-65535)")),
+                Ok(0) | Err(_) => Err(ValueError::NotAPort(p.to_owned())),
                 Ok(n) => Ok(n),
             }
         };
@@ -123,7 +151,7 @@ impl FromStr for PortRange {
             Some((a, b)) => {
                 let (first, last) = (port(a)?, port(b)?);
                 if first > last {
-                    return Err(format!("port range `{s}` is reversed"));
+                    return Err(ValueError::ReversedRange(s.to_owned()));
                 }
                 Ok(PortRange { first, last })
             }
@@ -171,7 +199,7 @@ impl<'de> Deserialize<'de> for PortRange {
             NumOrStr::Num(n) => n.to_string(),
             NumOrStr::Str(s) => s,
         };
-        text.parse().map_err(|e: String| {
+        text.parse().map_err(|e: ValueError| {
             serde::de::Error::custom(format!("{e}; hint: write 9050 or \"9100-9125\""))
         })
     }
@@ -184,18 +212,25 @@ pub struct Ipv4Net {
     pub prefix: u8,
 }
 
+/// CIDR notation: `10.152.128.0/18`.
+impl fmt::Display for Ipv4Net {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
 impl FromStr for Ipv4Net {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
         let (a, p) = s.split_once('/').unwrap_or((s, "32"));
         let addr: Ipv4Addr = a
             .parse()
-            .map_err(|_| format!("`{a}` is not an IPv4 address"))?;
+            .map_err(|_| ValueError::NotAnIpv4Address(a.to_owned()))?;
         let prefix: u8 = p
             .parse()
             .ok()
             .filter(|p| *p <= 32)
-            .ok_or_else(|| format!("`{p}` is not a prefix length (0-32)"))?;
+            .ok_or_else(|| ValueError::NotAPrefixLength(p.to_owned()))?;
         let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
         Ok(Ipv4Net {
             addr: Ipv4Addr::from(u32::from(addr) & mask),
@@ -206,7 +241,7 @@ impl FromStr for Ipv4Net {
 
 impl<'de> Deserialize<'de> for Ipv4Net {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(|e: String| {
+        String::deserialize(d)?.parse().map_err(|e: ValueError| {
             serde::de::Error::custom(format!("{e}; hint: write \"10.152.152.0/18\""))
         })
     }
@@ -244,8 +279,8 @@ impl fmt::Display for IfName {
 }
 
 impl FromStr for IfName {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
         let stem = s.strip_suffix('*').unwrap_or(s);
         let ok = !stem.is_empty()
             && s.len() <= 15
@@ -257,10 +292,7 @@ impl FromStr for IfName {
         if ok {
             Ok(IfName(s.to_owned()))
         } else {
-            Err(format!(
-                "`{s}` is not an interface name (1-15 characters of A-Z a-z 0-9 _ . -, \
-                 optionally ending in `*` where a wildcard is allowed)"
-            ))
+            Err(ValueError::NotAnInterfaceName(s.to_owned()))
         }
     }
 }
@@ -721,6 +753,11 @@ mod tests {
     #[test]
     fn unknown_key_names_file_line_and_key() {
         let e = parse("mode = \"full\"\n\nallow_incomming_ssh = true\n").expect_err("must fail");
+        assert!(
+            matches!(&e, ConfigError::Parse { line: 3, key: Some(k), .. } if k == "allow_incomming_ssh"),
+            "{e:?}"
+        );
+        // The text is the contract here: file, line and key first, then the hint.
         let msg = e.to_string();
         assert!(
             msg.starts_with("/etc/anon-firewall.d/50_user.toml:3: key `allow_incomming_ssh`"),
@@ -751,13 +788,74 @@ mod tests {
             ("tor_user = -1", 1, "uid"),
             ("x = [", 1, ""),
         ] {
-            let msg = parse(text).expect_err(text).to_string();
+            let e = parse(text).expect_err(text);
+            assert!(
+                matches!(&e, ConfigError::Parse { line: l, .. } if *l == line),
+                "{text}: {e:?}"
+            );
+            let msg = e.to_string();
             assert!(
                 msg.contains(&format!("50_user.toml:{line}:")),
                 "{text}: {msg}"
             );
             assert!(msg.contains(needle), "{text}: {msg}");
         }
+    }
+
+    #[test]
+    fn values_say_which_rule_they_break() {
+        assert_eq!("9050".parse::<PortRange>(), Ok(PortRange::single(9050)));
+        assert_eq!(
+            " 9100-9125".parse::<PortRange>(),
+            Ok(PortRange::range(9100, 9125))
+        );
+        for bad in ["0", "65536", "x", "9100-", "-9100"] {
+            assert!(
+                matches!(bad.parse::<PortRange>(), Err(ValueError::NotAPort(_))),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            "9200-9100".parse::<PortRange>(),
+            Err(ValueError::ReversedRange("9200-9100".into()))
+        );
+        assert_eq!(
+            "10.152.152".parse::<Ipv4Net>(),
+            Err(ValueError::NotAnIpv4Address("10.152.152".into()))
+        );
+        assert_eq!(
+            "10.0.0.0/33".parse::<Ipv4Net>(),
+            Err(ValueError::NotAPrefixLength("33".into()))
+        );
+        assert_eq!(
+            "10.0.0.1/8".parse::<Ipv4Net>().map(|n| n.addr),
+            Ok(Ipv4Addr::new(10, 0, 0, 0))
+        );
+        for bad in ["", "*", "a-very-long-interface", "..", "eth 0", "et*h"] {
+            assert!(
+                matches!(
+                    bad.parse::<IfName>(),
+                    Err(ValueError::NotAnInterfaceName(_))
+                ),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            "vif*"
+                .parse::<IfName>()
+                .map(|n| n.wildcard_prefix().map(str::to_owned)),
+            Ok(Some("vif".into()))
+        );
+        // Config errors carry these texts to users.
+        assert_eq!(
+            ValueError::NotAnInterfaceName("e 0".into()).to_string(),
+            "`e 0` is not an interface name (1-15 characters of A-Z a-z 0-9 _ . -, optionally \
+             ending in `*` where a wildcard is allowed)"
+        );
+        assert_eq!(
+            ValueError::NotAPort("0".into()).to_string(),
+            "`0` is not a port (1-65535)"
+        );
     }
 
     #[test]
@@ -774,9 +872,12 @@ mod tests {
             "/etc/anon-firewall.d/50_user.toml:3: key `local_networks`"
         );
         // An error on a quoted key names the key without its quotes.
-        let msg = parse("\n\"trans_port\" = 0")
-            .expect_err("port 0")
-            .to_string();
+        let e = parse("\n\"trans_port\" = 0").expect_err("port 0");
+        assert!(
+            matches!(&e, ConfigError::Parse { line: 2, key: Some(k), .. } if k == "trans_port"),
+            "{e:?}"
+        );
+        let msg = e.to_string();
         assert!(
             msg.starts_with("/etc/anon-firewall.d/50_user.toml:2: key `trans_port`:"),
             "{msg}"
@@ -851,6 +952,15 @@ mod tests {
         assert_eq!(
             Config::load_dir(Path::new("/nonexistent/anon-firewall.d")).expect("defaults"),
             Config::default()
+        );
+        // A directory that exists but cannot be listed is an error, not "defaults only".
+        let not_a_dir = std::env::temp_dir().join(format!("afw-cfg-file-{}", std::process::id()));
+        std::fs::write(&not_a_dir, "").expect("write");
+        let e = Config::load_dir(&not_a_dir).expect_err("a file, not a directory");
+        std::fs::remove_file(&not_a_dir).expect("cleanup");
+        assert!(
+            matches!(&e, ConfigError::Io { path, .. } if *path == not_a_dir),
+            "{e:?}"
         );
     }
 

@@ -1,4 +1,6 @@
 #![doc = include_str!("../README.md")]
+// `unsafe` lives only in `apply::set_down` (the last-resort SIOCSIFFLAGS ioctl).
+#![deny(unsafe_code)]
 
 pub mod apply;
 pub mod config;

@@ -1,5 +1,6 @@
 //! `anon-firewall`: thin CLI over the library. Every failure of `apply` leaves the host locked
 //! down; see the man page (`anon-firewall --man`) for exit codes.
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;

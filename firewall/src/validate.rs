@@ -12,19 +12,208 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use thiserror::Error;
 
-use crate::config::{Config, IfName, Ipv4Net, Mode, PortRange, Role, User, DEFAULT_SOCKS_PORTS};
+use crate::apply::{GATEWAY_MARKER, WORKSTATION_MARKER};
+use crate::config::{
+    Config, IfName, Ipv4Net, Mode, PortRange, Role, User, UserRef, ValueError, DEFAULT_SOCKS_PORTS,
+};
 
-/// One broken invariant: where (`file:line: key `k``, or the command line) and why.
+/// One broken invariant: where (`file:line: key `k``, or the command line) and what.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Violation {
     pub at: String,
-    pub message: String,
+    pub problem: Problem,
 }
 
 impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.at, self.message)
+        write!(f, "{}: {}", self.at, self.problem)
     }
+}
+
+/// What is wrong; its text follows the location when printed (in `failed.status` too).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum Problem {
+    // The role.
+    #[error(
+        "both {GATEWAY_MARKER} and {WORKSTATION_MARKER} exist; a host is one or the other \
+         (hint: remove the package anon-gw-base-files or anon-ws-base-files that does not \
+         belong here)"
+    )]
+    BothMarkers,
+    /// `--role` says otherwise than the marker file.
+    #[error(
+        "`{given}` contradicts {marker}, which says this host is a {marked}; the marker \
+         decides (hint: drop --role)"
+    )]
+    CliContradictsMarker {
+        given: Role,
+        marker: &'static str,
+        marked: Role,
+    },
+    /// `role` in the config says otherwise than the marker file.
+    #[error(
+        "`{given}` contradicts {marker}, which says this host is a {marked}; the marker \
+         decides (hint: remove the `role` line)"
+    )]
+    ConfigContradictsMarker {
+        given: Role,
+        marker: &'static str,
+        marked: Role,
+    },
+    #[error("`{config}` contradicts --role {cli}; say the role once")]
+    ConfigContradictsCli { config: Role, cli: Role },
+    #[error(
+        "unknown role: no `role` in the config and neither {GATEWAY_MARKER} nor \
+         {WORKSTATION_MARKER} exists (hint: role = \"gateway\" or \"workstation\" in \
+         /etc/anon-firewall.d/50_user.toml)"
+    )]
+    UnknownRole,
+
+    // Networks.
+    #[error(
+        "`{0}` is not a private network (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16): the \
+         workstation network must never include public addresses, the gateway lets every user \
+         reach it"
+    )]
+    InternalNotPrivate(Ipv4Net),
+    #[error(
+        "`{0}` is wider than a /{WIDEST_INTERNAL}: every user of the gateway reaches the \
+         internal network, so a wide one takes in other private networks outside Tor (on \
+         Whonix-KVM 10.0.0.0/8 includes the external network 10.0.2.0/24 and its DNS server \
+         10.0.2.2). The default is 10.152.152.0/18; Qubes uses 10.137.0.0/16"
+    )]
+    InternalTooWide(Ipv4Net),
+    #[error(
+        "`{0}` is not a private address; the gateway is always on the private internal network"
+    )]
+    GatewayNotPrivate(Ipv4Addr),
+    #[error("`{gateway}` is outside internal_network {internal}")]
+    GatewayOutsideInternal {
+        gateway: Ipv4Addr,
+        internal: Ipv4Net,
+    },
+    /// A `local_networks` entry outside the private and link-local ranges, not opted in.
+    #[error(
+        "{0}. To reach a public network outside Tor on purpose, name it in \
+         `allow_public_local_networks` too (at most a /{WIDEST_OPT_IN})"
+    )]
+    PublicLocalNetwork(NotLocal),
+    #[error(
+        "`{0}` is wider than a /{WIDEST_OPT_IN}: that is not a LAN but a large part of the \
+         internet, which must be reached through Tor"
+    )]
+    OptInTooWide(Ipv4Net),
+
+    // Ports.
+    #[error("`0` is not a port (1-65535)")]
+    PortZero,
+    #[error("`{}-{}` is not a port range (1-65535, first <= last)", .0.first, .0.last)]
+    BadPortRange(PortRange),
+    #[error("`{0}` is not one of socks_ports; sdwdate's port must be a SocksPort")]
+    SdwdatePortNotSocks(u16),
+    /// An open port on the external interface that is one of Tor's (what each is, and its
+    /// ports).
+    #[error(
+        "`{range}` overlaps Tor's ports ({}): opened on the external interface, anyone on the \
+         uplink could use this gateway's Tor and the workstation's ports; open other ports",
+        tor.iter().map(|(what, r)| format!("{what} {r}")).collect::<Vec<_>>().join(", ")
+    )]
+    OverlapsTorPorts {
+        range: PortRange,
+        tor: Vec<(&'static str, PortRange)>,
+    },
+    #[error("`{port}` is also {other}; Tor's ports must be different")]
+    SamePort { port: u16, other: &'static str },
+    #[error("`{0}` is also one of socks_ports; Tor's ports must be different")]
+    PortInSocksPorts(u16),
+
+    // Interfaces.
+    #[error(transparent)]
+    BadInterfaceName(ValueError),
+    #[error(
+        "{} loopback, which the rules always accept (and which must never get the \
+         workstation-facing ports or the redirect); name a network interface",
+        if .0.as_str() == "lo" { "`lo` is".to_owned() } else { format!("`{}` also matches `lo`,", .0) }
+    )]
+    Loopback(IfName),
+    #[error(
+        "`{name}` is a wildcard; only internal_interface may be one (e.g. `vif*` for Qubes), \
+         the {} must be named exactly",
+        key.trim_end_matches("_interface")
+    )]
+    Wildcard { name: IfName, key: &'static str },
+    /// Two of the internal, external and VPN interfaces may be the same one.
+    #[error(
+        "`{this}` {} {other_key} `{other}`; the internal, external and VPN interfaces must be \
+         different (the workstation-facing ports and the transparent redirect would land on \
+         the uplink, or the VPN be skipped)",
+        if this.wildcard_prefix().is_some() { "also matches" } else { "is the same as" }
+    )]
+    InterfaceOverlap {
+        this: IfName,
+        other_key: &'static str,
+        other: IfName,
+    },
+
+    // The VPN.
+    #[error(
+        "vpn_servers without vpn_firewall = true: nothing would use them; remove them or \
+         enable vpn_firewall"
+    )]
+    VpnServersWithoutFirewall,
+    #[error("vpn_servers needs vpn_user: only the VPN client's user may reach them")]
+    VpnServersWithoutUser,
+    #[error("vpn_servers needs vpn_server_ports: only the VPN's ports are reachable")]
+    VpnServersWithoutPorts,
+    #[error("`{0}` is not a unicast server address")]
+    NotUnicast(IpAddr),
+    #[error(
+        "`{addr}` is an IPv4-mapped IPv6 address: the rule would match it as IPv6 (`ip6 \
+         daddr`), which no packet to the IPv4 server ever carries, so the VPN could never \
+         connect; write `{v4}`"
+    )]
+    Ipv4Mapped { addr: IpAddr, v4: Ipv4Addr },
+    #[error(
+        "vpn_firewall is a gateway option (upstream's workstation tunnel firewall is not \
+         supported)"
+    )]
+    VpnOnWorkstation,
+
+    // Users.
+    /// A user that resolves to root; `would` says what root could then do.
+    #[error(
+        "`{user}` is root (uid 0): root would {would}. Set allow_root_user = true if that is \
+         really wanted (for debugging only)"
+    )]
+    Root { user: UserRef, would: &'static str },
+}
+
+/// Why a network may not be a local network.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum NotLocal {
+    #[error("`{0}` is loopback, which is always reachable on `lo`; remove it")]
+    Loopback(Ipv4Net),
+    #[error(
+        "`{0}` is carrier-grade NAT space (100.64.0.0/10, RFC 6598): addresses your ISP shares \
+         between its customers, not your LAN, so every user of this host would reach them \
+         outside Tor"
+    )]
+    CarrierGradeNat(Ipv4Net),
+    /// `all`: it is 0.0.0.0/0; `covers_private`: it also covers private ranges (a prefix
+    /// too short).
+    #[error(
+        "`{net}` covers public internet addresses{}: every user of this host, root included, \
+         would reach them outside Tor. Only private (10.0.0.0/8, 172.16.0.0/12, \
+         192.168.0.0/16) and link-local (169.254.0.0/16) networks are allowed here",
+        if net.prefix == 0 {
+            " (all of them)"
+        } else if *covers_private {
+            " besides the private ranges it includes (the prefix is too short)"
+        } else {
+            ""
+        }
+    )]
+    Public { net: Ipv4Net, covers_private: bool },
 }
 
 /// Every violation found, in the order of the checks (one per line when printed).
@@ -40,6 +229,13 @@ impl fmt::Display for ValidationError {
             write!(f, "{v}")?;
         }
         Ok(())
+    }
+}
+
+impl ValidationError {
+    /// The problems, in order, without their locations.
+    pub fn problems(&self) -> impl Iterator<Item = &Problem> {
+        self.0.iter().map(|v| &v.problem)
     }
 }
 
@@ -67,63 +263,48 @@ pub struct Uids {
 /// `role = "workstation"` on a gateway would let every gateway process out). Without a marker,
 /// the command line and the config must agree.
 pub fn role(cli: Option<Role>, cfg: &Config, markers: Markers) -> Result<Role, ValidationError> {
-    use crate::apply::{GATEWAY_MARKER, WORKSTATION_MARKER};
-    let v = |at: String, message: String| ValidationError(vec![Violation { at, message }]);
+    let v = |at: String, problem: Problem| ValidationError(vec![Violation { at, problem }]);
     let marked = match (markers.gateway, markers.workstation) {
-        (true, true) => {
-            return Err(v(
-                "role markers".into(),
-                format!(
-                    "both {GATEWAY_MARKER} and {WORKSTATION_MARKER} exist; a host is one or the \
-                     other (hint: remove the package anon-gw-base-files or anon-ws-base-files \
-                     that does not belong here)"
-                ),
-            ))
-        }
+        (true, true) => return Err(v("role markers".into(), Problem::BothMarkers)),
         (true, false) => Some((Role::Gateway, GATEWAY_MARKER)),
         (false, true) => Some((Role::Workstation, WORKSTATION_MARKER)),
         (false, false) => None,
     };
     let mut problems = Vec::new();
-    if let Some((marker_role, marker)) = marked {
-        if let Some(r) = cli.filter(|r| *r != marker_role) {
+    if let Some((marked, marker)) = marked {
+        if let Some(given) = cli.filter(|r| *r != marked) {
             problems.push(Violation {
                 at: "command line: --role".into(),
-                message: format!(
-                    "`{r}` contradicts {marker}, which says this host is a {marker_role}; the \
-                     marker decides (hint: drop --role)"
-                ),
+                problem: Problem::CliContradictsMarker {
+                    given,
+                    marker,
+                    marked,
+                },
             });
         }
-        if let Some(r) = cfg.role.filter(|r| *r != marker_role) {
+        if let Some(given) = cfg.role.filter(|r| *r != marked) {
             problems.push(Violation {
                 at: cfg.at("role"),
-                message: format!(
-                    "`{r}` contradicts {marker}, which says this host is a {marker_role}; the \
-                     marker decides (hint: remove the `role` line)"
-                ),
+                problem: Problem::ConfigContradictsMarker {
+                    given,
+                    marker,
+                    marked,
+                },
             });
         }
         return if problems.is_empty() {
-            Ok(marker_role)
+            Ok(marked)
         } else {
             Err(ValidationError(problems))
         };
     }
     match (cli, cfg.role) {
-        (Some(a), Some(b)) if a != b => Err(v(
+        (Some(cli), Some(config)) if cli != config => Err(v(
             cfg.at("role"),
-            format!("`{b}` contradicts --role {a}; say the role once"),
+            Problem::ConfigContradictsCli { config, cli },
         )),
         (Some(r), _) | (None, Some(r)) => Ok(r),
-        (None, None) => Err(v(
-            "role".into(),
-            format!(
-                "unknown role: no `role` in the config and neither {GATEWAY_MARKER} nor \
-                 {WORKSTATION_MARKER} exists (hint: role = \"gateway\" or \"workstation\" in \
-                 /etc/anon-firewall.d/50_user.toml)"
-            ),
-        )),
+        (None, None) => Err(v("role".into(), Problem::UnknownRole)),
     }
 }
 
@@ -166,36 +347,20 @@ fn is_private(n: Ipv4Net) -> bool {
 }
 
 /// Why `n` may not be a local network, or `None` when it is private or link-local.
-fn local_network_problem(n: Ipv4Net) -> Option<String> {
+fn local_network_problem(n: Ipv4Net) -> Option<NotLocal> {
     if is_private(n) || within(n, net(LINK_LOCAL.0, LINK_LOCAL.1)) {
         return None;
     }
-    let shown = format!("{}/{}", n.addr, n.prefix);
     if within(n, net(LOOPBACK.0, LOOPBACK.1)) {
-        return Some(format!(
-            "`{shown}` is loopback, which is always reachable on `lo`; remove it"
-        ));
+        return Some(NotLocal::Loopback(n));
     }
     if within(n, net(CGNAT.0, CGNAT.1)) {
-        return Some(format!(
-            "`{shown}` is carrier-grade NAT space (100.64.0.0/10, RFC 6598): addresses your \
-             ISP shares between its customers, not your LAN, so every user of this host would \
-             reach them outside Tor"
-        ));
+        return Some(NotLocal::CarrierGradeNat(n));
     }
-    let covers_private = PRIVATE.iter().any(|&(a, p)| within(net(a, p), n));
-    Some(format!(
-        "`{shown}` covers public internet addresses{}: every user of this host, root \
-         included, would reach them outside Tor. Only private (10.0.0.0/8, 172.16.0.0/12, \
-         192.168.0.0/16) and link-local (169.254.0.0/16) networks are allowed here",
-        if n.prefix == 0 {
-            " (all of them)"
-        } else if covers_private {
-            " besides the private ranges it includes (the prefix is too short)"
-        } else {
-            ""
-        }
-    ))
+    Some(NotLocal::Public {
+        net: n,
+        covers_private: PRIVATE.iter().any(|&(a, p)| within(net(a, p), n)),
+    })
 }
 
 /// `Some(v4)` for an IPv4-mapped IPv6 address (`::ffff:1.2.3.4`).
@@ -208,11 +373,11 @@ fn ipv4_mapped(a: IpAddr) -> Option<Ipv4Addr> {
 
 /// Tor's ports on the gateway, each with what it is. Tor's real SocksPorts come from torrc,
 /// so upstream's set counts as well as the configured `socks_ports`.
-fn tor_ports(cfg: &Config) -> Vec<(String, PortRange)> {
-    let mut out: Vec<(String, PortRange)> = Vec::new();
+fn tor_ports(cfg: &Config) -> Vec<(&'static str, PortRange)> {
+    let mut out: Vec<(&'static str, PortRange)> = Vec::new();
     for r in DEFAULT_SOCKS_PORTS.iter().chain(&cfg.socks_ports) {
         if !out.iter().any(|(_, o)| o == r) {
-            out.push(("SocksPort".into(), *r));
+            out.push(("SocksPort", *r));
         }
     }
     for (what, port) in [
@@ -223,17 +388,9 @@ fn tor_ports(cfg: &Config) -> Vec<(String, PortRange)> {
             cfg.control_port_filter_port,
         ),
     ] {
-        out.push((what.into(), PortRange::single(port)));
+        out.push((what, PortRange::single(port)));
     }
     out
-}
-
-fn shown(r: PortRange) -> String {
-    if r.first == r.last {
-        r.first.to_string()
-    } else {
-        format!("{}-{}", r.first, r.last)
-    }
 }
 
 fn ranges_overlap(a: PortRange, b: PortRange) -> bool {
@@ -245,63 +402,41 @@ pub fn config(cfg: &Config, role: Role) -> Result<(), ValidationError> {
     let mut out = Vec::new();
     // `at`: where the user fixes it, `cfg.at(key)` or, for a check between two keys,
     // `cfg.at_either(key, other)` (the one set in a file, or both).
-    let mut bad = |at: String, message: String| out.push(Violation { at, message });
+    let mut bad = |at: String, problem: Problem| out.push(Violation { at, problem });
 
     // Networks.
     let internal = cfg.internal_network;
     if !is_private(internal) {
         bad(
             cfg.at("internal_network"),
-            format!(
-                "`{}/{}` is not a private network (10.0.0.0/8, 172.16.0.0/12, \
-                 192.168.0.0/16): the workstation network must never include public addresses, \
-                 the gateway lets every user reach it",
-                internal.addr, internal.prefix
-            ),
+            Problem::InternalNotPrivate(internal),
         );
     } else if internal.prefix < WIDEST_INTERNAL {
         bad(
             cfg.at("internal_network"),
-            format!(
-                "`{}/{}` is wider than a /{WIDEST_INTERNAL}: every user of the gateway reaches \
-                 the internal network, so a wide one takes in other private networks outside \
-                 Tor (on Whonix-KVM 10.0.0.0/8 includes the external network 10.0.2.0/24 and \
-                 its DNS server 10.0.2.2). The default is 10.152.152.0/18; Qubes uses \
-                 10.137.0.0/16",
-                internal.addr, internal.prefix
-            ),
+            Problem::InternalTooWide(internal),
         );
     }
     let gw = net(cfg.gateway_ip, 32);
     if !is_private(gw) {
         bad(
             cfg.at("gateway_ip"),
-            format!(
-                "`{}` is not a private address; the gateway is always on the private internal \
-                 network",
-                cfg.gateway_ip
-            ),
+            Problem::GatewayNotPrivate(cfg.gateway_ip),
         );
     } else if role == Role::Gateway && !within(gw, internal) {
         bad(
             cfg.at_either("gateway_ip", "internal_network"),
-            format!(
-                "`{}` is outside internal_network {}/{}",
-                cfg.gateway_ip, internal.addr, internal.prefix
-            ),
+            Problem::GatewayOutsideInternal {
+                gateway: cfg.gateway_ip,
+                internal,
+            },
         );
     }
     for n in &cfg.local_networks {
         let opted_in = cfg.allow_public_local_networks.contains(n);
         match local_network_problem(*n) {
             Some(_) if opted_in && !overlap(*n, net(LOOPBACK.0, LOOPBACK.1)) => {}
-            Some(why) => bad(
-                cfg.at("local_networks"),
-                format!(
-                    "{why}. To reach a public network outside Tor on purpose, name it in \
-                     `allow_public_local_networks` too (at most a /{WIDEST_OPT_IN})"
-                ),
-            ),
+            Some(why) => bad(cfg.at("local_networks"), Problem::PublicLocalNetwork(why)),
             None => {}
         }
     }
@@ -309,11 +444,7 @@ pub fn config(cfg: &Config, role: Role) -> Result<(), ValidationError> {
         if n.prefix < WIDEST_OPT_IN {
             bad(
                 cfg.at("allow_public_local_networks"),
-                format!(
-                    "`{}/{}` is wider than a /{WIDEST_OPT_IN}: that is not a LAN but a large \
-                     part of the internet, which must be reached through Tor",
-                    n.addr, n.prefix
-                ),
+                Problem::OptInTooWide(*n),
             );
         }
     }
@@ -327,7 +458,7 @@ pub fn config(cfg: &Config, role: Role) -> Result<(), ValidationError> {
         ("sdwdate_socks_port", cfg.sdwdate_socks_port),
     ] {
         if port == 0 {
-            bad(cfg.at(key), "`0` is not a port (1-65535)".into());
+            bad(cfg.at(key), Problem::PortZero);
         }
     }
     for (key, list) in [
@@ -340,13 +471,7 @@ pub fn config(cfg: &Config, role: Role) -> Result<(), ValidationError> {
     ] {
         for r in list {
             if r.first == 0 || r.first > r.last {
-                bad(
-                    cfg.at(key),
-                    format!(
-                        "`{}-{}` is not a port range (1-65535, first <= last)",
-                        r.first, r.last
-                    ),
-                );
+                bad(cfg.at(key), Problem::BadPortRange(*r));
             }
         }
     }
@@ -357,10 +482,7 @@ pub fn config(cfg: &Config, role: Role) -> Result<(), ValidationError> {
     {
         bad(
             cfg.at_either("sdwdate_socks_port", "socks_ports"),
-            format!(
-                "`{}` is not one of socks_ports; sdwdate's port must be a SocksPort",
-                cfg.sdwdate_socks_port
-            ),
+            Problem::SdwdatePortNotSocks(cfg.sdwdate_socks_port),
         );
     }
 
@@ -372,21 +494,18 @@ pub fn config(cfg: &Config, role: Role) -> Result<(), ValidationError> {
         ("external_udp_open_ports", &cfg.external_udp_open_ports),
     ] {
         for r in list {
-            let hit: Vec<String> = tor
+            let hit: Vec<(&'static str, PortRange)> = tor
                 .iter()
                 .filter(|(_, t)| ranges_overlap(*r, *t))
-                .map(|(what, t)| format!("{what} {}", shown(*t)))
+                .copied()
                 .collect();
             if !hit.is_empty() {
                 bad(
                     cfg.at(key),
-                    format!(
-                        "`{}` overlaps Tor's ports ({}): opened on the external interface, \
-                         anyone on the uplink could use this gateway's Tor and the \
-                         workstation's ports; open other ports",
-                        shown(*r),
-                        hit.join(", ")
-                    ),
+                    Problem::OverlapsTorPorts {
+                        range: *r,
+                        tor: hit,
+                    },
                 );
             }
         }
@@ -400,15 +519,12 @@ pub fn config(cfg: &Config, role: Role) -> Result<(), ValidationError> {
         ("control_port_filter_port", cfg.control_port_filter_port),
     ];
     for (i, &(key, port)) in singles.iter().enumerate() {
-        if let Some((other, _)) = singles[..i].iter().find(|(_, p)| *p == port) {
-            bad(
-                cfg.at_either(key, other),
-                format!("`{port}` is also {other}; Tor's ports must be different"),
-            );
+        if let Some(&(other, _)) = singles[..i].iter().find(|(_, p)| *p == port) {
+            bad(cfg.at_either(key, other), Problem::SamePort { port, other });
         } else if cfg.socks_ports.iter().any(|r| r.contains(port)) {
             bad(
                 cfg.at_either(key, "socks_ports"),
-                format!("`{port}` is also one of socks_ports; Tor's ports must be different"),
+                Problem::PortInSocksPorts(port),
             );
         }
     }
@@ -422,30 +538,18 @@ pub fn config(cfg: &Config, role: Role) -> Result<(), ValidationError> {
     let loopback: IfName = "lo".parse().expect("`lo` is an interface name");
     for (key, name) in ifaces {
         if let Err(e) = name.as_str().parse::<IfName>() {
-            bad(cfg.at(key), e);
+            bad(cfg.at(key), Problem::BadInterfaceName(e));
         }
         if name.overlaps(&loopback) {
-            let how = if name.as_str() == "lo" {
-                "`lo` is".to_owned()
-            } else {
-                format!("`{name}` also matches `lo`,")
-            };
-            bad(
-                cfg.at(key),
-                format!(
-                    "{how} loopback, which the rules always accept (and which must never \
-                     get the workstation-facing ports or the redirect); name a network interface"
-                ),
-            );
+            bad(cfg.at(key), Problem::Loopback(name.clone()));
         }
         if name.wildcard_prefix().is_some() && key != "internal_interface" {
             bad(
                 cfg.at(key),
-                format!(
-                    "`{name}` is a wildcard; only internal_interface may be one (e.g. `vif*` \
-                     for Qubes), the {} must be named exactly",
-                    key.trim_end_matches("_interface")
-                ),
+                Problem::Wildcard {
+                    name: name.clone(),
+                    key,
+                },
             );
         }
     }
@@ -464,18 +568,13 @@ pub fn config(cfg: &Config, role: Role) -> Result<(), ValidationError> {
             } else {
                 ((kb, b), (ka, a))
             };
-            let how = if this.wildcard_prefix().is_some() {
-                "also matches"
-            } else {
-                "is the same as"
-            };
             bad(
                 cfg.at_either(key, other_key),
-                format!(
-                    "`{this}` {how} {other_key} `{other}`; the internal, external and VPN \
-                     interfaces must be different (the workstation-facing ports and the \
-                     transparent redirect would land on the uplink, or the VPN be skipped)"
-                ),
+                Problem::InterfaceOverlap {
+                    this: this.clone(),
+                    other_key,
+                    other: other.clone(),
+                },
             );
         }
     }
@@ -483,24 +582,13 @@ pub fn config(cfg: &Config, role: Role) -> Result<(), ValidationError> {
     // VPN.
     if !cfg.vpn_servers.is_empty() {
         if !cfg.vpn_firewall {
-            bad(
-                cfg.at("vpn_servers"),
-                "vpn_servers without vpn_firewall = true: nothing would use them; remove them \
-                 or enable vpn_firewall"
-                    .into(),
-            );
+            bad(cfg.at("vpn_servers"), Problem::VpnServersWithoutFirewall);
         }
         if cfg.vpn_user.is_none() {
-            bad(
-                cfg.at("vpn_servers"),
-                "vpn_servers needs vpn_user: only the VPN client's user may reach them".into(),
-            );
+            bad(cfg.at("vpn_servers"), Problem::VpnServersWithoutUser);
         }
         if cfg.vpn_server_ports.is_empty() {
-            bad(
-                cfg.at("vpn_servers"),
-                "vpn_servers needs vpn_server_ports: only the VPN's ports are reachable".into(),
-            );
+            bad(cfg.at("vpn_servers"), Problem::VpnServersWithoutPorts);
         }
         for a in &cfg.vpn_servers {
             let odd = match a {
@@ -513,30 +601,15 @@ pub fn config(cfg: &Config, role: Role) -> Result<(), ValidationError> {
                 IpAddr::V6(v6) => v6.is_unspecified() || v6.is_loopback() || v6.is_multicast(),
             };
             if odd {
-                bad(
-                    cfg.at("vpn_servers"),
-                    format!("`{a}` is not a unicast server address"),
-                );
+                bad(cfg.at("vpn_servers"), Problem::NotUnicast(*a));
             }
             if let Some(v4) = ipv4_mapped(*a) {
-                bad(
-                    cfg.at("vpn_servers"),
-                    format!(
-                        "`{a}` is an IPv4-mapped IPv6 address: the rule would match it as IPv6 \
-                         (`ip6 daddr`), which no packet to the IPv4 server ever carries, so the \
-                         VPN could never connect; write `{v4}`"
-                    ),
-                );
+                bad(cfg.at("vpn_servers"), Problem::Ipv4Mapped { addr: *a, v4 });
             }
         }
     }
     if cfg.vpn_firewall && role == Role::Workstation {
-        bad(
-            cfg.at("vpn_firewall"),
-            "vpn_firewall is a gateway option (upstream's workstation tunnel firewall is not \
-             supported)"
-                .into(),
-        );
+        bad(cfg.at("vpn_firewall"), Problem::VpnOnWorkstation);
     }
     if out.is_empty() {
         Ok(())
@@ -549,18 +622,17 @@ pub fn config(cfg: &Config, role: Role) -> Result<(), ValidationError> {
 /// opt-in `allow_root_user = true`.
 pub fn users(cfg: &Config, uids: &Uids) -> Result<(), ValidationError> {
     let mut out = Vec::new();
-    let mut check = |user: &User, default_key: &str, uid: Option<u32>, what: &str| {
+    let mut check = |user: &User, default_key: &str, uid: Option<u32>, would: &'static str| {
         if uid == Some(0) && !cfg.allow_root_user {
             out.push(Violation {
                 at: user
                     .loc
                     .as_ref()
                     .map_or_else(|| cfg.at(default_key), ToString::to_string),
-                message: format!(
-                    "`{}` is root (uid 0): root would {what}. Set allow_root_user = true if \
-                     that is really wanted (for debugging only)",
-                    user.user
-                ),
+                problem: Problem::Root {
+                    user: user.user.clone(),
+                    would,
+                },
             });
         }
     };
@@ -614,11 +686,15 @@ mod tests {
         c
     }
 
-    /// The one violation of `text` for `role`, as printed.
-    fn one(text: &str, role: Role) -> String {
+    /// The one violation of `text` for `role`.
+    fn one(text: &str, role: Role) -> Violation {
         let e = config(&cfg(text), role).expect_err(text);
         assert_eq!(e.0.len(), 1, "{text}: {e}");
-        e.to_string()
+        e.0[0].clone()
+    }
+
+    fn net(s: &str) -> Ipv4Net {
+        s.parse().expect("net")
     }
 
     #[test]
@@ -639,48 +715,59 @@ mod tests {
 
     #[test]
     fn public_local_networks_are_refused_with_the_reason() {
-        for (net, why) in [
+        let public = |n: &str, covers_private| NotLocal::Public {
+            net: net(n),
+            covers_private,
+        };
+        for (n, why) in [
+            ("0.0.0.0/0", public("0.0.0.0/0", true)),
+            ("0.0.0.0/1", public("0.0.0.0/1", true)),
+            ("128.0.0.0/1", public("128.0.0.0/1", true)),
+            ("8.0.0.0/7", public("8.0.0.0/7", false)),
+            ("10.0.0.0/7", public("10.0.0.0/7", true)),
+            ("198.51.100.0/24", public("198.51.100.0/24", false)),
             (
-                "0.0.0.0/0",
-                "covers public internet addresses (all of them)",
+                "100.64.0.0/10",
+                NotLocal::CarrierGradeNat(net("100.64.0.0/10")),
             ),
             (
-                "0.0.0.0/1",
-                "covers public internet addresses besides the private",
+                "100.100.0.0/16",
+                NotLocal::CarrierGradeNat(net("100.100.0.0/16")),
             ),
-            (
-                "128.0.0.0/1",
-                "covers public internet addresses besides the private",
-            ),
-            ("8.0.0.0/7", "covers public internet addresses:"),
-            (
-                "10.0.0.0/7",
-                "covers public internet addresses besides the private",
-            ),
-            ("198.51.100.0/24", "covers public internet addresses:"),
-            ("100.64.0.0/10", "carrier-grade NAT"),
-            ("100.100.0.0/16", "carrier-grade NAT"),
-            ("127.0.0.0/8", "loopback"),
+            ("127.0.0.0/8", NotLocal::Loopback(net("127.0.0.0/8"))),
         ] {
-            let msg = one(
-                &format!("\n\nlocal_networks = [\"10.0.0.0/8\", \"{net}\"]"),
+            let v = one(
+                &format!("\n\nlocal_networks = [\"10.0.0.0/8\", \"{n}\"]"),
                 Role::Gateway,
             );
-            assert!(
-                msg.starts_with(&format!("{FILE}:3: key `local_networks`: `{net}`")),
-                "{msg}"
-            );
-            assert!(msg.contains(why), "{net}: {msg}");
-            assert!(msg.contains("allow_public_local_networks"), "{msg}");
+            assert_eq!(v.problem, Problem::PublicLocalNetwork(why), "{n}");
+            assert_eq!(v.at, format!("{FILE}:3: key `local_networks`"));
         }
+        // The message says why and names the opt-in.
+        let msg = one("local_networks = [\"0.0.0.0/0\"]", Role::Gateway).to_string();
+        assert!(
+            msg.starts_with(&format!(
+                "{FILE}:1: key `local_networks`: `0.0.0.0/0` covers public internet addresses \
+                 (all of them)"
+            )),
+            "{msg}"
+        );
+        assert!(msg.contains("allow_public_local_networks"), "{msg}");
     }
 
     #[test]
     fn the_public_opt_in_must_name_the_network_and_stay_narrow() {
         // Named in the opt-in but a different network in local_networks: still refused.
-        one(
+        let v = one(
             "local_networks = [\"203.0.113.0/24\"]\nallow_public_local_networks = [\"203.0.112.0/24\"]",
             Role::Gateway,
+        );
+        assert!(
+            matches!(
+                v.problem,
+                Problem::PublicLocalNetwork(NotLocal::Public { .. })
+            ),
+            "{v}"
         );
         // The opt-in itself refuses anything wider than a /16, 0.0.0.0/0 included.
         let e = config(
@@ -688,43 +775,54 @@ mod tests {
             Role::Gateway,
         )
         .expect_err("wide opt-in");
-        assert!(
-            e.to_string()
-                .contains(":2: key `allow_public_local_networks`: `0.0.0.0/0` is wider than a /16"),
-            "{e}"
+        let wide =
+            e.0.iter()
+                .find(|v| v.problem == Problem::OptInTooWide(net("0.0.0.0/0")))
+                .unwrap_or_else(|| panic!("{e}"));
+        assert_eq!(
+            wide.at,
+            format!("{FILE}:2: key `allow_public_local_networks`")
         );
         // Loopback cannot be opted in.
-        one(
+        let v = one(
             "local_networks = [\"127.0.0.0/16\"]\nallow_public_local_networks = [\"127.0.0.0/16\"]",
             Role::Gateway,
+        );
+        assert_eq!(
+            v.problem,
+            Problem::PublicLocalNetwork(NotLocal::Loopback(net("127.0.0.0/16")))
         );
     }
 
     #[test]
     fn internal_network_and_gateway_ip_are_private() {
-        assert!(one("internal_network = \"0.0.0.0/0\"", Role::Gateway)
-            .contains("key `internal_network`: `0.0.0.0/0` is not a private network"));
-        assert!(one("gateway_ip = \"198.51.100.2\"", Role::Workstation)
-            .contains("key `gateway_ip`: `198.51.100.2` is not a private address"));
-        assert!(one("gateway_ip = \"192.168.0.1\"", Role::Gateway)
-            .contains("is outside internal_network"));
+        let v = one("internal_network = \"0.0.0.0/0\"", Role::Gateway);
+        assert_eq!(v.problem, Problem::InternalNotPrivate(net("0.0.0.0/0")));
+        assert_eq!(v.at, format!("{FILE}:1: key `internal_network`"));
+        assert_eq!(
+            one("gateway_ip = \"198.51.100.2\"", Role::Workstation).problem,
+            Problem::GatewayNotPrivate(Ipv4Addr::new(198, 51, 100, 2))
+        );
+        assert!(matches!(
+            one("gateway_ip = \"192.168.0.1\"", Role::Gateway).problem,
+            Problem::GatewayOutsideInternal { .. }
+        ));
     }
 
     #[test]
     fn internal_network_is_at_most_a_slash_16() {
-        for net in ["10.0.0.0/8", "10.128.0.0/9", "10.152.0.0/15"] {
-            let msg = one(
-                &format!("\ninternal_network = \"{net}\"\ngateway_ip = \"10.152.152.10\""),
+        for n in ["10.0.0.0/8", "10.128.0.0/9", "10.152.0.0/15"] {
+            let v = one(
+                &format!("\ninternal_network = \"{n}\"\ngateway_ip = \"10.152.152.10\""),
                 Role::Gateway,
             );
-            assert!(
-                msg.starts_with(&format!(
-                    "{FILE}:2: key `internal_network`: `{net}` is wider than a /16"
-                )),
-                "{msg}"
-            );
-            assert!(msg.contains("10.0.2.2"), "{msg}");
+            assert_eq!(v.problem, Problem::InternalTooWide(net(n)));
+            assert_eq!(v.at, format!("{FILE}:2: key `internal_network`"));
         }
+        // The message names the network it would take in (Whonix-KVM's DNS server).
+        assert!(Problem::InternalTooWide(net("10.0.0.0/8"))
+            .to_string()
+            .contains("10.0.2.2"));
         // The default (/18) and Qubes' /16 are fine.
         config(&Config::default(), Role::Gateway).expect("default");
         config(
@@ -736,51 +834,64 @@ mod tests {
 
     #[test]
     fn interfaces_wildcards_and_overlaps() {
-        for (text, line_key, needle) in [
+        let name = |s: &str| s.parse::<IfName>().expect("name");
+        let overlap = |this: &str, other_key, other: &str| Problem::InterfaceOverlap {
+            this: name(this),
+            other_key,
+            other: name(other),
+        };
+        for (text, at, problem) in [
             (
                 "internal_interface = \"eth*\"",
                 "1: key `internal_interface`",
-                "`eth*` also matches external_interface `eth0`",
+                overlap("eth*", "external_interface", "eth0"),
             ),
             (
                 "\ninternal_interface = \"eth0\"",
                 "2: key `internal_interface`",
-                "`eth0` is the same as external_interface `eth0`",
+                overlap("eth0", "external_interface", "eth0"),
             ),
             (
                 "vpn_interface = \"eth0\"",
                 "1: key `vpn_interface`",
-                "is the same as external_interface `eth0`",
+                overlap("eth0", "external_interface", "eth0"),
             ),
             (
                 "vpn_interface = \"eth1\"",
                 "1: key `vpn_interface`",
-                "is the same as internal_interface `eth1`",
+                overlap("eth1", "internal_interface", "eth1"),
             ),
             (
                 "external_interface = \"wan*\"",
                 "1: key `external_interface`",
-                "only internal_interface may be one",
+                Problem::Wildcard {
+                    name: name("wan*"),
+                    key: "external_interface",
+                },
             ),
             (
                 "internal_interface = \"lo\"",
                 "1: key `internal_interface`",
-                "loopback",
+                Problem::Loopback(name("lo")),
             ),
             (
                 "internal_interface = \"vif*\"\nvpn_interface = \"vif0\"",
                 "1: key `internal_interface`",
-                "`vif*` also matches vpn_interface `vif0`",
+                overlap("vif*", "vpn_interface", "vif0"),
             ),
         ] {
-            let msg = one(text, Role::Gateway);
-            assert!(
-                msg.starts_with(&format!("{FILE}:{line_key}")),
-                "{text}: {msg}"
-            );
-            assert!(msg.contains(needle), "{text}: {msg}");
+            let v = one(text, Role::Gateway);
+            assert_eq!(v.problem, problem, "{text}");
+            assert!(v.at.starts_with(&format!("{FILE}:{at}")), "{text}: {v}");
         }
-        // Not even a name: parsing refuses it, with the line.
+        // How an overlap reads: a wildcard "also matches", a name "is the same as".
+        assert!(overlap("eth*", "external_interface", "eth0")
+            .to_string()
+            .starts_with("`eth*` also matches external_interface `eth0`;"));
+        assert!(overlap("eth0", "external_interface", "eth0")
+            .to_string()
+            .starts_with("`eth0` is the same as external_interface `eth0`;"));
+        // Not even a name: parsing refuses it, with the line (through serde, as text).
         let mut c = Config::default();
         for bad in ["e th0", "eth0;", "a*b", "*", "eth\\u00e9", "."] {
             let text = format!("internal_interface = \"{bad}\"");
@@ -803,6 +914,7 @@ mod tests {
             "vpn_server_ports = [\"0-10\"]",
             "external_open_ports = [65536]",
         ] {
+            // Parse errors come through serde, as text.
             let e = c.merge_str(Path::new(FILE), text).expect_err(text);
             assert!(
                 e.to_string().contains("not a port (1-65535)"),
@@ -816,27 +928,37 @@ mod tests {
             ..Config::default()
         };
         let e = config(&c, Role::Gateway).expect_err("port 0");
-        assert_eq!(e.0.len(), 2, "{e}");
-        assert!(e.0[0]
-            .to_string()
-            .starts_with("compiled-in default: key `trans_port`"));
+        assert_eq!(
+            e.problems().collect::<Vec<_>>(),
+            [
+                &Problem::PortZero,
+                &Problem::BadPortRange(PortRange { first: 0, last: 0 })
+            ]
+        );
+        assert_eq!(e.0[0].at, "compiled-in default: key `trans_port`");
         // sdwdate's port must be one of the SocksPorts.
-        assert!(one("sdwdate_socks_port = 9112", Role::Gateway).contains("not one of socks_ports"));
+        assert_eq!(
+            one("sdwdate_socks_port = 9112", Role::Gateway).problem,
+            Problem::SdwdatePortNotSocks(9112)
+        );
     }
 
     #[test]
     fn vpn_servers_need_the_vpn_user_and_ports() {
         let e = config(&cfg("vpn_servers = [\"0.0.0.0\"]"), Role::Gateway).expect_err("vpn");
-        let msg = e.to_string();
-        for needle in [
-            "without vpn_firewall",
-            "needs vpn_user",
-            "needs vpn_server_ports",
-            "not a unicast",
-        ] {
-            assert!(msg.contains(needle), "{needle}: {msg}");
-        }
-        assert!(one("vpn_firewall = true", Role::Workstation).contains("gateway option"));
+        assert_eq!(
+            e.problems().collect::<Vec<_>>(),
+            [
+                &Problem::VpnServersWithoutFirewall,
+                &Problem::VpnServersWithoutUser,
+                &Problem::VpnServersWithoutPorts,
+                &Problem::NotUnicast(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            ]
+        );
+        assert_eq!(
+            one("vpn_firewall = true", Role::Workstation).problem,
+            Problem::VpnOnWorkstation
+        );
     }
 
     #[test]
@@ -850,6 +972,15 @@ mod tests {
         };
         let e = users(&c, &uids).expect_err("root");
         assert_eq!(e.0.len(), 3, "{e}");
+        assert!(e.problems().all(|p| matches!(p, Problem::Root { .. })));
+        assert_eq!(
+            e.0[0].problem,
+            Problem::Root {
+                user: UserRef::Name("root".into()),
+                would: "reach the internet outside Tor"
+            }
+        );
+        // The text names the file, line and key, and the opt-in.
         assert!(e.0[0]
             .to_string()
             .starts_with(&format!("{FILE}:2: key `tor_user`: `root` is root (uid 0)")));
@@ -866,11 +997,7 @@ mod tests {
             },
         )
         .expect_err("root");
-        assert!(
-            e.to_string()
-                .starts_with("compiled-in default: key `tor_user`"),
-            "{e}"
-        );
+        assert_eq!(e.0[0].at, "compiled-in default: key `tor_user`");
         let mut ok = c.clone();
         ok.allow_root_user = true;
         users(&ok, &uids).expect("opted in");
@@ -897,6 +1024,11 @@ mod tests {
         };
         let none = Markers::default();
         let plain = Config::default();
+        let problem = |r: Result<Role, ValidationError>| {
+            let e = r.expect_err("a violation");
+            assert_eq!(e.0.len(), 1, "{e}");
+            e.0[0].problem.clone()
+        };
         assert_eq!(role(None, &plain, gw), Ok(Role::Gateway));
         assert_eq!(role(None, &plain, ws), Ok(Role::Workstation));
         assert_eq!(
@@ -905,25 +1037,42 @@ mod tests {
         );
         // A contradicting config or command line is an error, never an override.
         let e = role(None, &cfg("\nrole = \"workstation\""), gw).expect_err("contradiction");
+        assert_eq!(
+            e.0[0].problem,
+            Problem::ConfigContradictsMarker {
+                given: Role::Workstation,
+                marker: GATEWAY_MARKER,
+                marked: Role::Gateway
+            }
+        );
         assert!(
             e.to_string().starts_with(&format!("{FILE}:2: key `role`: `workstation` contradicts /usr/share/anon-gw-base-files/gateway")),
             "{e}"
         );
         let e = role(Some(Role::Gateway), &plain, ws).expect_err("contradiction");
+        assert!(matches!(
+            e.0[0].problem,
+            Problem::CliContradictsMarker {
+                given: Role::Gateway,
+                ..
+            }
+        ));
         assert!(
             e.to_string()
                 .starts_with("command line: --role: `gateway` contradicts"),
             "{e}"
         );
-        assert!(role(
-            None,
-            &plain,
-            Markers {
-                gateway: true,
-                workstation: true
-            }
-        )
-        .is_err());
+        assert_eq!(
+            problem(role(
+                None,
+                &plain,
+                Markers {
+                    gateway: true,
+                    workstation: true
+                }
+            )),
+            Problem::BothMarkers
+        );
         // Without a marker: the command line or the config, which must agree.
         assert_eq!(
             role(Some(Role::Workstation), &plain, none),
@@ -933,32 +1082,43 @@ mod tests {
             role(None, &cfg("role = \"gateway\""), none),
             Ok(Role::Gateway)
         );
-        assert!(role(Some(Role::Workstation), &cfg("role = \"gateway\""), none).is_err());
-        assert!(role(None, &plain, none)
-            .expect_err("unknown")
-            .to_string()
-            .contains("unknown role"));
+        assert_eq!(
+            problem(role(
+                Some(Role::Workstation),
+                &cfg("role = \"gateway\""),
+                none
+            )),
+            Problem::ConfigContradictsCli {
+                config: Role::Gateway,
+                cli: Role::Workstation
+            }
+        );
+        assert_eq!(problem(role(None, &plain, none)), Problem::UnknownRole);
     }
 
     #[test]
     fn no_interface_may_match_loopback() {
-        for (text, key) in [
-            ("internal_interface = \"l*\"", "internal_interface"),
-            ("internal_interface = \"lo*\"", "internal_interface"),
-            ("internal_interface = \"lo\"", "internal_interface"),
-            ("vpn_interface = \"lo\"", "vpn_interface"),
-            ("external_interface = \"lo\"", "external_interface"),
+        for (text, key, name) in [
+            ("internal_interface = \"l*\"", "internal_interface", "l*"),
+            ("internal_interface = \"lo*\"", "internal_interface", "lo*"),
+            ("internal_interface = \"lo\"", "internal_interface", "lo"),
+            ("vpn_interface = \"lo\"", "vpn_interface", "lo"),
+            ("external_interface = \"lo\"", "external_interface", "lo"),
         ] {
-            let msg = one(text, Role::Gateway);
-            assert!(
-                msg.starts_with(&format!("{FILE}:1: key `{key}`")),
-                "{text}: {msg}"
+            let v = one(text, Role::Gateway);
+            assert_eq!(
+                v.problem,
+                Problem::Loopback(name.parse().expect("name")),
+                "{text}"
             );
-            assert!(msg.contains("loopback"), "{text}: {msg}");
+            assert_eq!(v.at, format!("{FILE}:1: key `{key}`"), "{text}");
         }
-        assert!(
-            one("internal_interface = \"l*\"", Role::Gateway).contains("`l*` also matches `lo`")
-        );
+        assert!(one("internal_interface = \"l*\"", Role::Gateway)
+            .to_string()
+            .contains("`l*` also matches `lo`, loopback"));
+        assert!(one("internal_interface = \"lo\"", Role::Gateway)
+            .to_string()
+            .contains("`lo` is loopback"));
         // A name that only starts like it is fine.
         config(&cfg("internal_interface = \"lan*\""), Role::Gateway).expect("lan*");
         config(&cfg("internal_interface = \"lo0\""), Role::Gateway).expect("lo0");
@@ -967,17 +1127,19 @@ mod tests {
     #[test]
     fn ipv4_mapped_ipv6_addresses_are_refused() {
         let base = "vpn_firewall = true\nvpn_user = \"tunnel\"\nvpn_server_ports = [1194]\n";
-        let msg = one(
+        let v = one(
             &format!("{base}vpn_servers = [\"192.0.2.7\", \"::ffff:192.0.2.8\"]"),
             Role::Gateway,
         );
-        assert!(
-            msg.starts_with(&format!(
-                "{FILE}:4: key `vpn_servers`: `::ffff:192.0.2.8` is an IPv4-mapped IPv6 address"
-            )),
-            "{msg}"
+        assert_eq!(
+            v.problem,
+            Problem::Ipv4Mapped {
+                addr: "::ffff:192.0.2.8".parse().expect("addr"),
+                v4: Ipv4Addr::new(192, 0, 2, 8)
+            }
         );
-        assert!(msg.contains("write `192.0.2.8`"), "{msg}");
+        assert_eq!(v.at, format!("{FILE}:4: key `vpn_servers`"));
+        assert!(v.to_string().contains("write `192.0.2.8`"), "{v}");
         config(
             &cfg(&format!(
                 "{base}vpn_servers = [\"192.0.2.7\", \"2001:db8::7\"]"
@@ -1000,47 +1162,77 @@ mod tests {
 
     #[test]
     fn external_open_ports_may_not_overlap_tors_ports() {
-        for (text, needle) in [
-            ("external_open_ports = [\"9000-9999\"]", "SocksPort 9050"),
+        let single = PortRange::single;
+        for (text, what, ports) in [
             (
                 "external_open_ports = [\"9000-9999\"]",
-                "TransPort (trans_port) 9040",
+                "SocksPort",
+                single(9050),
             ),
-            ("external_open_ports = [443, 9051]", "control port filter"),
-            ("external_open_ports = [9200]", "SocksPort 9152-9229"),
-            ("external_open_ports = [5300]", "DnsPort (dns_port) 5300"),
+            (
+                "external_open_ports = [\"9000-9999\"]",
+                "TransPort (trans_port)",
+                single(9040),
+            ),
+            (
+                "external_open_ports = [443, 9051]",
+                "control port filter (control_port_filter_port)",
+                single(9051),
+            ),
+            (
+                "external_open_ports = [9200]",
+                "SocksPort",
+                PortRange::range(9152, 9229),
+            ),
+            (
+                "external_open_ports = [5300]",
+                "DnsPort (dns_port)",
+                single(5300),
+            ),
             (
                 "external_udp_open_ports = [5300]",
-                "DnsPort (dns_port) 5300",
+                "DnsPort (dns_port)",
+                single(5300),
             ),
             // Upstream's SocksPorts count even when socks_ports leaves them out (torrc decides).
             (
                 "socks_ports = [9108]\nexternal_open_ports = [9050]",
-                "SocksPort 9050",
+                "SocksPort",
+                single(9050),
             ),
             (
                 "socks_ports = [9108, 7000]\nexternal_open_ports = [7000]",
-                "SocksPort 7000",
+                "SocksPort",
+                single(7000),
             ),
             (
                 "trans_port = 8040\nexternal_open_ports = [8040]",
-                "TransPort",
+                "TransPort (trans_port)",
+                single(8040),
             ),
         ] {
-            let msg = one(text, Role::Gateway);
+            let v = one(text, Role::Gateway);
             let key = if text.contains("udp") {
                 "external_udp_open_ports"
             } else {
                 "external_open_ports"
             };
             let line = text.lines().count();
-            assert!(
-                msg.starts_with(&format!("{FILE}:{line}: key `{key}`")),
-                "{text}: {msg}"
-            );
-            assert!(msg.contains("overlaps Tor's ports"), "{text}: {msg}");
-            assert!(msg.contains(needle), "{text}: {msg}");
+            assert_eq!(v.at, format!("{FILE}:{line}: key `{key}`"), "{text}");
+            let Problem::OverlapsTorPorts { tor, .. } = &v.problem else {
+                panic!("{text}: {v}")
+            };
+            assert!(tor.contains(&(what, ports)), "{text}: {v}");
         }
+        // How it reads: the open port, then each of Tor's ports it hits.
+        let v = one("external_open_ports = [\"5000-5300\"]", Role::Gateway);
+        assert!(
+            v.to_string().contains(
+                "`5000-5300` overlaps Tor's ports (DnsPort (dns_port) 5300): opened on the \
+                 external interface"
+            ),
+            "{v}"
+        );
         config(
             &cfg("external_open_ports = [443, \"8000-8010\", 9001]\nexternal_udp_open_ports = [4500, 53]"),
             Role::Gateway,
@@ -1050,22 +1242,25 @@ mod tests {
 
     #[test]
     fn tors_single_ports_are_distinct() {
-        assert!(
-            one("\ndns_port = 9040", Role::Gateway).starts_with(&format!(
-                "{FILE}:2: key `dns_port`: `9040` is also trans_port"
-            ))
+        let v = one("\ndns_port = 9040", Role::Gateway);
+        assert_eq!(
+            v.problem,
+            Problem::SamePort {
+                port: 9040,
+                other: "trans_port"
+            }
         );
-        assert!(
-            one("trans_port = 9108", Role::Gateway).starts_with(&format!(
-                "{FILE}:1: key `trans_port`: `9108` is also one of socks_ports"
-            ))
-        );
+        assert_eq!(v.at, format!("{FILE}:2: key `dns_port`"));
+        let v = one("trans_port = 9108", Role::Gateway);
+        assert_eq!(v.problem, Problem::PortInSocksPorts(9108));
+        assert_eq!(v.at, format!("{FILE}:1: key `trans_port`"));
     }
 
+    /// Where to fix a conflict between two keys: the text is the contract here.
     #[test]
     fn cross_key_errors_point_at_the_key_set_in_a_file() {
         // Only socks_ports is in the file: point there, not at sdwdate's compiled-in default.
-        let msg = one("\nsocks_ports = [9050]", Role::Gateway);
+        let msg = one("\nsocks_ports = [9050]", Role::Gateway).to_string();
         assert!(
             msg.starts_with(&format!(
                 "{FILE}:2: key `socks_ports`: `9108` is not one of"
@@ -1076,7 +1271,8 @@ mod tests {
         let msg = one(
             "socks_ports = [9050]\nsdwdate_socks_port = 9100",
             Role::Gateway,
-        );
+        )
+        .to_string();
         assert!(
             msg.starts_with(&format!(
                 "{FILE}:2: key `sdwdate_socks_port` (and {FILE}:1: key `socks_ports`)"
@@ -1084,7 +1280,7 @@ mod tests {
             "{msg}"
         );
         // The internal network moved away from the default gateway_ip.
-        let msg = one("\n\ninternal_network = \"10.137.0.0/16\"", Role::Gateway);
+        let msg = one("\n\ninternal_network = \"10.137.0.0/16\"", Role::Gateway).to_string();
         assert!(
             msg.starts_with(&format!(
                 "{FILE}:3: key `internal_network`: `10.152.152.10` is outside"
@@ -1092,7 +1288,7 @@ mod tests {
             "{msg}"
         );
         // external_interface set to the default internal one.
-        let msg = one("external_interface = \"eth1\"", Role::Gateway);
+        let msg = one("external_interface = \"eth1\"", Role::Gateway).to_string();
         assert!(
             msg.starts_with(&format!(
                 "{FILE}:1: key `external_interface`: `eth1` is the same as internal_interface \
@@ -1121,10 +1317,9 @@ mod tests {
 
     #[test]
     fn within_is_cidr_containment() {
-        let p = |s: &str| s.parse::<Ipv4Net>().expect("net");
-        assert!(within(p("10.152.152.0/24"), p("10.0.0.0/8")));
-        assert!(!within(p("10.0.0.0/7"), p("10.0.0.0/8")));
-        assert!(within(p("0.0.0.0/0"), p("0.0.0.0/0")));
-        assert!(!within(p("172.32.0.0/16"), p("172.16.0.0/12")));
+        assert!(within(net("10.152.152.0/24"), net("10.0.0.0/8")));
+        assert!(!within(net("10.0.0.0/7"), net("10.0.0.0/8")));
+        assert!(within(net("0.0.0.0/0"), net("0.0.0.0/0")));
+        assert!(!within(net("172.32.0.0/16"), net("172.16.0.0/12")));
     }
 }
