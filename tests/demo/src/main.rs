@@ -5,6 +5,7 @@
 //! report printed, and everything torn down.
 //!
 //! Usage: whonix-in-a-box --firewall PATH/anon-firewall --sdwdate PATH/sdwdate
+#![forbid(unsafe_code)]
 
 use std::fs::File;
 use std::io;

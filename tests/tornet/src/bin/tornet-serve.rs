@@ -4,6 +4,7 @@
 //! when stdin closes (the caller holds it open as long as it needs the network).
 //!
 //! `tornet-serve ENV_FILE [HONEST [LIARS [LIAR_OFFSET_S]]]` (defaults 3, 3, 7200).
+#![forbid(unsafe_code)]
 
 use std::io::Read;
 use std::process::ExitCode;
