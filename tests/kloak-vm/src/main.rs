@@ -9,12 +9,15 @@ use std::process::{Child, Command};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use anon_wait::wait_until;
 use evdev::uinput::VirtualDevice;
 use evdev::{AttributeSet, Device, EventType, InputEvent, KeyCode, RelativeAxisCode};
 
 const MAX_DELAY_MS: u64 = 100;
 /// TCG is slow and the guest has one CPU: the bound checked is max delay + this.
 const TOLERANCE_MS: u64 = 150;
+/// How often the waits look again.
+const POLL: Duration = Duration::from_millis(20);
 
 struct Results {
     pass: usize,
@@ -70,21 +73,14 @@ fn find_twin(name: &str, wait: Duration) -> Option<PathBuf> {
 }
 
 fn find_marked(name: &str, twin: bool, wait: Duration) -> Option<PathBuf> {
-    let deadline = Instant::now() + wait;
-    loop {
-        for (path, dev) in evdev::enumerate() {
+    wait_until(wait, POLL, || {
+        evdev::enumerate().find_map(|(path, dev)| {
             let marked = dev
                 .physical_path()
                 .is_some_and(|p| p.starts_with(kloak::twin::PHYS_MARK));
-            if dev.name() == Some(name) && marked == twin {
-                return Some(path);
-            }
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+            (dev.name() == Some(name) && marked == twin).then_some(path)
+        })
+    })
 }
 
 /// Events read, each with the instant it was read; `Err` once the device is gone.
@@ -201,13 +197,11 @@ fn identity_and_leds(r: &mut Results) -> std::io::Result<()> {
     let mut seen = Vec::new();
     for (led, on) in [(LED_CAPSL, 1), (LED_NUML, 1), (LED_CAPSL, 0)] {
         twin.send_events(&[InputEvent::new(EventType::LED.0, led, on)])?;
-        let deadline = Instant::now() + Duration::from_secs(2);
-        let want = |v: &Vec<u16>| v.contains(&led) == (on == 1);
-        let mut now = lit(&real);
-        while !want(&now) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
+        let mut now = Vec::new();
+        wait_until(Duration::from_secs(2), POLL, || {
             now = lit(&real);
-        }
+            now.contains(&led) == (on == 1)
+        });
         seen.push(now);
     }
     r.check(
@@ -225,12 +219,11 @@ fn identity_and_leds(r: &mut Results) -> std::io::Result<()> {
         real_kb.emit(&[(EventType::KEY.0, KEY_CAPSLOCK, 1)])?;
         real_kb.emit(&[(EventType::KEY.0, KEY_CAPSLOCK, 0)])?;
         let want = !toggles.last().copied().unwrap_or(before);
-        let deadline = Instant::now() + Duration::from_secs(2);
-        let mut now = lit(&real).contains(&LED_CAPSL);
-        while now != want && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
+        let mut now = false;
+        wait_until(Duration::from_secs(2), POLL, || {
             now = lit(&real).contains(&LED_CAPSL);
-        }
+            now == want
+        });
         toggles.push(now);
     }
     r.check(
@@ -264,12 +257,36 @@ fn main() {
     println!("KLOAK-VMTEST DONE pass={} fail={}", r.pass, r.fail);
 }
 
+/// The fake keyboard and mouse the scenarios type on, and a reader of the keyboard's own node
+/// (what reaches the desktop, which sees nothing while kloak grabs the keyboard).
+struct Fakes {
+    kb: VirtualDevice,
+    mouse: VirtualDevice,
+    kb_path: PathBuf,
+    raw: Events,
+}
+
+/// A reader of kloak's twin of the fake keyboard, or the error `what` when none appears.
+fn twin_reader(what: &str) -> std::io::Result<Events> {
+    let twin = find_twin("fake keyboard", Duration::from_secs(10))
+        .ok_or_else(|| std::io::Error::other(what.to_owned()))?;
+    reader(&twin)
+}
+
+/// Every scenario but the soak, in order, on one fake keyboard and mouse; kloak is started
+/// afresh after the scenarios that end it.
 fn run(kloak: &str, r: &mut Results) -> std::io::Result<()> {
-    let mut kb = keyboard("fake keyboard")?;
-    let mut mouse_dev = mouse("fake mouse")?;
+    let kb = keyboard("fake keyboard")?;
+    let mouse_dev = mouse("fake mouse")?;
     let kb_path = find("fake keyboard", Duration::from_secs(5))
         .ok_or_else(|| std::io::Error::other("fake keyboard node"))?;
     let raw = reader(&kb_path)?;
+    let mut f = Fakes {
+        kb,
+        mouse: mouse_dev,
+        kb_path,
+        raw,
+    };
 
     // kloak grabs both fakes and creates their twins.
     let mut child = start_kloak(kloak)?;
@@ -284,7 +301,37 @@ fn run(kloak: &str, r: &mut Results) -> std::io::Result<()> {
     let out = reader(&twin)?;
     std::thread::sleep(Duration::from_millis(300));
 
-    // Type: 60 key frames, bursts (no pause) and ordinary typing (30 ms).
+    typing(&mut f, &out, r);
+    burst(&mut f, &out, &child, r);
+    if let Some(p) = &mouse_twin {
+        mouse_motion(&mut f, p, r)?;
+    }
+    hotplug(&mut child, r)?;
+    // A keyboard with LEDs and a USB identity: the twin has the same name, id and LEDs
+    // (phys marked), and an LED set on the twin, as X, a compositor or the console sets Caps
+    // Lock's light, reaches the real keyboard.
+    identity_and_leds(r)?;
+    sigkill(&mut f, child, &out, r)?;
+    sigterm(kloak, &mut f, r)?;
+    escape(kloak, &mut f, r)?;
+
+    // kloak with its default rule (the hold floor) for the next three scenarios.
+    let mut child = start_kloak_with(kloak, &[])?;
+    let out = twin_reader("no twin (hold floor)")?;
+    std::thread::sleep(Duration::from_millis(200));
+    hello_world(&mut f, &out, r);
+    usb_frames(&mut f, &out, r);
+    long_name(&mut child, r)?;
+    let _ = child.kill();
+    let _ = child.wait();
+
+    held_at_start(kloak, &mut f, r)
+}
+
+/// Type: 60 key frames, bursts (no pause) and ordinary typing (30 ms): the order, the delay
+/// bound and spread, and nothing for another reader of the grabbed keyboard.
+fn typing(f: &mut Fakes, out: &Events, r: &mut Results) {
+    let Fakes { kb, raw, .. } = f;
     let mut sent = Vec::new();
     // (The input core drops events that do not change a key's state, so every frame here
     // presses or releases: Q down, Q up, W down, W up, ...)
@@ -292,13 +339,13 @@ fn run(kloak: &str, r: &mut Results) -> std::io::Result<()> {
         let code = 16 + (i / 2 % 10); // KEY_Q ..
         let value = i32::from(i % 2 == 0);
         let t = Instant::now();
-        press(&mut kb, code, value);
+        press(kb, code, value);
         sent.push((t, code, value));
         if i % 10 >= 5 {
             std::thread::sleep(Duration::from_millis(30));
         }
     }
-    let (got, _) = drain_keys(&out, Duration::from_millis(1500));
+    let (got, _) = drain_keys(out, Duration::from_millis(1500));
     let same = got.iter().map(|g| (g.1, g.2)).collect::<Vec<_>>()
         == sent.iter().map(|s| (s.1, s.2)).collect::<Vec<_>>();
     r.check(
@@ -350,7 +397,7 @@ fn run(kloak: &str, r: &mut Results) -> std::io::Result<()> {
             delays.first().copied().unwrap_or(0)
         ),
     );
-    let (leaked, _) = drain_keys(&raw, Duration::from_millis(200));
+    let (leaked, _) = drain_keys(raw, Duration::from_millis(200));
     r.check(
         "grabbed",
         leaked.is_empty(),
@@ -359,9 +406,12 @@ fn run(kloak: &str, r: &mut Results) -> std::io::Result<()> {
             leaked.len()
         ),
     );
+}
 
-    // Load: 2000 frames, none lost, none reordered; kloak's
-    // CPU time per 10,000 events (under TCG emulation, so far above native figures).
+/// Load: 2000 frames, none lost, none reordered; kloak's
+/// CPU time per 10,000 events (under TCG emulation, so far above native figures).
+fn burst(f: &mut Fakes, out: &Events, child: &Child, r: &mut Results) {
+    let kb = &mut f.kb;
     let cpu = |pid: u32| -> u64 {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         let f: Vec<u64> = stat
@@ -379,10 +429,10 @@ fn run(kloak: &str, r: &mut Results) -> std::io::Result<()> {
     // One frame per millisecond, far faster than anyone types; faster than that the kernel's
     // per-reader evdev buffer overflows (SYN_DROPPED) for any reader, kloak or not.
     for i in 0..2000u16 {
-        press(&mut kb, 30, i32::from(i % 2 == 0));
+        press(kb, 30, i32::from(i % 2 == 0));
         std::thread::sleep(Duration::from_millis(1));
     }
-    let (burst, _) = drain_keys(&out, Duration::from_millis(1500));
+    let (burst, _) = drain_keys(out, Duration::from_millis(1500));
     let used = cpu(child.id()).saturating_sub(before);
     let expected: Vec<(u16, i32)> = (0..2000u16).map(|i| (30, i32::from(i % 2 == 0))).collect();
     r.check(
@@ -394,36 +444,40 @@ fn run(kloak: &str, r: &mut Results) -> std::io::Result<()> {
         "KLOAK-VMTEST CPU ms_per_10k={} (2000 events, {used} ms CPU, TCG)",
         used * 5
     );
+}
 
-    // Mouse motion goes through its twin; queued motion may be merged, but adds up exactly.
-    if let Some(p) = &mouse_twin {
-        let mout = reader(p)?;
-        std::thread::sleep(Duration::from_millis(100));
-        for _ in 0..20 {
-            let _ = mouse_dev.emit(&[
-                InputEvent::new(EventType::RELATIVE.0, 0, 5),
-                InputEvent::new(EventType::RELATIVE.0, 1, -3),
-            ]);
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        let mut sum = (0i32, 0i32);
-        while let Ok(Ok((_, e))) = mout.recv_timeout(Duration::from_millis(500)) {
-            if e.event_type() == EventType::RELATIVE {
-                if e.code() == 0 {
-                    sum.0 += e.value()
-                } else if e.code() == 1 {
-                    sum.1 += e.value()
-                }
+/// Mouse motion goes through its twin; queued motion may be merged, but adds up exactly.
+fn mouse_motion(f: &mut Fakes, twin: &Path, r: &mut Results) -> std::io::Result<()> {
+    let mout = reader(twin)?;
+    std::thread::sleep(Duration::from_millis(100));
+    for _ in 0..20 {
+        let _ = f.mouse.emit(&[
+            InputEvent::new(EventType::RELATIVE.0, 0, 5),
+            InputEvent::new(EventType::RELATIVE.0, 1, -3),
+        ]);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let mut sum = (0i32, 0i32);
+    while let Ok(Ok((_, e))) = mout.recv_timeout(Duration::from_millis(500)) {
+        if e.event_type() == EventType::RELATIVE {
+            if e.code() == 0 {
+                sum.0 += e.value()
+            } else if e.code() == 1 {
+                sum.1 += e.value()
             }
         }
-        r.check(
-            "mouse",
-            sum == (100, -60),
-            format!("motion through the twin adds up to {sum:?} (sent (100, -60))"),
-        );
     }
+    r.check(
+        "mouse",
+        sum == (100, -60),
+        format!("motion through the twin adds up to {sum:?} (sent (100, -60))"),
+    );
+    Ok(())
+}
 
-    // Hotplug: a keyboard created now is covered within a second.
+/// Hotplug: a keyboard created now is covered within a second; unplugging it removes its
+/// twin, and kloak carries on.
+fn hotplug(child: &mut Child, r: &mut Results) -> std::io::Result<()> {
     let t0 = Instant::now();
     let mut kb2 = keyboard("fake keyboard 2")?;
     let twin2 = find_twin("fake keyboard 2", Duration::from_secs(3));
@@ -447,31 +501,32 @@ fn run(kloak: &str, r: &mut Results) -> std::io::Result<()> {
     );
     // Unplugging it removes its twin; kloak carries on.
     drop(kb2);
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while find_twin("fake keyboard 2", Duration::ZERO).is_some() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(Duration::from_secs(2), POLL, || {
+        find_twin("fake keyboard 2", Duration::ZERO).is_none()
+    });
     let alive = child.try_wait()?.is_none();
     r.check(
         "unplug",
         find_twin("fake keyboard 2", Duration::ZERO).is_none() && alive,
         format!("twin removed, kloak still running: {alive}"),
     );
+    Ok(())
+}
 
-    // A keyboard with LEDs and a USB identity: the twin has the same name, id and LEDs
-    // (phys marked), and an LED set on the twin, as X, a compositor or the console sets Caps
-    // Lock's light, reaches the real keyboard.
-    identity_and_leds(r)?;
-
-    // SIGKILL while a key is held: the kernel destroys the twin and releases the key.
-    press(&mut kb, 30, 1);
-    let (held, _) = drain_keys(&out, Duration::from_millis(400));
+/// SIGKILL while a key is held: the kernel destroys the twin and releases the key, and the
+/// keyboard is no longer grabbed.
+fn sigkill(f: &mut Fakes, mut child: Child, out: &Events, r: &mut Results) -> std::io::Result<()> {
+    let Fakes {
+        kb, kb_path, raw, ..
+    } = f;
+    press(kb, 30, 1);
+    let (held, _) = drain_keys(out, Duration::from_millis(400));
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::SIGKILL,
     );
     let _ = child.wait();
-    let (after, gone) = drain_keys(&out, Duration::from_millis(800));
+    let (after, gone) = drain_keys(out, Duration::from_millis(800));
     let released = after.iter().any(|a| a.1 == 30 && a.2 == 0);
     let twin_gone = find_twin("fake keyboard", Duration::ZERO).is_none();
     r.check(
@@ -483,23 +538,25 @@ fn run(kloak: &str, r: &mut Results) -> std::io::Result<()> {
             gone && twin_gone
         ),
     );
-    press(&mut kb, 30, 0);
-    let (free, _) = drain_keys(&raw, Duration::from_millis(300));
-    let dev = Device::open(&kb_path)?;
+    press(kb, 30, 0);
+    let (free, _) = drain_keys(raw, Duration::from_millis(300));
+    let dev = Device::open(kb_path)?;
     let down = dev.get_key_state()?.iter().count();
     r.check(
         "ungrabbed-after-kill",
-        free.iter().any(|f| f.1 == 30) && down == 0,
+        free.iter().any(|e| e.1 == 30) && down == 0,
         format!("original device readable again, {down} keys down"),
     );
+    Ok(())
+}
 
-    // SIGTERM while a key is held: kloak releases it on its twin before it goes.
+/// SIGTERM while a key is held: kloak releases it on its twin before it goes.
+fn sigterm(kloak: &str, f: &mut Fakes, r: &mut Results) -> std::io::Result<()> {
+    let kb = &mut f.kb;
     let mut child = start_kloak(kloak)?;
-    let twin = find_twin("fake keyboard", Duration::from_secs(10))
-        .ok_or_else(|| std::io::Error::other("no twin after restart"))?;
-    let out = reader(&twin)?;
+    let out = twin_reader("no twin after restart")?;
     std::thread::sleep(Duration::from_millis(200));
-    press(&mut kb, 48, 1);
+    press(kb, 48, 1);
     let (held, _) = drain_keys(&out, Duration::from_millis(400));
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
@@ -517,24 +574,27 @@ fn run(kloak: &str, r: &mut Results) -> std::io::Result<()> {
             after.iter().any(|a| a.1 == 48 && a.2 == 0)
         ),
     );
-    press(&mut kb, 48, 0);
+    press(kb, 48, 0);
+    Ok(())
+}
 
-    // Escape combination: kloak exits and lets go.
+/// Escape combination: kloak exits and lets go.
+fn escape(kloak: &str, f: &mut Fakes, r: &mut Results) -> std::io::Result<()> {
+    let Fakes { kb, raw, .. } = f;
     let mut child = start_kloak(kloak)?;
     let _ = find_twin("fake keyboard", Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(200));
-    let _ = drain_keys(&raw, Duration::from_millis(50));
-    press(&mut kb, KeyCode::KEY_RIGHTSHIFT.code(), 1);
-    press(&mut kb, KeyCode::KEY_ESC.code(), 1);
-    let deadline = Instant::now() + Duration::from_secs(3);
-    let mut exited = None;
-    while Instant::now() < deadline && exited.is_none() {
-        exited = child.try_wait()?;
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    press(&mut kb, KeyCode::KEY_ESC.code(), 0);
-    press(&mut kb, KeyCode::KEY_RIGHTSHIFT.code(), 0);
-    let (free, _) = drain_keys(&raw, Duration::from_millis(300));
+    let _ = drain_keys(raw, Duration::from_millis(50));
+    press(kb, KeyCode::KEY_RIGHTSHIFT.code(), 1);
+    press(kb, KeyCode::KEY_ESC.code(), 1);
+    // `Some` once kloak exited (or try_wait failed), so the wait ends.
+    let exited = wait_until(Duration::from_secs(3), POLL, || {
+        child.try_wait().transpose()
+    })
+    .transpose()?;
+    press(kb, KeyCode::KEY_ESC.code(), 0);
+    press(kb, KeyCode::KEY_RIGHTSHIFT.code(), 0);
+    let (free, _) = drain_keys(raw, Duration::from_millis(300));
     r.check(
         "escape",
         exited.is_some_and(|s| s.success()) && !free.is_empty(),
@@ -546,14 +606,13 @@ fn run(kloak: &str, r: &mut Results) -> std::io::Result<()> {
     if exited.is_none() {
         let _ = child.kill();
     }
+    Ok(())
+}
 
-    // The default hold-floor rule: "Hello, World" typed with fast rollover comes out as
-    // exactly that text, presses stay within the max delay, short taps last the floor.
-    let mut child = start_kloak_with(kloak, &[])?;
-    let twin = find_twin("fake keyboard", Duration::from_secs(10))
-        .ok_or_else(|| std::io::Error::other("no twin (hold floor)"))?;
-    let out = reader(&twin)?;
-    std::thread::sleep(Duration::from_millis(200));
+/// The default hold-floor rule: "Hello, World" typed with fast rollover comes out as
+/// exactly that text, presses stay within the max delay, short taps last the floor.
+fn hello_world(f: &mut Fakes, out: &Events, r: &mut Results) {
+    let kb = &mut f.kb;
     const SHIFT: u16 = 42;
     let keys: &[(u16, bool)] = &[
         (35, true),
@@ -599,12 +658,12 @@ fn run(kloak: &str, r: &mut Results) -> std::io::Result<()> {
             std::thread::sleep(d);
         }
         let now = Instant::now();
-        press(&mut kb, *code, *value);
+        press(kb, *code, *value);
         if *value == 1 {
             sent_press.push(now);
         }
     }
-    let (got, _) = drain_keys(&out, Duration::from_millis(1500));
+    let (got, _) = drain_keys(out, Duration::from_millis(1500));
     let charmap = |code: u16| -> Option<char> {
         Some(match code {
             35 => 'h',
@@ -667,9 +726,12 @@ fn run(kloak: &str, r: &mut Results) -> std::io::Result<()> {
     // of two delays) fewer than 1 in 12 would reach 140 ms; here at least 6 must.
     let floored = holds.iter().filter(|h| (140..=300).contains(*h)).count();
     r.check("hold-floor", holds.len() == 12 && floored >= 6, format!("emitted holds {holds:?} ms (real 45-55 ms; {floored} of 12 at 140-300 ms: the 150-200 ms floor plus emulation jitter)"));
+}
 
-    // USB keyboards report every key change of one HID report in one frame: "x up + y down"
-    // together. Rollover typed that way, with double letters (x y x), comes out exact.
+/// USB keyboards report every key change of one HID report in one frame: "x up + y down"
+/// together. Rollover typed that way, with double letters (x y x), comes out exact.
+fn usb_frames(f: &mut Fakes, out: &Events, r: &mut Results) {
+    let kb = &mut f.kb;
     let letters: &[u16] = &[
         45, 21, 45, 21, 45, 44, 45, 44, 30, 31, 30, 31, 32, 33, 32, 33,
     ];
@@ -689,9 +751,9 @@ fn run(kloak: &str, r: &mut Results) -> std::io::Result<()> {
         }
     }
     if let Some(p) = prev {
-        press(&mut kb, p, 0);
+        press(kb, p, 0);
     }
-    let (got, _) = drain_keys(&out, Duration::from_millis(1500));
+    let (got, _) = drain_keys(out, Duration::from_millis(1500));
     let typed: Vec<u16> = got.iter().filter(|g| g.2 == 1).map(|g| g.1).collect();
     let mut state: std::collections::HashSet<u16> = std::collections::HashSet::new();
     for (_, code, value) in &got {
@@ -739,11 +801,13 @@ fn run(kloak: &str, r: &mut Results) -> std::io::Result<()> {
                 )
         ),
     );
+}
 
-    // A keyboard with a long name, plugged while kloak runs: its twin's name is cut to what
-    // uinput keeps, and kloak carries on (it panicked from 72 bytes on). A uinput device (the
-    // only kind a test can plug) has at most 78 bytes through the evdev crate; a real USB
-    // keyboard's name (manufacturer + product) can be longer, which the cut covers the same.
+/// A keyboard with a long name, plugged while kloak runs: its twin's name is cut to what
+/// uinput keeps, and kloak carries on (it panicked from 72 bytes on). A uinput device (the
+/// only kind a test can plug) has at most 78 bytes through the evdev crate; a real USB
+/// keyboard's name (manufacturer + product) can be longer, which the cut covers the same.
+fn long_name(child: &mut Child, r: &mut Results) -> std::io::Result<()> {
     let long = format!("long {}", "é".repeat(50));
     let long_kb = kloak::twin::Twin::create(&kloak::twin::Spec {
         name: long.clone(),
@@ -764,19 +828,21 @@ fn run(kloak: &str, r: &mut Results) -> std::io::Result<()> {
         ),
     );
     drop(long_kb);
-    let _ = child.kill();
-    let _ = child.wait();
+    Ok(())
+}
 
-    // A key held when kloak starts: the keyboard is not grabbed until it is released, so the
-    // release reaches the desktop and nothing stays down.
+/// A key held when kloak starts: the keyboard is not grabbed until it is released, so the
+/// release reaches the desktop and nothing stays down.
+fn held_at_start(kloak: &str, f: &mut Fakes, r: &mut Results) -> std::io::Result<()> {
+    let Fakes { kb, raw, .. } = f;
     std::thread::sleep(Duration::from_millis(300));
-    let _ = drain_keys(&raw, Duration::from_millis(100));
-    press(&mut kb, 30, 1);
+    let _ = drain_keys(raw, Duration::from_millis(100));
+    press(kb, 30, 1);
     let mut child = start_kloak_with(kloak, &[])?;
     let early = find_twin("fake keyboard", Duration::from_millis(1500));
-    press(&mut kb, 30, 0);
+    press(kb, 30, 0);
     let late = find_twin("fake keyboard", Duration::from_secs(5));
-    let (seen, _) = drain_keys(&raw, Duration::from_millis(300));
+    let (seen, _) = drain_keys(raw, Duration::from_millis(300));
     let released = seen.iter().any(|e| e.1 == 30 && e.2 == 0);
     r.check(
         "held-at-start",
