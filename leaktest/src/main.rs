@@ -5,19 +5,30 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use anon_cli::Program;
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use leaktest::marker::marker;
 use leaktest::observer::{self, Client};
 use leaktest::probes::{gateway_checks, host_checks, network_checks, Setup};
 use leaktest::verdict::{exit_code, human, to_json};
 
-const EXAMPLES: &str = "\
-Examples:
-  leaktest --observer 10.152.152.10:7777        on a workstation, with the observer on the gateway
+static PROGRAM: Program = Program {
+    name: "leaktest",
+    section: "8",
+    examples: "  leaktest --observer 10.152.152.10:7777        on a workstation, with the observer on the gateway
   leaktest observer --capture eth0 --listen 10.152.152.10:7777   on the gateway
-  leaktest --role gateway --json
-Exit codes: 0 every check passed, 1 a leak, 2 could not test (a check was skipped).";
+  leaktest --role gateway --json",
+    notes: "",
+    exit_codes: &[
+        (0, "every check passed"),
+        (1, "a leak (a check failed)"),
+        (2, "could not test: a check was skipped (no observer, not root), or an error"),
+    ],
+    error_code: 2,
+    info_targets: &["leaktest", "tor_control"],
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Role {
@@ -32,7 +43,11 @@ enum Only {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "leaktest", version, about = "Tries every way out of Tor and judges each", after_help = EXAMPLES)]
+#[command(
+    name = "leaktest",
+    version,
+    about = "Tries every way out of Tor and judges each"
+)]
 struct Cli {
     #[arg(long, value_enum, default_value_t = Role::Workstation)]
     role: Role,
@@ -75,12 +90,6 @@ enum Cmd {
     /// Internal: one TCP connection attempt (exit 0 if it connected), run as another user.
     #[command(hide = true)]
     ProbeTcp { to: SocketAddr },
-    /// Print the man page (roff).
-    #[command(hide = true)]
-    Man,
-    /// Print a shell completion script (bash, zsh, fish, ...) to stdout.
-    #[command(hide = true)]
-    Completions { shell: clap_complete::Shell },
 }
 
 /// This host's non-loopback addresses.
@@ -103,44 +112,27 @@ fn own_addresses() -> Vec<IpAddr> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    anon_cli::main(&PROGRAM, run)
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
-        Some(Cmd::Man) => {
-            let _ = clap_mangen::Man::new(Cli::command())
-                .section("8")
-                .render(&mut std::io::stdout());
-            return ExitCode::SUCCESS;
-        }
-        Some(Cmd::Completions { shell }) => {
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "leaktest",
-                &mut std::io::stdout(),
-            );
-            return ExitCode::SUCCESS;
-        }
         Some(Cmd::Observer { capture, listen }) => {
-            return match observer::run(&capture, listen) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("leaktest observer: {e}");
-                    ExitCode::from(2)
-                }
-            };
+            observer::run(&capture, listen).context("observer")?;
+            Ok(ExitCode::SUCCESS)
         }
         Some(Cmd::ProbeTcp { to }) => {
-            return if TcpStream::connect_timeout(&to, Duration::from_secs(3)).is_ok() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            };
+            let connected = TcpStream::connect_timeout(&to, Duration::from_secs(3)).is_ok();
+            Ok(ExitCode::from(u8::from(!connected)))
         }
-        None => {}
+        None => checks(&cli),
     }
+}
+
+/// Runs the checks the options ask for and prints the verdicts.
+fn checks(cli: &Cli) -> anyhow::Result<ExitCode> {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("leaktest: raw sockets and probes as other users need root");
-        return ExitCode::from(2);
+        bail!("raw sockets and probes as other users need root");
     }
     let me = if cli.me.is_empty() {
         own_addresses()
@@ -149,8 +141,7 @@ fn main() -> ExitCode {
     };
     if me.is_empty() && cli.only != Some(Only::Host) {
         // Without our addresses the observer could only match markers, and TCP carries none.
-        eprintln!("leaktest: cannot determine this host's addresses; pass --me");
-        return ExitCode::from(2);
+        bail!("cannot determine this host's addresses; pass --me");
     }
     let setup = Setup {
         target: cli.target,
@@ -159,18 +150,15 @@ fn main() -> ExitCode {
         me,
         marker: marker(),
     };
-    let mut obs = match cli.observer {
-        Some(addr) => {
-            match Client::connect(addr) {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    eprintln!("leaktest: observer {addr} unreachable ({e}); network checks will be skipped");
-                    None
-                }
-            }
-        }
-        None => None,
-    };
+    let mut obs = cli.observer.and_then(|addr| {
+        Client::connect(addr)
+            .inspect_err(|e| {
+                eprintln!(
+                    "leaktest: observer {addr} unreachable ({e}); network checks will be skipped"
+                );
+            })
+            .ok()
+    });
     let mut outcomes = Vec::new();
     if cli.only != Some(Only::Host) {
         match cli.role {
@@ -186,5 +174,5 @@ fn main() -> ExitCode {
     } else {
         print!("{}", human(&outcomes));
     }
-    ExitCode::from(exit_code(&outcomes))
+    Ok(ExitCode::from(exit_code(&outcomes)))
 }
