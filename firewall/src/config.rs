@@ -35,12 +35,28 @@ impl fmt::Display for Loc {
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
+    /// Not TOML, or a value the key does not take: the TOML parser's message (which carries
+    /// the value's own error, e.g. a [`ValueError`], as text).
     #[error("{}:{line}: {}{message}", file.display(), key.as_ref().map(|k| format!("key `{k}`: ")).unwrap_or_default())]
     Parse {
         file: PathBuf,
         line: usize,
         key: Option<String>,
         message: String,
+    },
+    /// A key anon-firewall does not know, with the known key it is closest to (a typo).
+    #[error(
+        "{}:{line}: {}unknown key `{unknown}` ({})",
+        file.display(),
+        key.as_ref().map(|k| format!("key `{k}`: ")).unwrap_or_default(),
+        closest.as_ref().map_or_else(|| "see anon-firewall(8) for the keys".to_owned(), |k| format!("did you mean `{k}`?"))
+    )]
+    UnknownKey {
+        file: PathBuf,
+        line: usize,
+        key: Option<String>,
+        unknown: String,
+        closest: Option<String>,
     },
     #[error("cannot read config {}: {source}", path.display())]
     Io {
@@ -554,25 +570,21 @@ fn key_lines(text: &str) -> Vec<(String, usize)> {
         .unwrap_or_default()
 }
 
-/// Shortens serde's "unknown field `x`, expected one of <all keys>" to a hint at the
-/// closest key: a typo should be fixed in seconds, not found in a list of two dozen names.
-fn friendly(message: &str) -> String {
-    let Some(rest) = message.strip_prefix("unknown field `") else {
-        return message.to_owned();
-    };
-    let Some((field, expected)) = rest.split_once('`') else {
-        return message.to_owned();
-    };
-    let best = expected
+/// Reads serde's "unknown field `x`, expected one of <all keys>" as the unknown key and the
+/// known one closest to it, if any is close: a typo should be fixed in seconds, not found in a
+/// list of two dozen names.
+fn unknown_key(message: &str) -> Option<(String, Option<String>)> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (field, expected) = rest.split_once('`')?;
+    let closest = expected
         .split('`')
         .skip(1)
         .step_by(2)
         .map(|k| (strsim::levenshtein(field, k), k))
-        .min();
-    match best {
-        Some((d, k)) if d <= 3 => format!("unknown key `{field}` (did you mean `{k}`?)"),
-        _ => format!("unknown key `{field}` (see anon-firewall(8) for the keys)"),
-    }
+        .min()
+        .filter(|(d, _)| *d <= 3)
+        .map(|(_, k)| k.to_owned());
+    Some((field.to_owned(), closest))
 }
 
 /// 1-based line number of a byte offset.
@@ -599,11 +611,21 @@ impl Config {
     pub fn merge_str(&mut self, file: &Path, text: &str) -> Result<(), ConfigError> {
         let fc: FileConfig = toml::from_str(text).map_err(|e| {
             let line = e.span().map_or(1, |s| line_of(text, s.start));
-            ConfigError::Parse {
-                file: file.to_owned(),
-                line,
-                key: key_on_line(text, line),
-                message: friendly(e.message().trim()),
+            let (file, key, message) = (file.to_owned(), key_on_line(text, line), e.message());
+            match unknown_key(message.trim()) {
+                Some((unknown, closest)) => ConfigError::UnknownKey {
+                    file,
+                    line,
+                    key,
+                    unknown,
+                    closest,
+                },
+                None => ConfigError::Parse {
+                    file,
+                    line,
+                    key,
+                    message: message.trim().to_owned(),
+                },
             }
         })?;
         let user = |s: toml::Spanned<UserRef>, key: &str| User {
@@ -754,9 +776,32 @@ mod tests {
     fn unknown_key_names_file_line_and_key() {
         let e = parse("mode = \"full\"\n\nallow_incomming_ssh = true\n").expect_err("must fail");
         assert!(
-            matches!(&e, ConfigError::Parse { line: 3, key: Some(k), .. } if k == "allow_incomming_ssh"),
+            matches!(
+                &e,
+                ConfigError::UnknownKey { line: 3, unknown, closest: Some(c), .. }
+                    if unknown == "allow_incomming_ssh" && c == "allow_incoming_ssh"
+            ),
             "{e:?}"
         );
+        // Nothing close: the man page is the hint.
+        let e = parse("fnord = 1").expect_err("unknown");
+        assert!(
+            matches!(
+                &e,
+                ConfigError::UnknownKey {
+                    line: 1,
+                    closest: None,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string()
+                .ends_with("key `fnord`: unknown key `fnord` (see anon-firewall(8) for the keys)"),
+            "{e}"
+        );
+        let e = parse("mode = \"full\"\n\nallow_incomming_ssh = true\n").expect_err("must fail");
         // The text is the contract here: file, line and key first, then the hint.
         let msg = e.to_string();
         assert!(
