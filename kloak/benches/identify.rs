@@ -9,23 +9,18 @@
 //! per-bigram timing habits, with trial-to-trial noise, in the ranges reported for free-text
 //! typing (holds ~70-130 ms, press-to-press ~100-350 ms).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
-use kloak::schedule::{Event, Frame, HoldFloor, Queue, EV_KEY, EV_SYN, SYN_REPORT};
+use kloak::schedule::HoldFloor;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
 #[path = "common/attack.rs"]
 mod attack;
-use attack::{identify, pct};
+use attack::{features, identify, observe, pct, Rule, Sample};
 
 const USERS: usize = 100;
 
-/// (time_us, key, value) events of one typing sample.
-type Sample = Vec<(u64, usize, i32)>;
-
-/// kloak's setting: None = off, else (max delay ms, hold floor).
-type Rule = Option<(u64, Option<HoldFloor>)>;
 const LETTERS: &str = "abcdefghijklmnopqrstuvwxyz ";
 const WORDS: &[&str] = &[
     "the", "of", "and", "to", "in", "is", "that", "for", "it", "as", "was", "with", "be", "by",
@@ -53,6 +48,11 @@ fn key_index(c: char) -> usize {
     LETTERS.find(c).unwrap_or(26)
 }
 
+/// The evdev code a key index is typed as: keys 0..27 -> 30.. (all ordinary keys).
+fn code(k: usize) -> u16 {
+    30 + k as u16
+}
+
 fn text(rng: &mut ChaCha20Rng, chars: usize) -> Vec<usize> {
     let mut s = String::new();
     while s.len() < chars {
@@ -62,13 +62,13 @@ fn text(rng: &mut ChaCha20Rng, chars: usize) -> Vec<usize> {
     s.chars().take(chars).map(key_index).collect()
 }
 
-/// (time_us, key, value) for one typing sample.
+/// (time_us, evdev code, value) for one typing sample.
 fn sample(
     t: &Typist,
     base: &BTreeMap<(usize, usize), f64>,
     keys: &[usize],
     rng: &mut ChaCha20Rng,
-) -> Vec<(u64, usize, i32)> {
+) -> Sample {
     let mut ev = Vec::new();
     let mut now = 1_000_000.0;
     let mut free = [0.0f64; 27];
@@ -85,96 +85,13 @@ fn sample(
         now = now.max(free[k] + 1000.0);
         let hold =
             (t.hold[k] * hold_drift * normal(rng, 1.0, 0.25).clamp(0.4, 2.5)).max(20.0) * 1000.0;
-        ev.push((now as u64, k, 1));
-        ev.push(((now + hold) as u64, k, 0));
+        ev.push((now as u64, code(k), 1));
+        ev.push(((now + hold) as u64, code(k), 0));
         free[k] = now + hold;
         prev = Some(k);
     }
     ev.sort_by_key(|e| e.0);
     ev
-}
-
-/// What an observer sees after kloak: (key, press time, release time) per keystroke, in order.
-fn observe(
-    ev: &[(u64, usize, i32)],
-    rule: Option<(u64, Option<HoldFloor>)>,
-    rng: &mut ChaCha20Rng,
-    lat: &mut Vec<u64>,
-) -> Vec<(usize, f64, f64)> {
-    // Codes: keys 0..27 -> 30.. (all ordinary keys).
-    let emitted: Vec<(u64, u16, i32, u64)> = match rule {
-        None => ev.iter().map(|e| (e.0, e.1 as u16, e.2, e.0)).collect(),
-        Some((max, floor)) => {
-            let mut q: Queue<u8> = Queue::with_hold_floor(max * 1000, floor, &[]);
-            let mut out = Vec::new();
-            let take = |out: &mut Vec<(u64, u16, i32, u64)>, fs: Vec<Frame<u8>>| {
-                for f in fs {
-                    let e = f.events[0];
-                    out.push((f.arrived, e.code - 30, e.value, f.release));
-                }
-            };
-            for &(t, k, v) in ev {
-                take(&mut out, q.pop_due(t));
-                q.push(
-                    0,
-                    vec![
-                        Event {
-                            kind: EV_KEY,
-                            code: 30 + k as u16,
-                            value: v,
-                        },
-                        Event {
-                            kind: EV_SYN,
-                            code: SYN_REPORT,
-                            value: 0,
-                        },
-                    ],
-                    t,
-                    rng,
-                );
-            }
-            take(&mut out, q.drain());
-            out
-        }
-    };
-    let mut open: HashMap<u16, f64> = HashMap::new();
-    let mut strokes = Vec::new();
-    for (arrived, k, v, release) in emitted {
-        if v == 1 {
-            lat.push(release - arrived);
-            open.insert(k, release as f64 / 1000.0);
-        } else if let Some(p) = open.remove(&k) {
-            strokes.push((k as usize, p, release as f64 / 1000.0));
-        }
-    }
-    strokes.sort_by(|a, b| a.1.total_cmp(&b.1));
-    strokes
-}
-
-/// Mean hold per key, then mean press-to-press latency per common bigram (NaN if unseen).
-fn features(strokes: &[(usize, f64, f64)], bigrams: &[(usize, usize)]) -> Vec<f64> {
-    let mut hold = vec![(0.0, 0u32); 27];
-    let mut lat: HashMap<(usize, usize), (f64, u32)> = HashMap::new();
-    for (i, s) in strokes.iter().enumerate() {
-        hold[s.0].0 += s.2 - s.1;
-        hold[s.0].1 += 1;
-        if i > 0 {
-            let p = &strokes[i - 1];
-            let e = lat.entry((p.0, s.0)).or_insert((0.0, 0));
-            e.0 += s.1 - p.1;
-            e.1 += 1;
-        }
-    }
-    let mut f: Vec<f64> = hold
-        .iter()
-        .map(|(s, n)| if *n > 0 { s / f64::from(*n) } else { f64::NAN })
-        .collect();
-    f.extend(
-        bigrams
-            .iter()
-            .map(|b| lat.get(b).map_or(f64::NAN, |(s, n)| s / f64::from(*n))),
-    );
-    f
 }
 
 fn main() {
@@ -208,7 +125,12 @@ fn main() {
     }
     let mut common: Vec<_> = counts.into_iter().collect();
     common.sort_by_key(|c| std::cmp::Reverse(c.1));
-    let bigrams: Vec<(usize, usize)> = common.iter().take(40).map(|c| c.0).collect();
+    let bigrams: Vec<(u16, u16)> = common
+        .iter()
+        .take(40)
+        .map(|c| (code(c.0 .0), code(c.0 .1)))
+        .collect();
+    let keys: Vec<u16> = (0..27).map(code).collect();
     // Samples: one enrollment and two test texts per user.
     let samples: Vec<(Sample, Vec<Sample>)> = typists
         .iter()
@@ -244,13 +166,18 @@ fn main() {
         // The attacker enrolls users on observed typing (kloak applied to enrollment as well).
         let train: Vec<Vec<f64>> = samples
             .iter()
-            .map(|(e, _)| features(&observe(e, rule, &mut r, &mut lat), &bigrams))
+            .map(|(e, _)| features(&observe(e, rule, &mut r, &mut lat), &keys, &bigrams))
             .collect();
         let test: Vec<(usize, Vec<f64>)> = samples
             .iter()
             .enumerate()
             .flat_map(|(u, (_, ts))| ts.iter().map(|s| (u, s.clone())).collect::<Vec<_>>())
-            .map(|(u, s)| (u, features(&observe(&s, rule, &mut r, &mut lat), &bigrams)))
+            .map(|(u, s)| {
+                (
+                    u,
+                    features(&observe(&s, rule, &mut r, &mut lat), &keys, &bigrams),
+                )
+            })
             .collect();
         let acc = identify(&train, &test);
         println!(

@@ -38,14 +38,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use kloak::schedule::{Event, Frame, HoldFloor, Queue, EV_KEY, EV_SYN, SYN_REPORT};
+use kloak::schedule::HoldFloor;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
 #[path = "common/attack.rs"]
 mod attack;
-use attack::{identify, pct};
+use attack::{features, identify, observe, pct, Rule, Sample};
 
 const USERS: usize = 100;
 const ENROLL_KEYS: usize = 1500;
@@ -53,12 +53,6 @@ const TESTS: usize = 5;
 const TEST_KEYS: usize = 300;
 const HOLD_FEATURES: usize = 30;
 const BIGRAM_FEATURES: usize = 40;
-
-/// (time_us, evdev key, value) events of one typing sample.
-type Sample = Vec<(u64, u16, i32)>;
-
-/// kloak's setting: None = off, else (max delay ms, hold floor).
-type Rule = Option<(u64, Option<HoldFloor>)>;
 
 /// Real values of one user (or one half of them): holds per key, latencies per bigram (ms).
 #[derive(Default, Clone)]
@@ -247,85 +241,6 @@ fn synthesize(t: &Timing, keys: usize, rng: &mut ChaCha20Rng) -> Sample {
     }
     ev.sort_by_key(|e| e.0);
     ev
-}
-
-/// What an observer sees after kloak: (key, press time, release time) per keystroke, in order.
-fn observe(
-    ev: &[(u64, u16, i32)],
-    rule: Rule,
-    rng: &mut ChaCha20Rng,
-    lat: &mut Vec<u64>,
-) -> Vec<(u16, f64, f64)> {
-    let emitted: Vec<(u64, u16, i32, u64)> = match rule {
-        None => ev.iter().map(|e| (e.0, e.1, e.2, e.0)).collect(),
-        Some((max, floor)) => {
-            let mut q: Queue<u8> = Queue::with_hold_floor(max * 1000, floor, &[]);
-            let mut out = Vec::new();
-            let take = |out: &mut Vec<(u64, u16, i32, u64)>, fs: Vec<Frame<u8>>| {
-                for f in fs {
-                    let e = f.events[0];
-                    out.push((f.arrived, e.code, e.value, f.release));
-                }
-            };
-            for &(t, k, v) in ev {
-                take(&mut out, q.pop_due(t));
-                q.push(
-                    0,
-                    vec![
-                        Event {
-                            kind: EV_KEY,
-                            code: k,
-                            value: v,
-                        },
-                        Event {
-                            kind: EV_SYN,
-                            code: SYN_REPORT,
-                            value: 0,
-                        },
-                    ],
-                    t,
-                    rng,
-                );
-            }
-            take(&mut out, q.drain());
-            out
-        }
-    };
-    let mut open: HashMap<u16, f64> = HashMap::new();
-    let mut strokes = Vec::new();
-    for (arrived, k, v, release) in emitted {
-        if v == 1 {
-            lat.push(release - arrived);
-            open.insert(k, release as f64 / 1000.0);
-        } else if let Some(p) = open.remove(&k) {
-            strokes.push((k, p, release as f64 / 1000.0));
-        }
-    }
-    strokes.sort_by(|a, b| a.1.total_cmp(&b.1));
-    strokes
-}
-
-/// Mean hold per feature key, then mean press-to-press latency per feature bigram (NaN if
-/// unseen).
-fn features(strokes: &[(u16, f64, f64)], keys: &[u16], bigrams: &[(u16, u16)]) -> Vec<f64> {
-    let mut hold: HashMap<u16, (f64, u32)> = HashMap::new();
-    let mut lat: HashMap<(u16, u16), (f64, u32)> = HashMap::new();
-    for (i, s) in strokes.iter().enumerate() {
-        let e = hold.entry(s.0).or_insert((0.0, 0));
-        e.0 += s.2 - s.1;
-        e.1 += 1;
-        if i > 0 {
-            let p = &strokes[i - 1];
-            let e = lat.entry((p.0, s.0)).or_insert((0.0, 0));
-            e.0 += s.1 - p.1;
-            e.1 += 1;
-        }
-    }
-    let mean = |x: Option<&(f64, u32)>| x.map_or(f64::NAN, |(s, n)| s / f64::from(*n));
-    keys.iter()
-        .map(|k| mean(hold.get(k)))
-        .chain(bigrams.iter().map(|b| mean(lat.get(b))))
-        .collect()
 }
 
 /// Enrollment stream and test streams per user.

@@ -473,7 +473,8 @@ mod tests {
 
     const MAX: Micros = 100_000;
 
-    fn key(code: u16, value: i32) -> Vec<Event> {
+    /// One key event and its SYN_REPORT: the frame a keyboard sends for a press or release.
+    pub(super) fn key(code: u16, value: i32) -> Vec<Event> {
         vec![
             Event {
                 kind: EV_KEY,
@@ -681,6 +682,7 @@ mod tests {
 
 #[cfg(test)]
 mod hold_floor_tests {
+    use super::tests::key;
     use super::*;
     use rand::SeedableRng;
     use rand_chacha::ChaCha20Rng;
@@ -867,23 +869,7 @@ mod hold_floor_tests {
         };
         for &(at, code, value) in ev {
             take(&mut out, q.pop_due(at));
-            q.push(
-                0,
-                vec![
-                    Event {
-                        kind: EV_KEY,
-                        code,
-                        value,
-                    },
-                    Event {
-                        kind: EV_SYN,
-                        code: SYN_REPORT,
-                        value: 0,
-                    },
-                ],
-                at,
-                &mut rng,
-            );
+            q.push(0, key(code, value), at, &mut rng);
         }
         take(&mut out, q.drain());
         out
