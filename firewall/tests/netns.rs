@@ -2,24 +2,129 @@
 //! with real sockets. Needs root; skipped loudly outside CI when not root, a failure in CI.
 //! Nothing here touches the host's own namespace.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
 use anon_netns::{
-    require_root, tcp_connect_as, udp_received, Netns, TempDir, Topology, GATEWAY_EXT_IP,
-    GATEWAY_IP, INTERNET_IP, INTERNET_IP6, WORKSTATION_IP,
+    require_root, tcp_connect_as, udp_received, Accepted, Listener, Netns, TempDir, Topology,
+    GATEWAY_EXT_IP, GATEWAY_IP, INTERNET_IP, INTERNET_IP6, WORKSTATION_IP,
 };
 use anon_wait::wait_until;
 
 const TOR_UID: u32 = 64001;
 const USER_UID: u32 = 64002;
 const SDWDATE_UID: u32 = 64003;
+/// How long a probe that must not get through is given.
 const SHORT: Duration = Duration::from_millis(700);
+/// How long a probe that must get through may take.
+const PATIENT: Duration = Duration::from_secs(2);
+const ANY: [u8; 4] = [0, 0, 0, 0];
+const LOCALHOST: [u8; 4] = [127, 0, 0, 1];
 
 fn sa(ip: impl Into<IpAddr>, port: u16) -> SocketAddr {
     SocketAddr::new(ip.into(), port)
+}
+
+/// A TCP listener in `ns` on `ip`:`port`.
+fn listen(ns: &Netns, ip: impl Into<IpAddr>, port: u16) -> Listener {
+    ns.tcp_listen(sa(ip, port)).expect("listen")
+}
+
+/// A UDP socket in `ns` on `ip`:`port`.
+fn bind(ns: &Netns, ip: impl Into<IpAddr>, port: u16) -> UdpSocket {
+    ns.udp_bind(sa(ip, port)).expect("bind")
+}
+
+/// A listener on 127.0.0.1 in `ns` for each of `ports`.
+fn local_listeners(ns: &Netns, ports: &[u16]) -> Vec<(u16, Listener)> {
+    ports
+        .iter()
+        .map(|&port| (port, listen(ns, LOCALHOST, port)))
+        .collect()
+}
+
+/// Whether `uid` in `ns` gets a TCP connection to `to` within `timeout`.
+fn connects_as(ns: &Netns, uid: u32, to: SocketAddr, timeout: Duration) -> bool {
+    tcp_connect_as(ns, uid, to, timeout).expect("probe")
+}
+
+/// `uid` in `ns` connects to `to`, and `listener` takes exactly that one connection.
+fn assert_connects_as(ns: &Netns, uid: u32, to: SocketAddr, listener: &Listener, what: &str) {
+    assert!(
+        connects_as(ns, uid, to, PATIENT),
+        "{what}: uid {uid} could not connect to {to}"
+    );
+    assert_eq!(
+        listener.accept_all(SHORT).len(),
+        1,
+        "{what}: connections of uid {uid} to {to} at the listener"
+    );
+}
+
+/// No one of `uids` in `ns` gets a TCP connection to `to` (the caller asks the listener).
+fn assert_blocked_as(ns: &Netns, uids: &[u32], to: SocketAddr, what: &str) {
+    for &uid in uids {
+        assert!(
+            !connects_as(ns, uid, to, SHORT),
+            "{what}: uid {uid} got through to {to}"
+        );
+    }
+}
+
+/// The test itself (root) connects from `ns` to `to`, and `listener` takes exactly that one
+/// connection, which is returned (to see where it was meant to go).
+fn assert_connects(ns: &Netns, to: SocketAddr, listener: &Listener, what: &str) -> Accepted {
+    let c = ns.tcp_connect(to, PATIENT);
+    assert!(c.is_ok(), "{what}: connecting to {to}: {c:?}");
+    let mut got = listener.accept_all(SHORT);
+    assert_eq!(got.len(), 1, "{what}: connections to {to} at the listener");
+    got.remove(0)
+}
+
+/// The test itself (root) gets no TCP connection from `ns` to `to`.
+fn assert_blocked(ns: &Netns, to: SocketAddr, what: &str) {
+    assert!(
+        ns.tcp_connect(to, SHORT).is_err(),
+        "{what}: got through to {to}"
+    );
+}
+
+/// `from` sends a datagram to `to`: `sock` receives it exactly when `arrives` (a send that
+/// is refused locally counts as not arriving).
+fn assert_udp(from: &Netns, to: SocketAddr, sock: &UdpSocket, arrives: bool, what: &str) {
+    let sent = from.udp_send(to, b"probe");
+    if arrives {
+        sent.expect("send");
+    }
+    assert_eq!(
+        udp_received(sock, SHORT).len(),
+        usize::from(arrives),
+        "{what}"
+    );
+}
+
+/// As each of `uids` in `ns`, a TCP connection to 127.0.0.1 on each listener's port gets
+/// through exactly when `open(port)`, and the listener takes exactly the ones that did.
+fn assert_local_ports(
+    ns: &Netns,
+    uids: &[u32],
+    listeners: &[(u16, Listener)],
+    open: impl Fn(u16) -> bool,
+) {
+    for &uid in uids {
+        for (port, l) in listeners {
+            let open = open(*port);
+            let got = connects_as(ns, uid, sa(LOCALHOST, *port), PATIENT);
+            assert_eq!(got, open, "uid {uid} to 127.0.0.1:{port}");
+            assert_eq!(
+                l.accept_all(SHORT).len(),
+                usize::from(open),
+                "uid {uid} port {port}"
+            );
+        }
+    }
 }
 
 /// Config + state dirs of one host, and a way to run anon-firewall in its namespace.
@@ -77,6 +182,27 @@ impl Fw {
         );
         assert!(!self.run.path().join("failed.status").exists());
     }
+
+    /// Runs `args`, which must fail (exit code 1) with an error that names `cause`.
+    fn assert_refuses(&self, ns: &Netns, args: &[&str], cause: &str, what: &str) {
+        let out = self.cmd(ns, args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{what}: {err}");
+        assert!(
+            err.contains(cause),
+            "{what}: the error must name the cause: {err}"
+        );
+    }
+
+    /// The run dir's failed.status, which must be there.
+    fn failed_status(&self) -> String {
+        std::fs::read_to_string(self.run.path().join("failed.status")).expect("failed.status")
+    }
+
+    /// The run dir's state file.
+    fn state(&self) -> String {
+        std::fs::read_to_string(self.run.path().join("state")).expect("state")
+    }
 }
 
 fn gateway_config() -> String {
@@ -129,37 +255,21 @@ fn gateway_transparently_proxies_the_workstation_and_nothing_else_leaves() {
         return;
     }
     let t = Topology::up("afw-gw").expect("topology");
-    let server = t
-        .internet
-        .tcp_listen(sa(INTERNET_IP, 80))
-        .expect("internet tcp");
-    let server6 = t
-        .internet
-        .tcp_listen(sa(INTERNET_IP6, 80))
-        .expect("internet tcp6");
-    let udp_server = t
-        .internet
-        .udp_bind(sa(INTERNET_IP, 9999))
-        .expect("internet udp");
-    let udp_server6 = t
-        .internet
-        .udp_bind(sa(INTERNET_IP6, 9999))
-        .expect("internet udp6");
-    let dns_server = t
-        .internet
-        .udp_bind(sa(INTERNET_IP, 53))
-        .expect("internet dns");
+    let server = listen(&t.internet, INTERNET_IP, 80);
+    let server6 = listen(&t.internet, INTERNET_IP6, 80);
+    let udp_server = bind(&t.internet, INTERNET_IP, 9999);
+    let udp_server6 = bind(&t.internet, INTERNET_IP6, 9999);
+    let dns_server = bind(&t.internet, INTERNET_IP, 53);
     let icmp = t.internet.icmp_observer(false).expect("icmp observer");
     let icmp6 = t.internet.icmp_observer(true).expect("icmp6 observer");
 
     // Without a firewall every probe gets through: the probes can see a leak.
-    t.workstation
-        .udp_send(sa(INTERNET_IP, 9999), b"baseline")
-        .expect("send");
-    assert_eq!(
-        udp_received(&udp_server, SHORT).len(),
-        1,
-        "baseline UDP must reach the internet"
+    assert_udp(
+        &t.workstation,
+        sa(INTERNET_IP, 9999),
+        &udp_server,
+        true,
+        "baseline UDP must reach the internet",
     );
     t.workstation.ping(INTERNET_IP.into(), 1).expect("ping");
     assert_eq!(
@@ -167,34 +277,25 @@ fn gateway_transparently_proxies_the_workstation_and_nothing_else_leaves() {
         1,
         "baseline ICMP must reach the internet"
     );
-    assert!(
-        t.workstation
-            .tcp_connect(sa(INTERNET_IP, 80), SHORT)
-            .is_ok(),
-        "baseline TCP"
-    );
-    assert_eq!(server.accept_all(SHORT).len(), 1);
+    assert_connects(&t.workstation, sa(INTERNET_IP, 80), &server, "baseline TCP");
 
     // The gateway's stand-ins for Tor's TransPort and DnsPort.
-    let trans = t
-        .gateway
-        .tcp_listen(sa([0, 0, 0, 0], 9040))
-        .expect("transport");
-    let dns = t.gateway.udp_bind(sa([0, 0, 0, 0], 5300)).expect("dnsport");
+    let trans = listen(&t.gateway, ANY, 9040);
+    let dns = bind(&t.gateway, ANY, 5300);
     let fw = Fw::new(&gateway_config());
     fw.apply(&t.gateway);
 
     // TCP from the workstation to the internet ends at the TransPort, with the original
     // destination intact, and never at the server.
-    let c = t
-        .workstation
-        .tcp_connect(sa(INTERNET_IP, 80), Duration::from_secs(2));
-    assert!(c.is_ok(), "workstation TCP must be redirected, got {c:?}");
-    let got = trans.accept_all(SHORT);
-    assert_eq!(got.len(), 1, "one connection at the TransPort");
-    assert_eq!(got[0].peer.ip(), IpAddr::from(WORKSTATION_IP));
+    let got = assert_connects(
+        &t.workstation,
+        sa(INTERNET_IP, 80),
+        &trans,
+        "workstation TCP must be redirected to the TransPort",
+    );
+    assert_eq!(got.peer.ip(), IpAddr::from(WORKSTATION_IP));
     assert_eq!(
-        got[0].original_dst,
+        got.original_dst,
         Some("198.51.100.1:80".parse().expect("addr"))
     );
     assert!(
@@ -242,42 +343,23 @@ fn on_the_gateway_only_the_tor_user_reaches_the_internet() {
         return;
     }
     let t = Topology::up("afw-out").expect("topology");
-    let server = t.internet.tcp_listen(sa(INTERNET_IP, 443)).expect("listen");
+    let server = listen(&t.internet, INTERNET_IP, 443);
+    let web = sa(INTERNET_IP, 443);
     let fw = Fw::new(&gateway_config());
     // Before the firewall, an ordinary user gets out (the probe works).
-    assert!(tcp_connect_as(
-        &t.gateway,
-        USER_UID,
-        sa(INTERNET_IP, 443),
-        Duration::from_secs(2)
-    )
-    .expect("probe"));
-    assert_eq!(server.accept_all(SHORT).len(), 1);
+    assert_connects_as(&t.gateway, USER_UID, web, &server, "baseline");
     fw.apply(&t.gateway);
 
-    assert!(tcp_connect_as(
+    assert_connects_as(
         &t.gateway,
         TOR_UID,
-        sa(INTERNET_IP, 443),
-        Duration::from_secs(2)
-    )
-    .expect("probe"));
-    assert_eq!(
-        server.accept_all(SHORT).len(),
-        1,
-        "the Tor user must get through"
+        web,
+        &server,
+        "the Tor user must get through",
     );
 
-    assert!(!tcp_connect_as(
-        &t.gateway,
-        USER_UID,
-        sa(INTERNET_IP, 443),
-        Duration::from_secs(2)
-    )
-    .expect("probe"));
-    let root = t
-        .gateway
-        .tcp_connect(sa(INTERNET_IP, 443), Duration::from_secs(2));
+    assert!(!connects_as(&t.gateway, USER_UID, web, PATIENT));
+    let root = t.gateway.tcp_connect(web, PATIENT);
     assert!(root.is_err(), "root must be rejected");
     assert_eq!(
         root.err().map(|e| e.kind()),
@@ -295,14 +377,7 @@ fn on_the_gateway_only_the_tor_user_reaches_the_internet() {
         gateway_config()
     ));
     fw2.apply(&t.gateway);
-    assert!(tcp_connect_as(
-        &t.gateway,
-        USER_UID,
-        sa(INTERNET_IP, 443),
-        Duration::from_secs(2)
-    )
-    .expect("probe"));
-    assert_eq!(server.accept_all(SHORT).len(), 1);
+    assert_connects_as(&t.gateway, USER_UID, web, &server, "a no_nat_users user");
 }
 
 #[test]
@@ -311,11 +386,8 @@ fn connections_from_the_internet_to_the_gateway_are_dropped() {
         return;
     }
     let t = Topology::up("afw-in").expect("topology");
-    let socks = t
-        .gateway
-        .tcp_listen(sa([0, 0, 0, 0], 9050))
-        .expect("listen");
-    let ssh = t.gateway.tcp_listen(sa([0, 0, 0, 0], 22)).expect("listen");
+    let socks = listen(&t.gateway, ANY, 9050);
+    let ssh = listen(&t.gateway, ANY, 22);
     Fw::new(&gateway_config()).apply(&t.gateway);
     for port in [9050, 22] {
         let started = Instant::now();
@@ -330,14 +402,14 @@ fn connections_from_the_internet_to_the_gateway_are_dropped() {
     }
     assert!(socks.accept_all(SHORT).is_empty() && ssh.accept_all(SHORT).is_empty());
     // The workstation does reach the SocksPort on the gateway, untouched by the redirect.
-    assert!(t
-        .workstation
-        .tcp_connect(sa(GATEWAY_IP, 9050), Duration::from_secs(2))
-        .is_ok());
-    let got = socks.accept_all(SHORT);
-    assert_eq!(got.len(), 1);
+    let got = assert_connects(
+        &t.workstation,
+        sa(GATEWAY_IP, 9050),
+        &socks,
+        "the workstation to the SocksPort",
+    );
     assert_eq!(
-        got[0].original_dst,
+        got.original_dst,
         Some("10.152.152.10:9050".parse().expect("addr"))
     );
 }
@@ -348,43 +420,37 @@ fn workstation_rules_allow_only_the_gateway() {
         return;
     }
     let t = Topology::up("afw-ws").expect("topology");
-    let gw_udp = t.gateway.udp_bind(sa([0, 0, 0, 0], 9999)).expect("bind");
-    let gw_dns = t.gateway.udp_bind(sa([0, 0, 0, 0], 53)).expect("bind");
-    let gw_socks = t
-        .gateway
-        .tcp_listen(sa([0, 0, 0, 0], 9050))
-        .expect("listen");
-    let ws_ssh = t
-        .workstation
-        .tcp_listen(sa([0, 0, 0, 0], 22))
-        .expect("listen");
+    let gw_udp = bind(&t.gateway, ANY, 9999);
+    let gw_dns = bind(&t.gateway, ANY, 53);
+    let gw_socks = listen(&t.gateway, ANY, 9050);
+    let ws_ssh = listen(&t.workstation, ANY, 22);
     let icmp = t.gateway.icmp_observer(false).expect("icmp");
     Fw::new("role = \"workstation\"\n").apply(&t.workstation);
 
-    let _ = t.workstation.udp_send(sa(GATEWAY_IP, 9999), b"x");
-    assert!(
-        udp_received(&gw_udp, SHORT).is_empty(),
-        "non-DNS UDP left the workstation"
+    assert_udp(
+        &t.workstation,
+        sa(GATEWAY_IP, 9999),
+        &gw_udp,
+        false,
+        "non-DNS UDP left the workstation",
     );
-    t.workstation
-        .udp_send(sa(GATEWAY_IP, 53), b"dns")
-        .expect("dns");
-    assert_eq!(
-        udp_received(&gw_dns, SHORT).len(),
-        1,
-        "DNS to the gateway must pass"
+    assert_udp(
+        &t.workstation,
+        sa(GATEWAY_IP, 53),
+        &gw_dns,
+        true,
+        "DNS to the gateway must pass",
     );
     t.workstation.ping(GATEWAY_IP.into(), 1).expect("ping");
     assert_eq!(icmp.echo_requests(SHORT), 0, "ICMP left the workstation");
-    assert!(t
-        .workstation
-        .tcp_connect(sa(GATEWAY_IP, 9050), Duration::from_secs(2))
-        .is_ok());
-    assert_eq!(gw_socks.accept_all(SHORT).len(), 1);
+    assert_connects(
+        &t.workstation,
+        sa(GATEWAY_IP, 9050),
+        &gw_socks,
+        "the workstation to the SocksPort",
+    );
     // Incoming TCP is refused with a reset, quickly.
-    let r = t
-        .gateway
-        .tcp_connect(sa(WORKSTATION_IP, 22), Duration::from_secs(2));
+    let r = t.gateway.tcp_connect(sa(WORKSTATION_IP, 22), PATIENT);
     assert_eq!(
         r.err().map(|e| e.kind()),
         Some(std::io::ErrorKind::ConnectionRefused)
@@ -398,20 +464,11 @@ fn a_bad_config_leaves_the_host_in_lockdown() {
         return;
     }
     let t = Topology::up("afw-bad").expect("topology");
-    let server = t.internet.tcp_listen(sa(INTERNET_IP, 443)).expect("listen");
-    let trans = t
-        .gateway
-        .tcp_listen(sa([0, 0, 0, 0], 9040))
-        .expect("listen");
+    let server = listen(&t.internet, INTERNET_IP, 443);
+    let trans = listen(&t.gateway, ANY, 9040);
+    let web = sa(INTERNET_IP, 443);
     Fw::new(&gateway_config()).apply(&t.gateway);
-    assert!(tcp_connect_as(
-        &t.gateway,
-        TOR_UID,
-        sa(INTERNET_IP, 443),
-        Duration::from_secs(2)
-    )
-    .expect("probe"));
-    assert_eq!(server.accept_all(SHORT).len(), 1);
+    assert_connects_as(&t.gateway, TOR_UID, web, &server, "the Tor user before");
 
     for (text, expect) in [
         (
@@ -429,22 +486,12 @@ fn a_bad_config_leaves_the_host_in_lockdown() {
         ),
     ] {
         let fw = Fw::new(&text);
-        let out = fw.cmd(&t.gateway, &["apply"]);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{text}: {err}");
-        assert!(
-            err.contains(expect),
-            "{text}: error must name the cause: {err}"
-        );
-        let status =
-            std::fs::read_to_string(fw.run.path().join("failed.status")).expect("failed.status");
+        fw.assert_refuses(&t.gateway, &["apply"], expect, &text);
+        let status = fw.failed_status();
         assert!(status.contains(expect), "{status}");
         assert_lockdown(&t.gateway);
-        assert!(!tcp_connect_as(&t.gateway, TOR_UID, sa(INTERNET_IP, 443), SHORT).expect("probe"));
-        assert!(t
-            .workstation
-            .tcp_connect(sa(INTERNET_IP, 443), SHORT)
-            .is_err());
+        assert_blocked_as(&t.gateway, &[TOR_UID], web, &text);
+        assert_blocked(&t.workstation, web, &text);
         assert!(server.accept_all(SHORT).is_empty() && trans.accept_all(Duration::ZERO).is_empty());
         // `status` tells the administrator.
         let st = fw.cmd(&t.gateway, &["status"]);
@@ -455,9 +502,7 @@ fn a_bad_config_leaves_the_host_in_lockdown() {
             String::from_utf8_lossy(&st.stdout)
         );
         // check-config says the same, without touching the rules.
-        let cc = fw.cmd(&t.gateway, &["check-config"]);
-        assert_eq!(cc.status.code(), Some(1));
-        assert!(String::from_utf8_lossy(&cc.stderr).contains(expect));
+        fw.assert_refuses(&t.gateway, &["check-config"], expect, &text);
         // A good config afterwards recovers and clears failed.status.
         let good = Fw {
             cfg: Fw::new(&gateway_config()).cfg,
@@ -474,12 +519,14 @@ fn missing_nft_takes_every_link_down() {
         return;
     }
     let t = Topology::up("afw-nonft").expect("topology");
-    let server = t.internet.tcp_listen(sa(INTERNET_IP, 443)).expect("listen");
+    let server = listen(&t.internet, INTERNET_IP, 443);
     let fw = Fw::new(&gateway_config());
-    let out = fw.cmd(&t.gateway, &["--nft", "/nonexistent/nft", "apply"]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("/nonexistent/nft"), "{err}");
+    fw.assert_refuses(
+        &t.gateway,
+        &["--nft", "/nonexistent/nft", "apply"],
+        "/nonexistent/nft",
+        "no nft",
+    );
     assert!(fw.run.path().join("failed.status").exists());
     let links = t.gateway.ip(&["-o", "link", "show"]).expect("links");
     let links = String::from_utf8_lossy(&links.stdout);
@@ -493,11 +540,8 @@ fn missing_nft_takes_every_link_down() {
             "{dev} still up: {line}"
         );
     }
-    assert!(!tcp_connect_as(&t.gateway, TOR_UID, sa(INTERNET_IP, 443), SHORT).expect("probe"));
-    assert!(t
-        .workstation
-        .tcp_connect(sa(INTERNET_IP, 443), SHORT)
-        .is_err());
+    assert_blocked_as(&t.gateway, &[TOR_UID], sa(INTERNET_IP, 443), "no nft");
+    assert_blocked(&t.workstation, sa(INTERNET_IP, 443), "no nft");
     assert!(server.accept_all(SHORT).is_empty());
 }
 
@@ -521,39 +565,23 @@ fn timesync_fail_closed_opens_only_sdwdate_until_first_success() {
         return;
     }
     let t = Topology::up("afw-ts").expect("topology");
-    let sdwdate_port = t
-        .gateway
-        .tcp_listen(sa([0, 0, 0, 0], 9108))
-        .expect("listen");
-    let socks = t
-        .gateway
-        .tcp_listen(sa([0, 0, 0, 0], 9050))
-        .expect("listen");
-    let trans = t
-        .gateway
-        .tcp_listen(sa([0, 0, 0, 0], 9040))
-        .expect("listen");
+    let sdwdate_port = listen(&t.gateway, ANY, 9108);
+    let socks = listen(&t.gateway, ANY, 9050);
+    let trans = listen(&t.gateway, ANY, 9040);
     let fw = Fw::new(&format!(
         "{}mode = \"timesync-fail-closed\"\n",
         gateway_config()
     ));
     fw.apply(&t.gateway);
-    assert!(std::fs::read_to_string(fw.run.path().join("state"))
-        .expect("state")
-        .contains("timesync-fail-closed"));
-    assert!(t
-        .workstation
-        .tcp_connect(sa(GATEWAY_IP, 9108), Duration::from_secs(2))
-        .is_ok());
-    assert_eq!(sdwdate_port.accept_all(SHORT).len(), 1);
-    assert!(t
-        .workstation
-        .tcp_connect(sa(GATEWAY_IP, 9050), SHORT)
-        .is_err());
-    assert!(t
-        .workstation
-        .tcp_connect(sa(INTERNET_IP, 80), SHORT)
-        .is_err());
+    assert!(fw.state().contains("timesync-fail-closed"));
+    assert_connects(
+        &t.workstation,
+        sa(GATEWAY_IP, 9108),
+        &sdwdate_port,
+        "sdwdate's port",
+    );
+    assert_blocked(&t.workstation, sa(GATEWAY_IP, 9050), "the SocksPort");
+    assert_blocked(&t.workstation, sa(INTERNET_IP, 80), "the TransPort");
     assert!(socks.accept_all(SHORT).is_empty() && trans.accept_all(Duration::ZERO).is_empty());
 
     // `watch` waits for sdwdate and then switches to full.
@@ -570,14 +598,13 @@ fn timesync_fail_closed_opens_only_sdwdate_until_first_success() {
     std::fs::write(fw.sdwdate.path().join("first_success"), "").expect("first_success");
     let status = watch.wait().expect("watch exits");
     assert!(status.success());
-    assert!(std::fs::read_to_string(fw.run.path().join("state"))
-        .expect("state")
-        .contains("full"));
-    assert!(t
-        .workstation
-        .tcp_connect(sa(GATEWAY_IP, 9050), Duration::from_secs(2))
-        .is_ok());
-    assert_eq!(socks.accept_all(SHORT).len(), 1);
+    assert!(fw.state().contains("full"));
+    assert_connects(
+        &t.workstation,
+        sa(GATEWAY_IP, 9050),
+        &socks,
+        "the SocksPort after sdwdate's first success",
+    );
 }
 
 /// Percentiles (p50, p90, p99, max) of `v`, in ms.
@@ -611,7 +638,7 @@ fn a_thousand_reloads_across_modes_let_no_packet_out() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
     let t = Topology::up("afw-reload").expect("topology");
-    let _server = t.internet.tcp_listen(sa(INTERNET_IP, 80)).expect("listen");
+    let _server = listen(&t.internet, INTERNET_IP, 80);
     t.install_leak_counter().expect("counter");
     // The counter sees what the probers send when nothing stops them.
     t.workstation
@@ -760,43 +787,35 @@ fn status_and_the_units_stop_post_lockdown() {
     // ... and after a crash (killed by a signal) locks down.
     assert!(stop("signal").success());
     assert_lockdown(&ns);
-    let why = std::fs::read_to_string(fw.run.path().join("failed.status")).expect("failed.status");
+    let why = fw.failed_status();
     assert!(why.contains("signal"), "{why}");
     assert_eq!(fw.cmd(&ns, &["status"]).status.code(), Some(1));
 }
 
 /// Everything is closed: an ordinary user, root and the Tor user on the gateway, the
 /// workstation, and the internet towards the gateway.
-fn assert_all_closed(
-    t: &Topology,
-    server: &anon_netns::Listener,
-    ssh: &anon_netns::Listener,
-    what: &str,
-) {
+fn assert_all_closed(t: &Topology, server: &Listener, ssh: &Listener, what: &str) {
     assert_lockdown(&t.gateway);
-    for uid in [USER_UID, TOR_UID, 0] {
-        assert!(
-            !tcp_connect_as(&t.gateway, uid, sa(INTERNET_IP, 443), SHORT).expect("probe"),
-            "{what}: uid {uid} on the gateway reached the internet"
-        );
-    }
-    assert!(
-        t.workstation
-            .tcp_connect(sa(INTERNET_IP, 443), SHORT)
-            .is_err(),
-        "{what}: the workstation reached the internet"
+    assert_blocked_as(
+        &t.gateway,
+        &[USER_UID, TOR_UID, 0],
+        sa(INTERNET_IP, 443),
+        &format!("{what}: from the gateway"),
     );
-    assert!(
-        t.internet
-            .tcp_connect(sa(GATEWAY_EXT_IP, 22), SHORT)
-            .is_err(),
-        "{what}: the internet reached the gateway"
+    assert_blocked(
+        &t.workstation,
+        sa(INTERNET_IP, 443),
+        &format!("{what}: the workstation to the internet"),
     );
-    assert!(
-        t.workstation
-            .tcp_connect(sa(GATEWAY_IP, 22), SHORT)
-            .is_err(),
-        "{what}: the workstation reached the gateway"
+    assert_blocked(
+        &t.internet,
+        sa(GATEWAY_EXT_IP, 22),
+        &format!("{what}: the internet to the gateway"),
+    );
+    assert_blocked(
+        &t.workstation,
+        sa(GATEWAY_IP, 22),
+        &format!("{what}: the workstation to the gateway"),
     );
     assert!(
         server.accept_all(SHORT).is_empty() && ssh.accept_all(Duration::ZERO).is_empty(),
@@ -810,8 +829,8 @@ fn dangerous_configs_are_refused_and_leave_lockdown() {
         return;
     }
     let t = Topology::up("afw-danger").expect("topology");
-    let server = t.internet.tcp_listen(sa(INTERNET_IP, 443)).expect("listen");
-    let ssh = t.gateway.tcp_listen(sa([0, 0, 0, 0], 22)).expect("listen");
+    let server = listen(&t.internet, INTERNET_IP, 443);
+    let ssh = listen(&t.gateway, ANY, 22);
     let gw = gateway_config();
     // (config, extra arguments, create the gateway marker, what the error must say)
     let cases: Vec<(String, &[&str], bool, &str)> = vec![
@@ -898,41 +917,24 @@ fn dangerous_configs_are_refused_and_leave_lockdown() {
         // Start from a loaded, working ruleset each time: the refusal must replace it.
         let fw = Fw::new(&gw);
         fw.apply(&t.gateway);
-        assert!(tcp_connect_as(
+        assert_connects_as(
             &t.gateway,
             TOR_UID,
             sa(INTERNET_IP, 443),
-            Duration::from_secs(2)
-        )
-        .expect("probe"));
-        assert_eq!(
-            server.accept_all(SHORT).len(),
-            1,
-            "the Tor user gets out before"
+            &server,
+            "the Tor user gets out before",
         );
         std::fs::write(fw.cfg.path().join("50_test.toml"), &text).expect("write config");
         if marker {
             std::fs::write(fw.markers.path().join("gateway"), "").expect("marker");
         }
-        let mut args = vec!["apply"];
-        args.extend_from_slice(extra);
-        let out = fw.cmd(&t.gateway, &args);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{text}: {err}");
-        assert!(
-            err.contains(expect),
-            "{text}: the error must name the cause: {err}"
-        );
-        let status =
-            std::fs::read_to_string(fw.run.path().join("failed.status")).expect("failed.status");
+        fw.assert_refuses(&t.gateway, &[&["apply"], extra].concat(), expect, &text);
+        let status = fw.failed_status();
         assert!(status.contains(expect), "{status}");
         assert_all_closed(&t, &server, &ssh, &text);
         // check-config refuses it too.
-        let mut args = vec!["check-config"];
-        args.extend_from_slice(extra);
-        let cc = fw.cmd(&t.gateway, &args);
-        assert_eq!(cc.status.code(), Some(1), "{text}");
-        assert!(String::from_utf8_lossy(&cc.stderr).contains(expect));
+        let check = [&["check-config"], extra].concat();
+        fw.assert_refuses(&t.gateway, &check, expect, &text);
     }
 }
 
@@ -942,63 +944,32 @@ fn timesync_mode_on_the_gateway_refuses_local_socks_ports_but_sdwdates() {
         return;
     }
     let t = Topology::up("afw-tsgw").expect("topology");
-    let mut listeners = Vec::new();
-    for port in [9050, 9108, 9150, 9200, 8080] {
-        listeners.push((
-            port,
-            t.gateway
-                .tcp_listen(sa([127, 0, 0, 1], port))
-                .expect("listen"),
-        ));
-    }
-    let own_ip = t.gateway.tcp_listen(sa(GATEWAY_IP, 9050)).expect("listen");
+    let listeners = local_listeners(&t.gateway, &[9050, 9108, 9150, 9200, 8080]);
+    let own_ip = listen(&t.gateway, GATEWAY_IP, 9050);
     let fw = Fw::new(&format!(
         "{}mode = \"timesync-fail-closed\"\n",
         gateway_config()
     ));
     // Without rules every local port is reachable (the probe can see a refusal).
-    for (port, l) in &listeners {
-        assert!(
-            tcp_connect_as(&t.gateway, USER_UID, sa([127, 0, 0, 1], *port), SHORT).expect("probe")
-        );
-        assert_eq!(l.accept_all(SHORT).len(), 1);
-    }
+    assert_local_ports(&t.gateway, &[USER_UID], &listeners, |_| true);
     fw.apply(&t.gateway);
-    for uid in [USER_UID, SDWDATE_UID, TOR_UID, 0] {
-        for (port, l) in &listeners {
-            let open = *port == 9108 || *port == 8080;
-            let got = tcp_connect_as(
-                &t.gateway,
-                uid,
-                sa([127, 0, 0, 1], *port),
-                Duration::from_secs(2),
-            )
-            .expect("probe");
-            assert_eq!(got, open, "uid {uid} to 127.0.0.1:{port}");
-            assert_eq!(
-                l.accept_all(SHORT).len(),
-                usize::from(open),
-                "uid {uid} port {port}"
-            );
-        }
-        // The gateway's own internal address is loopback too.
-        assert!(
-            !tcp_connect_as(&t.gateway, uid, sa(GATEWAY_IP, 9050), SHORT).expect("probe"),
-            "uid {uid} to {GATEWAY_IP}:9050"
-        );
-    }
+    let uids = [USER_UID, SDWDATE_UID, TOR_UID, 0];
+    assert_local_ports(&t.gateway, &uids, &listeners, |port| {
+        port == 9108 || port == 8080
+    });
+    // The gateway's own internal address is loopback too.
+    assert_blocked_as(&t.gateway, &uids, sa(GATEWAY_IP, 9050), "own address");
     assert!(own_ip.accept_all(SHORT).is_empty());
     // After sdwdate's first success the SocksPorts open again.
     std::fs::write(fw.sdwdate.path().join("first_success"), "").expect("first_success");
     fw.apply(&t.gateway);
-    assert!(tcp_connect_as(
+    assert_connects_as(
         &t.gateway,
         USER_UID,
-        sa([127, 0, 0, 1], 9050),
-        Duration::from_secs(2)
-    )
-    .expect("probe"));
-    assert_eq!(listeners[0].1.accept_all(SHORT).len(), 1);
+        sa(LOCALHOST, 9050),
+        &listeners[0].1,
+        "a SocksPort after sdwdate's first success",
+    );
 }
 
 #[test]
@@ -1007,24 +978,21 @@ fn timesync_mode_on_the_workstation_lets_only_sdwdate_reach_the_gateway() {
         return;
     }
     let t = Topology::up("afw-tsws").expect("topology");
-    let gw_9108 = t.gateway.tcp_listen(sa(GATEWAY_IP, 9108)).expect("listen");
-    let gw_9050 = t.gateway.tcp_listen(sa(GATEWAY_IP, 9050)).expect("listen");
-    let local_9050 = t
-        .workstation
-        .tcp_listen(sa([127, 0, 0, 1], 9050))
-        .expect("listen");
+    let gw_9108 = listen(&t.gateway, GATEWAY_IP, 9108);
+    let gw_9050 = listen(&t.gateway, GATEWAY_IP, 9050);
+    let local_9050 = listen(&t.workstation, LOCALHOST, 9050);
     let fw = Fw::new(&format!(
         "role = \"workstation\"\nmode = \"timesync-fail-closed\"\nsdwdate_user = {SDWDATE_UID}\n"
     ));
     fw.apply(&t.workstation);
-    let to = |uid, addr| {
-        tcp_connect_as(&t.workstation, uid, addr, Duration::from_secs(2)).expect("probe")
-    };
-    assert!(
-        to(SDWDATE_UID, sa(GATEWAY_IP, 9108)),
-        "sdwdate must reach the gateway's 9108"
+    let to = |uid, addr| connects_as(&t.workstation, uid, addr, PATIENT);
+    assert_connects_as(
+        &t.workstation,
+        SDWDATE_UID,
+        sa(GATEWAY_IP, 9108),
+        &gw_9108,
+        "sdwdate must reach the gateway's 9108",
     );
-    assert_eq!(gw_9108.accept_all(SHORT).len(), 1);
     for uid in [USER_UID, 0] {
         assert!(
             !to(uid, sa(GATEWAY_IP, 9108)),
@@ -1037,7 +1005,7 @@ fn timesync_mode_on_the_workstation_lets_only_sdwdate_reach_the_gateway() {
             "uid {uid} reached the gateway's 9050"
         );
         assert!(
-            !to(uid, sa([127, 0, 0, 1], 9050)),
+            !to(uid, sa(LOCALHOST, 9050)),
             "uid {uid} reached local 9050"
         );
     }
@@ -1046,9 +1014,12 @@ fn timesync_mode_on_the_workstation_lets_only_sdwdate_reach_the_gateway() {
 
     // sdwdate's user must exist: a name that does not resolve is lockdown, like a typo.
     let bad = Fw::new("role = \"workstation\"\nmode = \"timesync-fail-closed\"\nsdwdate_user = \"no-such-sdwdate\"\n");
-    let out = bad.cmd(&t.workstation, &["apply"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("50_test.toml:3: key `sdwdate_user`"));
+    bad.assert_refuses(
+        &t.workstation,
+        &["apply"],
+        "50_test.toml:3: key `sdwdate_user`",
+        "an unknown sdwdate_user",
+    );
     assert_lockdown(&t.workstation);
     assert!(!to(SDWDATE_UID, sa(GATEWAY_IP, 9108)));
 }
@@ -1059,7 +1030,7 @@ fn incoming_ssh_and_icmp_only_on_the_external_interface() {
         return;
     }
     let t = Topology::up("afw-sshicmp").expect("topology");
-    let ssh = t.gateway.tcp_listen(sa([0, 0, 0, 0], 22)).expect("listen");
+    let ssh = listen(&t.gateway, ANY, 22);
     let icmp = t.gateway.icmp_observer(false).expect("icmp");
     // Baseline: both sides reach ssh and get their pings seen.
     t.workstation.ping(GATEWAY_IP.into(), 1).expect("ping");
@@ -1067,10 +1038,11 @@ fn incoming_ssh_and_icmp_only_on_the_external_interface() {
     // Without the options nobody gets in. (First: an accepted echo leaves a conntrack entry
     // that would make the probe's next echo, same id, `established`.)
     Fw::new(&gateway_config()).apply(&t.gateway);
-    assert!(t
-        .internet
-        .tcp_connect(sa(GATEWAY_EXT_IP, 22), SHORT)
-        .is_err());
+    assert_blocked(
+        &t.internet,
+        sa(GATEWAY_EXT_IP, 22),
+        "ssh without the option",
+    );
     t.internet.ping(GATEWAY_EXT_IP.into(), 1).expect("ping");
     assert_eq!(icmp.echo_requests(SHORT), 0);
     assert!(ssh.accept_all(Duration::ZERO).is_empty());
@@ -1081,11 +1053,12 @@ fn incoming_ssh_and_icmp_only_on_the_external_interface() {
     ))
     .apply(&t.gateway);
 
-    assert!(t
-        .internet
-        .tcp_connect(sa(GATEWAY_EXT_IP, 22), Duration::from_secs(2))
-        .is_ok());
-    assert_eq!(ssh.accept_all(SHORT).len(), 1, "ssh from the external side");
+    assert_connects(
+        &t.internet,
+        sa(GATEWAY_EXT_IP, 22),
+        &ssh,
+        "ssh from the external side",
+    );
     // From the workstation, port 22 is not the gateway's ssh (the connection is redirected into
     // the TransPort, where nothing listens here).
     let _ = t
@@ -1105,16 +1078,18 @@ fn incoming_ssh_and_icmp_only_on_the_external_interface() {
         gateway_config()
     ))
     .apply(&t.gateway);
-    assert!(t
-        .workstation
-        .tcp_connect(sa(GATEWAY_IP, 22), SHORT)
-        .is_err());
+    assert_blocked(
+        &t.workstation,
+        sa(GATEWAY_IP, 22),
+        "ssh from the workstation",
+    );
     assert!(ssh.accept_all(SHORT).is_empty(), "ssh from the workstation");
-    assert!(t
-        .internet
-        .tcp_connect(sa(GATEWAY_EXT_IP, 22), Duration::from_secs(2))
-        .is_ok());
-    assert_eq!(ssh.accept_all(SHORT).len(), 1, "ssh from the external side");
+    assert_connects(
+        &t.internet,
+        sa(GATEWAY_EXT_IP, 22),
+        &ssh,
+        "ssh from the external side",
+    );
 }
 
 #[test]
@@ -1135,7 +1110,7 @@ fn the_stop_hook_keeps_the_first_failure_reason() {
         .output()
         .expect("stop hook");
     assert!(out.status.success());
-    let why = std::fs::read_to_string(fw.run.path().join("failed.status")).expect("failed.status");
+    let why = fw.failed_status();
     let mut lines = why.lines();
     assert!(
         lines
@@ -1168,7 +1143,7 @@ fn watch_applies_first_and_locks_down_on_timeout() {
         .spawn()
         .expect("watch");
     // Before any wait is over, the timesync ruleset is loaded (nothing was before).
-    wait_until(Duration::from_secs(2), Duration::from_millis(50), || {
+    wait_until(PATIENT, Duration::from_millis(50), || {
         ruleset(&ns).contains("9108")
     });
     assert!(
@@ -1179,7 +1154,7 @@ fn watch_applies_first_and_locks_down_on_timeout() {
     let status = watch.wait().expect("watch exits");
     assert_eq!(status.code(), Some(1), "a timeout is an error");
     assert_lockdown(&ns);
-    let why = std::fs::read_to_string(fw.run.path().join("failed.status")).expect("failed.status");
+    let why = fw.failed_status();
     assert!(why.contains("timed out"), "{why}");
     // A bad config: watch fails at once, locked down.
     let bad = Fw::new(&format!(
@@ -1197,19 +1172,20 @@ fn unload_removes_our_table_and_nothing_else() {
         return;
     }
     let t = Topology::up("afw-unload").expect("topology");
-    let server = t.internet.tcp_listen(sa(INTERNET_IP, 443)).expect("listen");
+    let server = listen(&t.internet, INTERNET_IP, 443);
+    let web = sa(INTERNET_IP, 443);
     t.gateway
         .nft("table inet someone_else {\n chain c { type filter hook output priority 10; policy accept; }\n}\n")
         .expect("other table");
     let fw = Fw::new(&gateway_config());
     fw.apply(&t.gateway);
-    assert!(!tcp_connect_as(&t.gateway, USER_UID, sa(INTERNET_IP, 443), SHORT).expect("probe"));
+    assert_blocked_as(&t.gateway, &[USER_UID], web, "loaded");
     // Refused without the confirmation: a usage error, the rules stay.
     let out = fw.cmd(&t.gateway, &["unload"]);
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--yes-unfiltered"));
     assert!(ruleset(&t.gateway).contains("anon_firewall"));
-    assert!(!tcp_connect_as(&t.gateway, USER_UID, sa(INTERNET_IP, 443), SHORT).expect("probe"));
+    assert_blocked_as(&t.gateway, &[USER_UID], web, "unload refused");
     let out = fw.cmd(&t.gateway, &["unload", "--yes-unfiltered"]);
     assert!(
         out.status.success(),
@@ -1226,14 +1202,7 @@ fn unload_removes_our_table_and_nothing_else() {
     assert!(!rules.contains("anon_firewall"), "{rules}");
     assert!(rules.contains("someone_else"), "{rules}");
     // Dangerous as documented: the host is now unfiltered.
-    assert!(tcp_connect_as(
-        &t.gateway,
-        USER_UID,
-        sa(INTERNET_IP, 443),
-        Duration::from_secs(2)
-    )
-    .expect("probe"));
-    assert_eq!(server.accept_all(SHORT).len(), 1);
+    assert_connects_as(&t.gateway, USER_UID, web, &server, "unloaded");
     let st = fw.cmd(&t.gateway, &["status"]);
     assert_eq!(st.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&st.stdout).contains("state: unloaded"));
@@ -1257,25 +1226,14 @@ fn vpn_servers_are_reachable_only_by_the_vpn_user_and_ports() {
     }
     const VPN_UID: u32 = 64004;
     let t = Topology::up("afw-vpn").expect("topology");
-    let vpn = t
-        .internet
-        .tcp_listen(sa(INTERNET_IP, 1194))
-        .expect("listen");
-    let web = t.internet.tcp_listen(sa(INTERNET_IP, 80)).expect("listen");
+    let vpn = listen(&t.internet, INTERNET_IP, 1194);
+    let web = listen(&t.internet, INTERNET_IP, 80);
     Fw::new(&format!(
         "{}vpn_firewall = true\nvpn_servers = [\"{INTERNET_IP}\"]\nvpn_user = {VPN_UID}\nvpn_server_ports = [1194]\n",
         gateway_config()
     ))
     .apply(&t.gateway);
-    let to = |uid, port| {
-        tcp_connect_as(
-            &t.gateway,
-            uid,
-            sa(INTERNET_IP, port),
-            Duration::from_secs(2),
-        )
-        .expect("probe")
-    };
+    let to = |uid, port| connects_as(&t.gateway, uid, sa(INTERNET_IP, port), PATIENT);
     assert!(to(VPN_UID, 1194), "the VPN client must reach its server");
     assert_eq!(vpn.accept_all(SHORT).len(), 1);
     assert!(!to(VPN_UID, 80), "the VPN user on another port");
@@ -1293,48 +1251,24 @@ fn timesync_mode_on_the_gateway_refuses_tor_ports_that_socks_ports_leaves_out() 
     // Tor's real ports come from torrc: `socks_ports = [9108]` must not reopen 9050, the
     // TransPort or the DnsPort on loopback before sdwdate's first success.
     let t = Topology::up("afw-tsports").expect("topology");
-    let mut listeners = Vec::new();
-    for port in [9050, 9040, 5300, 9150, 9200, 9108, 9051] {
-        listeners.push((
-            port,
-            t.gateway
-                .tcp_listen(sa([127, 0, 0, 1], port))
-                .expect("listen"),
-        ));
-    }
-    let dns = t.gateway.udp_bind(sa([127, 0, 0, 1], 5300)).expect("bind");
+    let listeners = local_listeners(&t.gateway, &[9050, 9040, 5300, 9150, 9200, 9108, 9051]);
+    let dns = bind(&t.gateway, LOCALHOST, 5300);
     // Without rules the probes get through.
-    t.gateway
-        .udp_send(sa([127, 0, 0, 1], 5300), b"baseline")
-        .expect("send");
-    assert_eq!(udp_received(&dns, SHORT).len(), 1, "baseline UDP");
+    assert_udp(&t.gateway, sa(LOCALHOST, 5300), &dns, true, "baseline UDP");
     Fw::new(&format!(
         "{}mode = \"timesync-fail-closed\"\nsocks_ports = [9108]\n",
         gateway_config()
     ))
     .apply(&t.gateway);
-    for uid in [USER_UID, 0] {
-        for (port, l) in &listeners {
-            let open = *port == 9108 || *port == 9051;
-            let got = tcp_connect_as(
-                &t.gateway,
-                uid,
-                sa([127, 0, 0, 1], *port),
-                Duration::from_secs(2),
-            )
-            .expect("probe");
-            assert_eq!(got, open, "uid {uid} to 127.0.0.1:{port}");
-            assert_eq!(
-                l.accept_all(SHORT).len(),
-                usize::from(open),
-                "uid {uid} port {port}"
-            );
-        }
-    }
-    let _ = t.gateway.udp_send(sa([127, 0, 0, 1], 5300), b"dns?");
-    assert!(
-        udp_received(&dns, SHORT).is_empty(),
-        "UDP reached the DnsPort over loopback"
+    assert_local_ports(&t.gateway, &[USER_UID, 0], &listeners, |port| {
+        port == 9108 || port == 9051
+    });
+    assert_udp(
+        &t.gateway,
+        sa(LOCALHOST, 5300),
+        &dns,
+        false,
+        "UDP reached the DnsPort over loopback",
     );
 }
 
@@ -1354,48 +1288,42 @@ fn the_internal_network_is_reached_only_through_the_internal_interface() {
     t.gateway
         .ip(&["route", "add", "10.152.160.1/32", "dev", "eth0"])
         .expect("route");
-    let outside_tcp = t.internet.tcp_listen(sa(OUTSIDE, 53)).expect("listen");
-    let outside_udp = t.internet.udp_bind(sa(OUTSIDE, 53)).expect("bind");
-    let ws = t
-        .workstation
-        .tcp_listen(sa(WORKSTATION_IP, 8080))
-        .expect("listen");
+    let outside_tcp = listen(&t.internet, OUTSIDE, 53);
+    let outside_udp = bind(&t.internet, OUTSIDE, 53);
+    let ws = listen(&t.workstation, WORKSTATION_IP, 8080);
     // Without rules the outside address answers (the probe can see a leak).
-    assert!(tcp_connect_as(
+    assert_connects_as(
         &t.gateway,
         USER_UID,
         sa(OUTSIDE, 53),
-        Duration::from_secs(2)
-    )
-    .expect("probe"));
-    assert_eq!(outside_tcp.accept_all(SHORT).len(), 1);
-    t.gateway
-        .udp_send(sa(OUTSIDE, 53), b"baseline")
-        .expect("send");
-    assert_eq!(udp_received(&outside_udp, SHORT).len(), 1);
+        &outside_tcp,
+        "baseline",
+    );
+    assert_udp(&t.gateway, sa(OUTSIDE, 53), &outside_udp, true, "baseline");
 
     Fw::new(&gateway_config()).apply(&t.gateway);
-    for uid in [USER_UID, 0] {
-        assert!(
-            !tcp_connect_as(&t.gateway, uid, sa(OUTSIDE, 53), SHORT).expect("probe"),
-            "uid {uid} reached 10.152.160.1 through the uplink"
-        );
-    }
-    let _ = t.gateway.udp_send(sa(OUTSIDE, 53), b"dns?");
+    assert_blocked_as(
+        &t.gateway,
+        &[USER_UID, 0],
+        sa(OUTSIDE, 53),
+        "through the uplink",
+    );
     assert!(outside_tcp.accept_all(SHORT).is_empty());
-    assert!(
-        udp_received(&outside_udp, SHORT).is_empty(),
-        "UDP reached 10.152.160.1 through the uplink"
+    assert_udp(
+        &t.gateway,
+        sa(OUTSIDE, 53),
+        &outside_udp,
+        false,
+        "UDP reached 10.152.160.1 through the uplink",
     );
     // The workstation, through the internal interface, is still reachable by any user.
-    assert!(tcp_connect_as(
+    assert_connects_as(
         &t.gateway,
         USER_UID,
         sa(WORKSTATION_IP, 8080),
-        Duration::from_secs(2)
-    )
-    .expect("probe"));
-    assert_eq!(ws.accept_all(SHORT).len(), 1);
+        &ws,
+        "the workstation through the internal interface",
+    );
 }
 
 #[test]
@@ -1430,34 +1358,27 @@ fn workstation_tcp_leaves_only_through_its_uplink_to_the_gateway() {
         .ip(&["link", "set", "wlan0", "up"])
         .expect("up");
     t.internet.ip(&["link", "set", "up1", "up"]).expect("up");
-    let side = t
-        .internet
-        .tcp_listen(sa([192, 168, 77, 1], 80))
-        .expect("listen");
-    let web = t.internet.tcp_listen(sa(INTERNET_IP, 80)).expect("listen");
-    assert!(t
-        .workstation
-        .tcp_connect(sa([192, 168, 77, 1], 80), Duration::from_secs(2))
-        .is_ok());
-    assert_eq!(side.accept_all(SHORT).len(), 1, "baseline");
+    let side_ip = [192, 168, 77, 1];
+    let side = listen(&t.internet, side_ip, 80);
+    let web = listen(&t.internet, INTERNET_IP, 80);
+    assert_connects(&t.workstation, sa(side_ip, 80), &side, "baseline");
 
     Fw::new("role = \"workstation\"\n").apply(&t.workstation);
-    for uid in [USER_UID, 0] {
-        assert!(
-            !tcp_connect_as(&t.workstation, uid, sa([192, 168, 77, 1], 80), SHORT).expect("probe"),
-            "uid {uid} left the workstation through wlan0"
-        );
-    }
+    assert_blocked_as(
+        &t.workstation,
+        &[USER_UID, 0],
+        sa(side_ip, 80),
+        "left the workstation through wlan0",
+    );
     assert!(side.accept_all(SHORT).is_empty(), "TCP left through wlan0");
     // Through eth0 (to the gateway, which has no rules in this test) TCP still goes.
-    assert!(tcp_connect_as(
+    assert_connects_as(
         &t.workstation,
         USER_UID,
         sa(INTERNET_IP, 80),
-        Duration::from_secs(2)
-    )
-    .expect("probe"));
-    assert_eq!(web.accept_all(SHORT).len(), 1);
+        &web,
+        "through eth0",
+    );
 }
 
 #[test]
@@ -1522,7 +1443,10 @@ fn marker_flags_are_refused_outside_tests() {
         .expect("run");
     assert_eq!(out.status.code(), Some(64));
     // With the variable (the tests), the marker in the test's directory decides.
-    let out = fw.cmd(&ns, &["apply", "--role", "workstation"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("contradicts"));
+    fw.assert_refuses(
+        &ns,
+        &["apply", "--role", "workstation"],
+        "contradicts",
+        "the test's gateway marker",
+    );
 }
