@@ -67,8 +67,21 @@ fn run_dir(via: Via, tag: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("sdwdate-e2e-{}-{via:?}-{tag}", std::process::id()))
 }
 
+/// One `sdwdate --once --dry-run` in a directory of its own for `tag` (removed afterwards).
 fn sdwdate(net: &TorNet, via: Via, pools: [&[usize]; 3], timeout_s: u64, tag: &str) -> Run {
-    sdwdate_in(net, via, pools, timeout_s, &run_dir(via, tag), false)
+    sdwdate_with(net, via, pools, timeout_s, tag, &Extra::default())
+}
+
+/// The same with `extra` settings.
+fn sdwdate_with(
+    net: &TorNet,
+    via: Via,
+    pools: [&[usize]; 3],
+    timeout_s: u64,
+    tag: &str,
+    extra: &Extra,
+) -> Run {
+    sdwdate_in(net, via, pools, timeout_s, &run_dir(via, tag), false, extra)
 }
 
 /// Extra settings of one run: environment (libfaketime) and lines appended to arti's TOML.
@@ -97,19 +110,9 @@ fn faketime_lib() -> Option<std::path::PathBuf> {
         .find(|p| p.exists())
 }
 
-/// One `sdwdate --once --dry-run` with its config, status and state under `dir`.
+/// One `sdwdate --once --dry-run` with its config, status and state under `dir` (kept after
+/// the run if `keep`).
 fn sdwdate_in(
-    net: &TorNet,
-    via: Via,
-    pools: [&[usize]; 3],
-    timeout_s: u64,
-    dir: &Path,
-    keep: bool,
-) -> Run {
-    sdwdate_with(net, via, pools, timeout_s, dir, keep, &Extra::default())
-}
-
-fn sdwdate_with(
     net: &TorNet,
     via: Via,
     pools: [&[usize]; 3],
@@ -532,15 +535,7 @@ fn hung_sources(net: &TorNet) {
             hedge_after: Some(5),
             ..Extra::default()
         };
-        let r = sdwdate_with(
-            net,
-            Via::Socks,
-            pools,
-            120,
-            &run_dir(Via::Socks, &format!("hung{i}")),
-            false,
-            &extra,
-        );
+        let r = sdwdate_with(net, Via::Socks, pools, 120, &format!("hung{i}"), &extra);
         let t = started.elapsed();
         assert_success(&r, "a hung source in every pool");
         assert!(
@@ -564,7 +559,6 @@ fn hung_sources(net: &TorNet) {
 /// the consensus too); only an explicit `--control-port none` goes without the bound.
 fn no_window_no_time(net: &TorNet) {
     let pools: [&[usize]; 3] = [&[H[0]], &[H[1]], &[H[2]]];
-    let dir = |tag: &str| run_dir(Via::Socks, tag);
     // Nothing listens: a port bound and closed again.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -574,15 +568,7 @@ fn no_window_no_time(net: &TorNet) {
         consensus_wait: Some(4),
         ..Extra::default()
     };
-    let r = sdwdate_with(
-        net,
-        Via::Socks,
-        pools,
-        30,
-        &dir("ctl-stopped"),
-        false,
-        &extra,
-    );
+    let r = sdwdate_with(net, Via::Socks, pools, 30, "ctl-stopped", &extra);
     assert_failure(&r, "control port stopped", "no Tor consensus window");
     assert!(
         r.stderr()
@@ -632,7 +618,7 @@ fn no_window_no_time(net: &TorNet) {
             consensus_wait: Some(0),
             ..Extra::default()
         };
-        let r = sdwdate_with(net, Via::Socks, pools, 30, &dir(tag), false, &extra);
+        let r = sdwdate_with(net, Via::Socks, pools, 30, tag, &extra);
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
         let heard = server.join().expect("fake control port");
         assert_failure(&r, tag, needle);
@@ -682,22 +668,14 @@ fn no_window_no_time(net: &TorNet) {
         control: Some(format!("unix:{}", net.control_socket.display())),
         ..Extra::default()
     };
-    let r = sdwdate_with(
-        net,
-        Via::Socks,
-        pools,
-        30,
-        &dir("ctl-socket"),
-        false,
-        &extra,
-    );
+    let r = sdwdate_with(net, Via::Socks, pools, 30, "ctl-socket", &extra);
     assert_success(&r, "control socket with its cookie");
     // The explicit opt-out: no bound, the honest answers are taken.
     let extra = Extra {
         control: Some("none".into()),
         ..Extra::default()
     };
-    let r = sdwdate_with(net, Via::Socks, pools, 30, &dir("ctl-none"), false, &extra);
+    let r = sdwdate_with(net, Via::Socks, pools, 30, "ctl-none", &extra);
     assert_success(&r, "--control-port none");
 }
 
@@ -793,7 +771,7 @@ fn end_to_end_over_arti() {
     // same state directory twice: the second start reuses arti's state and cache.
     let dir = run_dir(Via::Arti, "restart");
     let pools: [&[usize]; 3] = [&[H[0]], &[H[1]], &[H[2]]];
-    let first = sdwdate_in(&net, Via::Arti, pools, 30, &dir, true);
+    let first = sdwdate_in(&net, Via::Arti, pools, 30, &dir, true, &Extra::default());
     assert_success(&first, "arti, first start");
     let err = first.stderr();
     assert!(err.contains("transport arti (--transport)"), "{err}");
@@ -827,7 +805,7 @@ fn end_to_end_over_arti() {
     // files are removed first so that its success is its own.
     let _ = std::fs::remove_dir_all(dir.join("run"));
     let _ = std::fs::remove_file(dir.join("state/time-replay-protection-utc-unixtime"));
-    let mut second = sdwdate_in(&net, Via::Arti, pools, 30, &dir, false);
+    let mut second = sdwdate_in(&net, Via::Arti, pools, 30, &dir, false, &Extra::default());
     assert_success(&second, "arti, second start");
     assert!(
         second
@@ -861,15 +839,7 @@ fn end_to_end_over_arti() {
                 env: env.clone(),
                 ..Extra::default()
             };
-            let r = sdwdate_with(
-                &net,
-                Via::Arti,
-                pools,
-                30,
-                &run_dir(Via::Arti, "slow-clock"),
-                false,
-                &slow,
-            );
+            let r = sdwdate_with(&net, Via::Arti, pools, 30, "slow-clock", &slow);
             let err = r.stderr();
             assert!(r.out.status.success(), "two days slow: {err}");
             let want = 2.0 * 86_400.0 + HONEST;
@@ -880,15 +850,7 @@ fn end_to_end_over_arti() {
                 arti_toml: "\n[directory_tolerance]\npre_valid_tolerance = \"1 day\"\n",
                 ..Extra::default()
             };
-            let r = sdwdate_with(
-                &net,
-                Via::Arti,
-                pools,
-                10,
-                &run_dir(Via::Arti, "slow-strict"),
-                false,
-                &strict,
-            );
+            let r = sdwdate_with(&net, Via::Arti, pools, 10, "slow-strict", &strict);
             assert_failure(
                 &r,
                 "two days slow, arti's default tolerance",
