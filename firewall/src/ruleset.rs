@@ -640,22 +640,16 @@ fn icmp_rules(t: &mut Tx, chain: &str, ext_if: &str, allow_echo: bool) {
         ],
     );
     if allow_echo {
-        t.rule(
-            chain,
-            vec![
-                m_eq(meta(MetaKey::Iifname), s(ext_if)),
-                m_eq(payload("icmp", "type"), s("echo-request")),
-                accept(),
-            ],
-        );
-        t.rule(
-            chain,
-            vec![
-                m_eq(meta(MetaKey::Iifname), s(ext_if)),
-                m_eq(payload("icmpv6", "type"), s("echo-request")),
-                accept(),
-            ],
-        );
+        for proto in ["icmp", "icmpv6"] {
+            t.rule(
+                chain,
+                vec![
+                    m_eq(meta(MetaKey::Iifname), s(ext_if)),
+                    m_eq(payload(proto, "type"), s("echo-request")),
+                    accept(),
+                ],
+            );
+        }
     }
     t.rule(
         chain,
