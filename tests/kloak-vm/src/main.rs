@@ -3,6 +3,7 @@
 //! and `KLOAK-VMTEST DONE pass=N fail=M`.
 //!
 //! Usage: kloak-vmtest PATH/TO/kloak
+#![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
