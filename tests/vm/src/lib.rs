@@ -344,9 +344,7 @@ impl Vm {
             out.read_to_string(&mut text)?;
         }
         let status = child.wait()?;
-        let errors = stderr
-            .and_then(|t| t.join().ok())
-            .unwrap_or_default();
+        let errors = stderr.and_then(|t| t.join().ok()).unwrap_or_default();
         let _ = fs::remove_dir_all(&work);
         match status.code() {
             Some(0) => {}
