@@ -162,6 +162,19 @@ filter=$(systemctl show -p SystemCallFilter --value sdwdate.service)
 for sc in clock_settime clock_adjtime adjtimex settimeofday; do
 	check "sdwdate: the unit's syscall filter allows $sc (it sets the clock)" sh -c "echo '$filter' | tr ' ' '\n' | grep -qx '$sc'"
 done
+# An admin's drop-in with a typo: a usage error (64) fails the unit at once, and
+# RestartPreventExitStatus=64 keeps Restart=always from looping on it.
+mkdir -p /etc/systemd/system/sdwdate.service.d
+printf '[Service]\nExecStart=\nExecStart=/usr/bin/sdwdate --no-such-option\n' > /etc/systemd/system/sdwdate.service.d/typo.conf
+systemctl daemon-reload
+systemctl restart sdwdate.service 2>/dev/null || true
+sleep 15
+check "sdwdate: a typo in the unit exits 64 (usage error)" equals "$(systemctl show -p ExecMainStatus --value sdwdate.service)" 64
+check "sdwdate: ... and the unit is failed, not restarted in a loop" equals "$(systemctl is-active sdwdate.service) $(systemctl show -p NRestarts --value sdwdate.service)" "failed 0"
+rm -r /etc/systemd/system/sdwdate.service.d
+systemctl daemon-reload
+systemctl reset-failed sdwdate.service
+systemctl start sdwdate.service
 # Later files add pool members (as upstream's read_pools does), so the shipped public pools
 # are set aside while the test's own sources are configured, and put back before the purge.
 mv /etc/sdwdate.d/30_default.conf /root/30_default.conf.saved
