@@ -92,35 +92,50 @@ impl Program {
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
     {
-        // clap checks a required subcommand before `exclusive`, so `--man` alone would be
-        // refused: the requirement is checked here instead, after `--man`/`--completions`.
+        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
         let mut cmd = self.command::<C>();
-        let needs_subcommand = cmd.is_subcommand_required_set();
-        cmd = cmd.subcommand_required(false);
-        let matches = match cmd.try_get_matches_from_mut(args) {
+        let matches = match cmd.try_get_matches_from_mut(&args) {
             Ok(m) => m,
+            // clap checks a required subcommand before `exclusive`, so `--man` alone is
+            // refused: parse once more without the requirement, for these two flags only
+            // (any other use keeps clap's own message and usage line).
+            Err(e) if e.kind() == clap::error::ErrorKind::MissingSubcommand => {
+                match cmd
+                    .clone()
+                    .subcommand_required(false)
+                    .try_get_matches_from(&args)
+                {
+                    Ok(m) if m.get_flag(MAN) || m.contains_id(COMPLETIONS) => m,
+                    _ => return Parsed::Done(clap_exit(&e)),
+                }
+            }
             Err(e) => return Parsed::Done(clap_exit(&e)),
         };
         if matches.get_flag(MAN) {
-            let cmd = cmd
-                .subcommand_required(needs_subcommand)
-                .disable_help_subcommand(true);
-            return Parsed::Done(written(man::render(self, cmd, out)));
+            let cmd = cmd.disable_help_subcommand(true);
+            return Parsed::Done(self.written(man::render(self, cmd, out)));
         }
         if let Some(shell) = matches.get_one::<clap_complete::Shell>(COMPLETIONS) {
-            clap_complete::generate(*shell, &mut cmd, self.name, out);
-            return Parsed::Done(ExitCode::SUCCESS);
-        }
-        if needs_subcommand && matches.subcommand().is_none() {
-            let e = cmd.error(
-                clap::error::ErrorKind::MissingSubcommand,
-                "a subcommand is required",
-            );
-            return Parsed::Done(clap_exit(&e));
+            // Into a buffer first: clap_complete panics when its writer fails (a closed pipe).
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut cmd, self.name, &mut script);
+            return Parsed::Done(self.written(out.write_all(&script)));
         }
         match C::from_arg_matches(&matches) {
             Ok(c) => Parsed::Run(c),
             Err(e) => Parsed::Done(clap_exit(&e.with_cmd(&cmd))),
+        }
+    }
+
+    /// A failed write of the man page is an error of the program (its `error_code`), never
+    /// one of its verdicts.
+    fn written(&self, r: std::io::Result<()>) -> ExitCode {
+        match r {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{}: cannot write: {e}", self.name);
+                ExitCode::from(self.error_code)
+            }
         }
     }
 
@@ -168,23 +183,18 @@ fn clap_exit(e: &clap::Error) -> ExitCode {
     }
 }
 
-fn written(r: std::io::Result<()>) -> ExitCode {
-    match r {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("cannot write: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
 /// The whole `main` of a binary: logging, arguments, `run`, the exit code.
 pub fn main<C>(program: &'static Program, run: fn(C) -> anyhow::Result<ExitCode>) -> ExitCode
 where
     C: CommandFactory + FromArgMatches,
 {
     logging::init(program);
-    match program.parse_from::<C, _, _>(std::env::args_os(), &mut std::io::stdout().lock()) {
+    // stdout is locked only while parsing: `run` (a daemon's whole life) must not hold it.
+    let parsed = {
+        let mut out = std::io::stdout().lock();
+        program.parse_from::<C, _, _>(std::env::args_os(), &mut out)
+    };
+    match parsed {
         Parsed::Run(cli) => program.finish(run(cli)),
         Parsed::Done(code) => code,
     }
@@ -300,6 +310,15 @@ mod tests {
             code(&parse(&["--completions", "tcsh"]).0),
             Some(ExitCode::from(64))
         );
+    }
+
+    #[test]
+    fn help_keeps_the_required_subcommand_in_the_usage_line() {
+        let usage = PROGRAM.command::<Cli>().render_usage().to_string();
+        assert!(usage.contains("<COMMAND>"), "{usage}");
+        let (p, out) = parse(&["--count", "4"]);
+        assert_eq!(code(&p), Some(ExitCode::from(64)));
+        assert!(out.is_empty(), "{out}");
     }
 
     #[test]

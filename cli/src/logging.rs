@@ -11,12 +11,15 @@ use crate::Program;
 /// Whether a record passes: warnings and errors from anywhere; `info` from `info_targets`
 /// (a target or its submodules).
 pub fn wanted(info_targets: &[&str], m: &Metadata) -> bool {
-    let t = m.target();
     m.level() <= Level::Warn
-        || (m.level() <= Level::Info
-            && info_targets
-                .iter()
-                .any(|own| t == *own || (t.starts_with(own) && t[own.len()..].starts_with("::"))))
+        || (m.level() <= Level::Info && info_targets.iter().any(|own| within(m.target(), own)))
+}
+
+/// `target` is the module `own` or one of its submodules.
+fn within(target: &str, own: &str) -> bool {
+    target
+        .strip_prefix(own)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
 }
 
 enum Sink {
@@ -55,7 +58,7 @@ fn line(p: &Program, r: &Record) -> String {
     let own = p
         .info_targets
         .first()
-        .is_some_and(|own| r.target().starts_with(own));
+        .is_some_and(|own| within(r.target(), own));
     if own {
         format!("{}: {level}: {}", p.name, r.args())
     } else {

@@ -1,5 +1,7 @@
-//! The binary's promises to scripts and units: usage errors exit 64 (nothing is loaded, no
-//! lockdown either: a typo is not a failure of the firewall), every exit code is documented.
+//! The binary's promises to scripts and units: usage errors exit 64 and every exit code is
+//! documented. Run by hand, a usage error changes nothing (no rules loaded, no lockdown); under
+//! anon-firewall.service it is still a failure of the unit, so its ExecStopPost= and
+//! OnFailure= lock the host down, as for any other error (so no SuccessExitStatus=64 there).
 
 use std::path::Path;
 

@@ -43,8 +43,9 @@ static PROGRAM: Program = Program {
         ),
     ],
     error_code: 1,
-    // arti's directory manager says where the directory came from and when it became usable;
-    // the rest of arti's info chatter stays out of the journal.
+    // arti's directory manager (with its submodules) says where the directory came from, how
+    // its bootstrap goes and when it became usable; the rest of arti's info chatter stays out
+    // of the journal.
     info_targets: &["sdwdate", "tor_control", "tor_dirmgr"],
 };
 

@@ -5,6 +5,9 @@
 //! monotonic ms + a per-tuple offset, so its delta equals the elapsed ms.
 //!
 //! Usage: isnprobe 4|6 COUNT. Prints `ISNPROBE v4 SYN n=.. time-derived=..` (also SYNACK, TSVAL).
+// The packet socket's libc calls (nix has no link-layer bind) and one setsockopt are allowed
+// on the functions that make them.
+#![deny(unsafe_code)]
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -22,6 +25,7 @@ struct Seen {
     tsval: Option<u32>,
 }
 
+#[allow(unsafe_code)]
 fn packet_socket() -> std::io::Result<OwnedFd> {
     // SAFETY: plain socket(2); the result is checked and owned right away.
     let fd = unsafe {
@@ -58,6 +62,7 @@ fn packet_socket() -> std::io::Result<OwnedFd> {
 
 /// Packets arriving on the packet socket within `wait` (IP packets: the loopback Ethernet
 /// header stripped, the outgoing copy that loopback also shows skipped).
+#[allow(unsafe_code)]
 fn incoming(fd: &OwnedFd, wait: Duration) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
@@ -336,6 +341,7 @@ fn burst(threads: usize) -> std::io::Result<()> {
 
 /// 32 MiB of receive buffer on the capture socket, so that nothing captured is dropped before
 /// it is read.
+#[allow(unsafe_code)]
 fn big_buffer(cap: &OwnedFd) {
     let big: libc::c_int = 32 << 20;
     // SAFETY: a valid int option on a socket we own; SO_RCVBUFFORCE needs root, as this runs.

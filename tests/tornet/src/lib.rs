@@ -1,4 +1,6 @@
 #![doc = include_str!("../README.md")]
+// One unsafe block (pre_exec), allowed where it stands.
+#![deny(unsafe_code)]
 
 use std::fs;
 use std::io::{self, Read, Write};
@@ -530,6 +532,7 @@ impl TorNet {
             .stderr(fs::File::create(d.join("stderr.log"))?);
         // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill the child when
         // the spawning thread dies, so no tor outlives a crashed test.
+        #[allow(unsafe_code)]
         unsafe {
             std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
