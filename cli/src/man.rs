@@ -21,16 +21,14 @@ fn once_preamble(page: &str) -> String {
     let mut lines = page.lines().peekable();
     let mut kept = String::new();
     while let Some(l) = lines.next() {
-        if l.starts_with(".ie \\n(.g .ds Aq")
-            && lines.peek().is_some_and(|n| n.starts_with(".el .ds Aq"))
-        {
-            let el = lines.next().unwrap_or_default();
-            if seen {
+        if l.starts_with(".ie \\n(.g .ds Aq") {
+            if let Some(el) = lines.next_if(|n| n.starts_with(".el .ds Aq")) {
+                if !seen {
+                    kept += &format!("{l}\n{el}\n");
+                }
+                seen = true;
                 continue;
             }
-            seen = true;
-            kept += &format!("{l}\n{el}\n");
-            continue;
         }
         kept += l;
         kept.push('\n');

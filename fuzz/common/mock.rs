@@ -18,6 +18,14 @@ pub struct Peer {
     pub written: Vec<u8>,
 }
 
+/// The fuzz input's first byte as the peer's chunk seed, the rest as what it sends.
+pub fn chunk_and_data(data: &[u8]) -> (u8, &[u8]) {
+    match data.split_first() {
+        Some((c, rest)) => (*c, rest),
+        None => (0, data),
+    }
+}
+
 impl Peer {
     pub fn new(data: &[u8], chunk_seed: u8) -> Peer {
         Peer {

@@ -11,10 +11,7 @@ use sdwdate::http;
 use sdwdate::transport::{exchange, FetchError};
 
 fuzz_target!(|data: &[u8]| {
-    let (chunk, data) = match data.split_first() {
-        Some((c, rest)) => (*c, rest),
-        None => (0, data),
-    };
+    let (chunk, data) = mock::chunk_and_data(data);
     let direct = http::parse_date(data);
     if let Ok(t) = direct {
         assert!(t >= 0, "a time before 1970: {t}");

@@ -11,10 +11,7 @@ use libfuzzer_sys::fuzz_target;
 use tokio_socks::tcp::Socks5Stream;
 
 fuzz_target!(|data: &[u8]| {
-    let (chunk, data) = match data.split_first() {
-        Some((c, rest)) => (*c, rest),
-        None => (0, data),
-    };
+    let (chunk, data) = mock::chunk_and_data(data);
     let src = mock::source();
     mock::runtime().block_on(async {
         let peer = mock::Peer::new(data, chunk);

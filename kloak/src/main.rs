@@ -39,8 +39,9 @@ static PROGRAM: Program = Program {
     about = "Keystroke and mouse timing anonymization"
 )]
 struct Cli {
-    /// Maximum delay in milliseconds.
-    #[arg(short = 'd', long = "delay", default_value_t = 100, global = true)]
+    /// Maximum delay in milliseconds (at most an hour).
+    #[arg(short = 'd', long = "delay", default_value_t = 100, global = true,
+          value_parser = clap::value_parser!(u64).range(0..=MAX_MS))]
     delay: u64,
     /// Hold-time floor in ms, MIN-MAX: a short tap's release is emitted no earlier than its
     /// press plus a random floor from this range, hiding how long each key is held. 0: off.
@@ -96,6 +97,10 @@ fn parse_keys(s: &str) -> anyhow::Result<Keys> {
 #[derive(Debug, Clone, Copy)]
 struct Floor(Option<HoldFloor>);
 
+/// The longest delay or hold floor accepted, in ms (an hour): far beyond any use, and far from
+/// overflowing once turned into the core's microseconds.
+const MAX_MS: u64 = 3_600_000;
+
 fn parse_floor(s: &str) -> anyhow::Result<Floor> {
     if s.trim() == "0" {
         return Ok(Floor(None));
@@ -109,8 +114,8 @@ fn parse_floor(s: &str) -> anyhow::Result<Floor> {
             .with_context(|| format!("`{x}` is not a number of milliseconds"))
     };
     let (min, max) = (ms(a)?, ms(b)?);
-    if min > max || max == 0 {
-        bail!("{min}-{max}: MIN must be at most MAX, and MAX above 0");
+    if min > max || max == 0 || max > MAX_MS {
+        bail!("{min}-{max}: MIN must be at most MAX, and MAX above 0 and at most {MAX_MS}");
     }
     Ok(Floor(Some(HoldFloor {
         min: min * 1000,

@@ -24,6 +24,8 @@ pub enum LineError {
     FieldCount(usize),
     #[error("time_us `{0}` is not a number")]
     Time(String),
+    #[error("time_us {0} is beyond {MAX_TIME_US} (about 146,000 years)")]
+    TimeTooLarge(u64),
     #[error("time_us {time} is earlier than the line before ({last})")]
     Backwards { time: u64, last: u64 },
     #[error("type `{0}` is not a number")]
@@ -33,6 +35,10 @@ pub enum LineError {
     #[error("value `{0}` is not a number")]
     Value(String),
 }
+
+/// The largest time accepted: the core adds delays and hold floors to times, and a time near
+/// `u64::MAX` would overflow (a monotonic clock in microseconds never gets there).
+pub const MAX_TIME_US: u64 = 1 << 62;
 
 /// Parsed input: (time, event) per line.
 pub fn parse(text: &str) -> Result<Vec<(u64, Event)>, ParseError> {
@@ -51,6 +57,9 @@ pub fn parse(text: &str) -> Result<Vec<(u64, Event)>, ParseError> {
         let time: u64 = f[0]
             .parse()
             .map_err(|_| err(LineError::Time(f[0].to_owned())))?;
+        if time > MAX_TIME_US {
+            return Err(err(LineError::TimeTooLarge(time)));
+        }
         if time < last {
             return Err(err(LineError::Backwards { time, last }));
         }
@@ -171,9 +180,25 @@ mod tests {
             ("1 k 30 1", LineError::Type("k".into())),
             ("1 1 -3 1", LineError::Code("-3".into())),
             ("1 1 30 1.5", LineError::Value("1.5".into())),
+            (
+                "4611686018427387905 1 30 1",
+                LineError::TimeTooLarge((1 << 62) + 1),
+            ),
         ] {
             assert_eq!(parse(text).map_err(|e| e.kind), Err(kind), "{text}");
         }
+        // Found by the fuzzer: a time near u64::MAX overflowed the core; the limit itself is
+        // still simulated.
+        let max = format!("{MAX_TIME_US} 1 30 1\n{MAX_TIME_US} 1 30 0\n");
+        let events = parse(&max).expect("the limit is accepted");
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
+        let floor = Some(crate::schedule::HoldFloor {
+            min: 3_600_000_000,
+            max: 3_600_000_000,
+        });
+        let rows = run(&events, 3_600_000_000, floor, &mut rng);
+        assert_eq!(rows.iter().filter(|r| r.event.kind == 1).count(), 2);
+        assert!(rows.iter().all(|r| r.release >= r.arrived));
         // Users read the line number and the offending field first.
         let e = parse("\n\nx 1 30 1").expect_err("nan");
         assert_eq!(e.line, 3);
