@@ -117,7 +117,20 @@ static int replaced_get(char *buf, const struct kernel_param *kp)
 	return sysfs_emit(buf, "%llu\n", tirdad_replaced());
 }
 
-static const struct kernel_param_ops replaced_ops = { .get = replaced_get };
+/*
+ * The counters are read-only (0444: sysfs never writes them), but an option still reaches .set
+ * at load time: `insmod tirdad.ko missed=0`, an `options tirdad ...` line in modprobe.d,
+ * `tirdad.replaced=` on the kernel command line. The kernel calls .set without checking it for
+ * NULL (an oops while loading), so each counter has one. It ignores the value with a warning
+ * instead of refusing the load: an admin's stray option must not leave the ISNs unprotected.
+ */
+static int counter_set(const char *val, const struct kernel_param *kp)
+{
+	pr_warn("tirdad: %s is a read-only counter; the option is ignored\n", kp->name);
+	return 0;
+}
+
+static const struct kernel_param_ops replaced_ops = { .set = counter_set, .get = replaced_get };
 module_param_cb(replaced, &replaced_ops, NULL, 0444);
 MODULE_PARM_DESC(replaced, "TCP initial sequence numbers replaced since the module was loaded");
 
@@ -134,6 +147,6 @@ static int missed_get(char *buf, const struct kernel_param *kp)
 	return sysfs_emit(buf, "%llu\n", n);
 }
 
-static const struct kernel_param_ops missed_ops = { .get = missed_get };
+static const struct kernel_param_ops missed_ops = { .set = counter_set, .get = missed_get };
 module_param_cb(missed, &missed_ops, NULL, 0444);
 MODULE_PARM_DESC(missed, "TCP initial sequence numbers the probes missed (left as the kernel made them)");
