@@ -228,9 +228,10 @@ fn tirdad_window() -> (Option<bool>, String) {
             .ok()
     };
     let opens = || crate::verdict::tcp_opens(&std::fs::read_to_string("/proc/net/snmp").ok()?);
-    let (r0, o0) = (counter("replaced"), opens());
-    let made = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| {
+    // Three connections over IPv4 loopback (must work), three over IPv6 loopback where the
+    // host has it: tirdad hooks both generators, and the kernel's TCP counters count both.
+    let three = |ip: std::net::IpAddr| {
+        std::net::TcpListener::bind((ip, 0)).and_then(|l| {
             let to = l.local_addr()?;
             for _ in 0..3 {
                 let _c = TcpStream::connect_timeout(&to, Duration::from_secs(2))?;
@@ -238,7 +239,11 @@ fn tirdad_window() -> (Option<bool>, String) {
             }
             Ok(())
         })
-        .is_ok();
+    };
+    let (r0, o0) = (counter("replaced"), opens());
+    let made = three(std::net::Ipv4Addr::LOCALHOST.into()).is_ok();
+    let v6 = std::net::TcpListener::bind((std::net::Ipv6Addr::LOCALHOST, 0)).is_ok();
+    let made = made && (!v6 || three(std::net::Ipv6Addr::LOCALHOST.into()).is_ok());
     let (r1, o1) = (counter("replaced"), opens());
     let delta = |a: Option<u64>, b: Option<u64>| b?.checked_sub(a?);
     let (replaced, opened) = if made {
