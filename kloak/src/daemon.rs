@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use evdev::{Device, EventType};
@@ -112,6 +112,7 @@ impl State {
         // asserts a NUL the kernel does not write when it cuts): any device, or any local user
         // allowed to make uinput devices, could crash kloak in a restart loop. Such a device
         // is an error for this device only.
+        let opened = SystemTime::now();
         let mut dev = std::panic::catch_unwind(|| Device::open(path))
             .map_err(|_| anyhow::anyhow!("{}: its name or phys cannot be read", path.display()))?
             .with_context(|| format!("cannot open {}", path.display()))?;
@@ -140,6 +141,7 @@ impl State {
         let name = dev.name().unwrap_or("unnamed device").to_owned();
         let twin = Twin::of(&dev)
             .with_context(|| format!("cannot create a virtual device for {}", path.display()))?;
+        let grabbed = (SystemTime::now(), Instant::now());
         dev.grab().with_context(|| {
             format!(
                 "cannot grab {} (is another program grabbing it?)",
@@ -176,6 +178,8 @@ impl State {
                     // The LED changes kloak forwards come back from the grabbed device: the
                     // twin has them already.
                     Ok(ev) if ev.event_type().0 == EV_LED => {}
+                    // Already seen by the desktop: it came before the grab.
+                    Ok(ev) if before_grab(ev.timestamp(), opened, grabbed) => {}
                     Ok(ev) => {
                         frame.push(Event {
                             kind: ev.event_type().0,
@@ -248,6 +252,19 @@ impl State {
         Ok(())
     }
 
+    /// [`Self::emit`], keeping the first error for the caller to end kloak with. The frames
+    /// after a failed one still go out to the other twins (they were taken from the queue:
+    /// skipping them would lose them), and `shutdown` releases every key.
+    fn emit_or_fail(&mut self, f: Frame<DevId>, failure: &mut Option<anyhow::Error>) {
+        if let Err(e) = self.emit(f) {
+            if failure.is_none() {
+                *failure = Some(e);
+            } else {
+                warn!("{e:#}");
+            }
+        }
+    }
+
     /// Releases every key still down on every virtual device and drops all grabs.
     fn shutdown(&mut self, queue: &mut Queue<DevId>) {
         for f in queue.drain() {
@@ -263,6 +280,16 @@ impl State {
         }
         self.outputs.clear();
     }
+}
+
+/// An event read after the grab that the device produced between kloak opening it and
+/// grabbing it: every other reader (the desktop) got it too, so forwarding it would repeat it
+/// (a keystroke typed twice, mouse motion doubled). Only the buffered events are old, so this
+/// is asked only in the first 200 ms after the grab, and only for timestamps inside that
+/// window of the real-time clock the kernel stamps them with: a clock step cannot make later
+/// events look old for longer than that.
+fn before_grab(at: SystemTime, opened: SystemTime, grabbed: (SystemTime, Instant)) -> bool {
+    grabbed.1.elapsed() < Duration::from_millis(200) && at >= opened && at < grabbed.0
 }
 
 /// systemd's STATUS=: how many devices are protected (and waited for).
@@ -321,7 +348,12 @@ pub async fn run(opts: Options, mut rng: ChaCha20Rng) -> anyhow::Result<()> {
                     pending.push((p, 1, false));
                 }
                 Ok(_) => {}
-                Err(e) => warn!("{e:#}"),
+                Err(e) => {
+                    // Retried on the next ticks, as a hotplugged device is (udev may still be
+                    // setting it up, /dev/uinput may be busy for a moment).
+                    warn!("{e:#} (retrying)");
+                    pending.push((p, 1, false));
+                }
             }
         }
     } else {
@@ -356,6 +388,9 @@ pub async fn run(opts: Options, mut rng: ChaCha20Rng) -> anyhow::Result<()> {
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    // SIGHUP would end kloak by default, and systemd counts that as a clean exit: no restart,
+    // keyboards unprotected. There is nothing to reload; it is said and ignored.
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     // READY (the display manager and getty wait for it) once the devices present at start are
     // grabbed, or once the wait for their held keys is over.
     let started = Instant::now();
@@ -400,10 +435,7 @@ pub async fn run(opts: Options, mut rng: ChaCha20Rng) -> anyhow::Result<()> {
                             flooded = true;
                         }
                         for f in queue.pop_oldest(queue.len() - MAX_QUEUED) {
-                            if let Err(e) = state.emit(f) {
-                                failure = Some(e);
-                                break;
-                            }
+                            state.emit_or_fail(f, &mut failure);
                         }
                     } else if flooded && queue.len() < MAX_QUEUED / 2 {
                         flooded = false;
@@ -417,13 +449,15 @@ pub async fn run(opts: Options, mut rng: ChaCha20Rng) -> anyhow::Result<()> {
                     // Its queued frames go out now, through its twin, and whatever they leave
                     // down is released before the twin goes.
                     for f in queue.forget(&id) {
-                        if let Err(e) = state.emit(f) {
-                            failure = Some(e);
-                        }
+                        state.emit_or_fail(f, &mut failure);
                     }
-                    esc.reset();
                     if let Some(mut out) = state.outputs.remove(&id) {
                         let release = out.down.release_all();
+                        // The escape detector forgets this device's keys only: a Right Shift
+                        // held on the keyboard stays held when a mouse goes away.
+                        for e in &release {
+                            esc.feed(e);
+                        }
                         if !release.is_empty() {
                             let _ = out.twin.emit(&payload(&release));
                         }
@@ -435,10 +469,7 @@ pub async fn run(opts: Options, mut rng: ChaCha20Rng) -> anyhow::Result<()> {
             () = sleep => {
                 let now = state.now();
                 for f in queue.pop_due(now) {
-                    if let Err(e) = state.emit(f) {
-                        failure = Some(e);
-                        break;
-                    }
+                    state.emit_or_fail(f, &mut failure);
                 }
             }
             _ = hotplug_tick.tick(), if inotify.is_some() || !pending.is_empty() => {
@@ -471,7 +502,12 @@ pub async fn run(opts: Options, mut rng: ChaCha20Rng) -> anyhow::Result<()> {
                         }
                         Err(e) => {
                             if *tries >= 8 {
-                                warn!("{e:#}");
+                                warn!("{e:#}: giving up on it");
+                                // Protecting nothing while a device could not be attached is
+                                // a failure (the unit restarts kloak), not a quiet success.
+                                if state.outputs.is_empty() && failure.is_none() {
+                                    failure = Some(e.context("no device could be protected"));
+                                }
                             }
                             *tries < 8
                         }
@@ -480,6 +516,7 @@ pub async fn run(opts: Options, mut rng: ChaCha20Rng) -> anyhow::Result<()> {
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
+            _ = hup.recv() => info!("SIGHUP: nothing to reload; still running"),
         }
     }
     state.shutdown(&mut queue);
@@ -490,4 +527,35 @@ pub async fn run(opts: Options, mut rng: ChaCha20Rng) -> anyhow::Result<()> {
     }
     info!("stopped; every grab released");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_events_between_open_and_grab_are_old() {
+        let opened = SystemTime::now();
+        let grabbed = (opened + Duration::from_millis(30), Instant::now());
+        let at = |ms: i64| {
+            if ms >= 0 {
+                opened + Duration::from_millis(ms as u64)
+            } else {
+                opened - Duration::from_millis(ms.unsigned_abs())
+            }
+        };
+        assert!(before_grab(at(0), opened, grabbed));
+        assert!(before_grab(at(29), opened, grabbed));
+        assert!(!before_grab(at(30), opened, grabbed), "at the grab: ours");
+        assert!(!before_grab(at(500), opened, grabbed));
+        assert!(
+            !before_grab(at(-5), opened, grabbed),
+            "older than the open: not ours to judge"
+        );
+        let long_ago = (grabbed.0, Instant::now() - Duration::from_millis(300));
+        assert!(
+            !before_grab(at(10), opened, long_ago),
+            "after 200 ms nothing is old"
+        );
+    }
 }
