@@ -1230,6 +1230,99 @@ mod hold_floor_tests {
     /// through the queue and the kernel's key state, nothing is lost, duplicated, typed twice
     /// or left down, and the text and shortcuts are the same as without kloak.
     #[test]
+    fn two_keyboards_an_unplug_and_a_flood_lose_nothing() {
+        // Two USB keyboards typing at once; the second is unplugged at a random moment (its
+        // queued frames are taken out and written at once, then what it leaves down is
+        // released, as the daemon does); now and then the queue is cut short as under a flood
+        // (the oldest frames written early). Per twin, through the input core's key state:
+        // every key's sequence as typed (up to the unplug for the second), nothing left down.
+        for seed in 0..300 {
+            let mut rng = ChaCha20Rng::seed_from_u64(seed);
+            let mut frames: Vec<(Micros, u8, Vec<Event>)> = Vec::new();
+            for dev in [0u8, 1] {
+                let ev = typing(&mut rng, 40);
+                frames.extend(usb_frames(&ev).into_iter().map(|(t, f)| (t, dev, f)));
+            }
+            frames.sort_by_key(|f| f.0);
+            let unplug = frames[rng.random_range(frames.len() / 4..frames.len())].0;
+            let mut q: Queue<u8> = Queue::with_hold_floor(MAX, Some(FLOOR), &[]);
+            let mut out: [Vec<(u16, i32)>; 2] = [Vec::new(), Vec::new()];
+            let mut input: [Vec<(u16, i32)>; 2] = [Vec::new(), Vec::new()];
+            let mut twin_down = [KeysDown::default(), KeysDown::default()];
+            let emit =
+                |fs: Vec<Frame<u8>>, out: &mut [Vec<(u16, i32)>; 2], down: &mut [KeysDown; 2]| {
+                    for f in fs {
+                        let d = usize::from(f.device);
+                        down[d].track(&f.events);
+                        out[d].extend(
+                            f.events
+                                .iter()
+                                .filter(|e| e.kind == EV_KEY)
+                                .map(|e| (e.code, e.value)),
+                        );
+                    }
+                };
+            let mut gone = false;
+            for (t, dev, f) in frames {
+                if !gone && t >= unplug {
+                    gone = true;
+                    emit(q.forget(&1), &mut out, &mut twin_down);
+                    let release = twin_down[1].release_all();
+                    out[1].extend(
+                        release
+                            .iter()
+                            .filter(|e| e.kind == EV_KEY)
+                            .map(|e| (e.code, e.value)),
+                    );
+                    let (_, left) = kernel(&input[1]);
+                    input[1].extend(left.iter().map(|k| (*k, 0)));
+                }
+                if gone && dev == 1 {
+                    continue;
+                }
+                emit(q.pop_due(t), &mut out, &mut twin_down);
+                if rng.random_range(0..50) == 0 {
+                    let n = rng.random_range(0..=q.len());
+                    emit(q.pop_oldest(n), &mut out, &mut twin_down);
+                }
+                input[usize::from(dev)].extend(
+                    f.iter()
+                        .filter(|e| e.kind == EV_KEY)
+                        .map(|e| (e.code, e.value)),
+                );
+                q.push(dev, f, t, &mut rng);
+            }
+            emit(q.drain(), &mut out, &mut twin_down);
+            for d in 0..2 {
+                let (seen_in, _) = kernel(&input[d]);
+                let (seen_out, down_out) = kernel(&out[d]);
+                assert_eq!(
+                    down_out,
+                    Vec::<u16>::new(),
+                    "seed {seed}: keys left down on twin {d}"
+                );
+                for code in seen_in
+                    .iter()
+                    .map(|e| e.0)
+                    .collect::<std::collections::HashSet<_>>()
+                {
+                    let per = |v: &[(u16, i32)]| {
+                        v.iter()
+                            .filter(|e| e.0 == code)
+                            .map(|e| e.1)
+                            .collect::<Vec<_>>()
+                    };
+                    assert_eq!(
+                        per(&seen_out),
+                        per(&seen_in),
+                        "seed {seed}: twin {d}, key {code}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn usb_frames_and_autorepeat_type_exactly() {
         let mut repeats = 0;
         for seed in 0..400 {
