@@ -1,6 +1,6 @@
-//! Runs inside the VM as root: creates fake devices with uinput, runs kloak, and checks
-//! what comes out of kloak's virtual devices. Prints `KLOAK-VMTEST PASS|FAIL name ...` lines
-//! and `KLOAK-VMTEST DONE pass=N fail=M`.
+//! Runs inside the VM as root: creates fake devices with uinput (and one real HID keyboard
+//! with uhid), runs kloak, and checks what comes out of kloak's virtual devices. Prints
+//! `KLOAK-VMTEST PASS|FAIL name ...` lines and `KLOAK-VMTEST DONE pass=N fail=M`.
 //!
 //! Usage: kloak-vmtest PATH/TO/kloak
 #![forbid(unsafe_code)]
@@ -804,31 +804,303 @@ fn usb_frames(f: &mut Fakes, out: &Events, r: &mut Results) {
     );
 }
 
-/// A keyboard with a long name, plugged while kloak runs: its twin's name is cut to what
-/// uinput keeps, and kloak carries on (it panicked from 72 bytes on). A uinput device (the
-/// only kind a test can plug) has at most 78 bytes through the evdev crate; a real USB
-/// keyboard's name (manufacturer + product) can be longer, which the cut covers the same.
+/// A real HID device, plugged through /dev/uhid: the kernel's HID core and hid-generic drive
+/// it as they drive a USB keyboard (an input device whose parent is a HID device, reporting
+/// as hid-input does: an MSC_SCAN before every key change, every key change of one HID report
+/// in one frame, the kernel's autorepeat), and its name can have up to 127 bytes where uinput
+/// keeps 79. The events are the packed `struct uhid_event` of <linux/uhid.h> (a u32 type,
+/// then the request), written little-endian by hand; dropping it closes /dev/uhid, which
+/// unplugs the device.
+struct Uhid {
+    file: std::fs::File,
+}
+
+const UHID_DESTROY: u32 = 1;
+const UHID_START: u32 = 2;
+const UHID_OPEN: u32 = 4;
+const UHID_CREATE2: u32 = 11;
+const UHID_INPUT2: u32 = 12;
+/// `sizeof(struct uhid_event)`: the type and the largest request (UHID_CREATE2's).
+const UHID_EVENT_SIZE: usize = 4 + 128 + 64 + 64 + 2 + 2 + 4 * 4 + 4096;
+const BUS_USB: u16 = 3;
+
+/// The HID boot keyboard's report descriptor (HID 1.11, appendix B.1): 8-byte input reports
+/// (modifier bits, a reserved byte, six key slots of usages 0-101) and a 5-LED output report.
+const BOOT_KEYBOARD: &[u8] = &[
+    0x05, 0x01, // Usage Page (Generic Desktop)
+    0x09, 0x06, // Usage (Keyboard)
+    0xa1, 0x01, // Collection (Application)
+    0x05, 0x07, //   Usage Page (Keyboard/Keypad)
+    0x19, 0xe0, //   Usage Minimum (Left Control)
+    0x29, 0xe7, //   Usage Maximum (Right GUI)
+    0x15, 0x00, //   Logical Minimum (0)
+    0x25, 0x01, //   Logical Maximum (1)
+    0x75, 0x01, //   Report Size (1)
+    0x95, 0x08, //   Report Count (8)
+    0x81, 0x02, //   Input (Data, Variable, Absolute): the modifier byte
+    0x95, 0x01, //   Report Count (1)
+    0x75, 0x08, //   Report Size (8)
+    0x81, 0x01, //   Input (Constant): the reserved byte
+    0x95, 0x05, //   Report Count (5)
+    0x75, 0x01, //   Report Size (1)
+    0x05, 0x08, //   Usage Page (LEDs)
+    0x19, 0x01, //   Usage Minimum (Num Lock)
+    0x29, 0x05, //   Usage Maximum (Kana)
+    0x91, 0x02, //   Output (Data, Variable, Absolute): the LEDs
+    0x95, 0x01, //   Report Count (1)
+    0x75, 0x03, //   Report Size (3)
+    0x91, 0x01, //   Output (Constant): padding
+    0x95, 0x06, //   Report Count (6)
+    0x75, 0x08, //   Report Size (8)
+    0x15, 0x00, //   Logical Minimum (0)
+    0x25, 0x65, //   Logical Maximum (101)
+    0x05, 0x07, //   Usage Page (Keyboard/Keypad)
+    0x19, 0x00, //   Usage Minimum (0)
+    0x29, 0x65, //   Usage Maximum (101)
+    0x81, 0x00, //   Input (Data, Array): the six key slots
+    0xc0, // End Collection
+];
+
+impl Uhid {
+    /// Plugs a USB boot keyboard called `name` (UHID_CREATE2). The kernel adds it
+    /// asynchronously: its input node appears a little later.
+    fn keyboard(name: &str, phys: &str) -> std::io::Result<Uhid> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            // Reading the kernel's events (UHID_START, UHID_OPEN, UHID_OUTPUT for the LEDs)
+            // never waits: the test does not have to answer any of them.
+            .custom_flags(nix::libc::O_NONBLOCK)
+            .open("/dev/uhid")?;
+        let fixed = |s: &str, size: usize| -> std::io::Result<Vec<u8>> {
+            let mut b = s.as_bytes().to_vec();
+            if b.len() >= size {
+                return Err(std::io::Error::other(format!("{s:?} over {size} bytes")));
+            }
+            b.resize(size, 0);
+            Ok(b)
+        };
+        let mut ev = UHID_CREATE2.to_le_bytes().to_vec();
+        ev.extend(fixed(name, 128)?);
+        ev.extend(fixed(phys, 64)?);
+        ev.extend(fixed("", 64)?); // uniq
+        ev.extend((BOOT_KEYBOARD.len() as u16).to_le_bytes());
+        ev.extend(BUS_USB.to_le_bytes());
+        // vendor, product, version, country
+        for v in [0x0f0fu32, 0x0100, 0x0111, 0] {
+            ev.extend(v.to_le_bytes());
+        }
+        let mut rd = BOOT_KEYBOARD.to_vec();
+        rd.resize(4096, 0);
+        ev.extend(rd);
+        debug_assert_eq!(ev.len(), UHID_EVENT_SIZE);
+        file.write_all(&ev)?;
+        Ok(Uhid { file })
+    }
+
+    /// One input report (UHID_INPUT2), as the keyboard sends it over USB.
+    fn report(&mut self, data: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        let mut ev = UHID_INPUT2.to_le_bytes().to_vec();
+        ev.extend((data.len() as u16).to_le_bytes());
+        ev.extend(data);
+        // A shorter write than the whole struct is fine: the kernel zero-fills the rest.
+        self.file.write_all(&ev)
+    }
+
+    /// The types of the events the kernel queued for the device, without waiting.
+    fn events(&mut self) -> Vec<u32> {
+        use std::io::Read;
+        let mut types = Vec::new();
+        let mut buf = vec![0u8; UHID_EVENT_SIZE];
+        // Each read returns one event; an empty queue, EAGAIN.
+        while let Ok(4..) = self.file.read(&mut buf) {
+            types.push(u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]));
+        }
+        types
+    }
+
+    /// Unplugs the device (UHID_DESTROY).
+    fn destroy(&mut self) -> std::io::Result<()> {
+        use std::io::Write;
+        self.file.write_all(&UHID_DESTROY.to_le_bytes())
+    }
+}
+
+/// The name of the sysfs driver bound to the HID device behind the input node `node`.
+fn hid_driver(node: &Path) -> Option<String> {
+    let name = node.file_name()?;
+    let link = Path::new("/sys/class/input")
+        .join(name)
+        .join("device/device/driver");
+    std::fs::canonicalize(link)
+        .ok()?
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+}
+
+/// A real keyboard (a HID device through uhid, driven by hid-generic) with a name of 100
+/// bytes, plugged while kloak runs: the kernel keeps the whole name; kloak carries on (it
+/// panicked from 72 bytes on) and names its twin with the name cut at a character boundary
+/// to what uinput keeps; words typed on it in USB HID reports with two-key rollover (the
+/// kernel's own event shapes: MSC_SCAN before each key, several key changes per frame) come
+/// out exactly through the twin; unplugging it removes the twin.
 fn long_name(child: &mut Child, r: &mut Results) -> std::io::Result<()> {
-    let long = format!("long {}", "é".repeat(50));
-    let long_kb = kloak::twin::Twin::create(&kloak::twin::Spec {
-        name: long.clone(),
-        keys: (1..=120).collect(),
-        ..Default::default()
-    })?;
-    // 79 bytes at most (what the kernel keeps), cut before a character boundary.
+    // 10 + 45 × 2 bytes: the é at bytes 78-79 straddles uinput's 79-byte limit.
+    let long = format!("long name {}", "é".repeat(45));
+    let mut kb = Uhid::keyboard(&long, "usb-0000:00:14.0-3/input0")?;
+    let real = find(&long, Duration::from_secs(10));
+    let real_name = real
+        .as_ref()
+        .and_then(|p| Device::open(p).ok())
+        .and_then(|d| d.name().map(str::to_owned));
+    let sysfs_name = real.as_ref().and_then(|p| {
+        let n = p.file_name()?;
+        std::fs::read_to_string(Path::new("/sys/class/input").join(n).join("device/name")).ok()
+    });
+    let driver = real.as_deref().and_then(hid_driver);
+    let kernel_events = kb.events();
+    r.check(
+        "long-name-device",
+        long.len() == 100
+            && !long.is_char_boundary(79)
+            && real_name.as_deref() == Some(long.as_str())
+            && sysfs_name.as_deref().map(|s| s.trim_end_matches('\n')) == Some(long.as_str())
+            && driver.as_deref() == Some("hid-generic"),
+        format!(
+            "uhid keyboard {real:?}: EVIOCGNAME {} bytes, sysfs name {} bytes (of {}), driver {driver:?}, uhid events so far {kernel_events:?} (START {UHID_START}, OPEN {UHID_OPEN})",
+            real_name.as_ref().map_or(0, String::len),
+            sysfs_name.as_ref().map_or(0, |s| s.trim_end_matches('\n').len()),
+            long.len()
+        ),
+    );
+    // At most 79 bytes (what uinput keeps), cut before the é that would straddle the limit.
     let twin_name = kloak::twin::twin_name(&long);
-    let long_twin = find_twin(&twin_name, Duration::from_secs(5));
+    let twin = find_twin(&twin_name, Duration::from_secs(5));
     let alive = child.try_wait()?.is_none();
     r.check(
         "long-name",
-        long_twin.is_some() && alive,
+        twin.is_some() && alive && twin_name.len() == 78,
         format!(
-            "twin {long_twin:?} named {} bytes of {}, kloak alive: {alive}",
+            "twin {twin:?} named the first {} bytes of {}, kloak alive: {alive}",
             twin_name.len(),
             long.len()
         ),
     );
-    drop(long_kb);
+    let Some(twin) = twin else {
+        return Ok(());
+    };
+    let out = reader(&twin)?;
+    std::thread::sleep(Duration::from_millis(200));
+    // "About" typed with rollover, as 8-byte boot reports (modifiers, reserved, key slots):
+    // Shift and A in one report, then every report changes two keys at once (one up, one
+    // down), which hid-input reports in one frame. Usages: a 0x04, b 0x05, o 0x12, u 0x18,
+    // t 0x17; the modifier bit 0x02 is Left Shift. No key is held for long enough (250 ms)
+    // to autorepeat.
+    const LEFT_SHIFT_BIT: u8 = 0x02;
+    let reports: &[(u8, &[u8])] = &[
+        (LEFT_SHIFT_BIT, &[0x04]),
+        (0, &[0x04, 0x05]),
+        (0, &[0x05]),
+        (0, &[0x05, 0x12]),
+        (0, &[0x12, 0x18]),
+        (0, &[0x18, 0x17]),
+        (0, &[0x17]),
+        (0, &[]),
+    ];
+    for (mods, keys) in reports {
+        let mut data = [0u8; 8];
+        data[0] = *mods;
+        data[2..2 + keys.len()].copy_from_slice(keys);
+        kb.report(&data)?;
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    // Everything the twin emitted, until nothing came for 1.5 s.
+    let mut got: Vec<InputEvent> = Vec::new();
+    while let Ok(Ok((_, e))) = out.recv_timeout(Duration::from_millis(1500)) {
+        if e.event_type() != EventType::SYNCHRONIZATION {
+            got.push(e);
+        }
+    }
+    const SHIFT: u16 = 42;
+    // (key code, HID usage) of each key typed, in order of its press.
+    let typed: [(u16, u32); 6] = [
+        (SHIFT, 0xe1),
+        (30, 0x04),
+        (48, 0x05),
+        (24, 0x12),
+        (22, 0x18),
+        (20, 0x17),
+    ];
+    let keys: Vec<(u16, i32)> = got
+        .iter()
+        .filter(|e| e.event_type() == EventType::KEY)
+        .map(|e| (e.code(), e.value()))
+        .collect();
+    let presses: Vec<u16> = keys.iter().filter(|k| k.1 == 1).map(|k| k.0).collect();
+    let repeats = keys.iter().filter(|k| k.1 == 2).count();
+    let mut counts = std::collections::BTreeMap::new();
+    for k in &keys {
+        *counts.entry(*k).or_insert(0usize) += 1;
+    }
+    let once = counts.len() == 2 * typed.len()
+        && typed
+            .iter()
+            .all(|t| counts.get(&(t.0, 1)) == Some(&1) && counts.get(&(t.0, 0)) == Some(&1));
+    // Every key event right after its scan code (0x70000 | usage), as hid-input sent it.
+    let scanned = got.iter().enumerate().all(|(i, e)| {
+        e.event_type() != EventType::KEY
+            || typed.iter().any(|t| {
+                t.0 == e.code()
+                    && i > 0
+                    && got[i - 1].event_type() == EventType::MISC
+                    && got[i - 1].code() == 4 // MSC_SCAN
+                    && got[i - 1].value() as u32 == 0x70000 | t.1
+            })
+    });
+    let mut text = String::new();
+    let mut shift = false;
+    for (code, value) in &keys {
+        match (*code, *value) {
+            (SHIFT, v) => shift = v != 0,
+            (c, 1) => {
+                let ch = match c {
+                    30 => 'a',
+                    48 => 'b',
+                    24 => 'o',
+                    22 => 'u',
+                    20 => 't',
+                    _ => '?',
+                };
+                text.push(if shift { ch.to_ascii_uppercase() } else { ch });
+            }
+            _ => {}
+        }
+    }
+    let stuck = Device::open(&twin)?.get_key_state()?.iter().count();
+    let want: Vec<u16> = typed.iter().map(|t| t.0).collect();
+    r.check(
+        "hid-typing",
+        presses == want && once && repeats == 0 && scanned && text == "About" && stuck == 0,
+        format!(
+            "{} HID reports typed {text:?}: presses {presses:?} (sent {want:?}), every key event out once {once}, autorepeats {repeats}, each key after its MSC_SCAN {scanned}, keys left down {stuck}",
+            reports.len()
+        ),
+    );
+    // Unplugged: the twin goes, kloak carries on.
+    kb.destroy()?;
+    let gone = wait_until(Duration::from_secs(3), POLL, || {
+        find_twin(&twin_name, Duration::ZERO).is_none()
+    });
+    let alive = child.try_wait()?.is_none();
+    let kernel_events = kb.events();
+    r.check(
+        "hid-unplug",
+        gone && alive,
+        format!("twin removed {gone}, kloak alive: {alive}; uhid events {kernel_events:?}"),
+    );
     Ok(())
 }
 

@@ -25,6 +25,9 @@ fn kloak_in_a_booted_kernel() {
     let console = anon_vm::Vm::new(kernel)
         .module("evdev")
         .module("uinput")
+        // A real HID keyboard for the long-name scenario (hid comes along as their dependency).
+        .module("uhid")
+        .module("hid-generic")
         .file("/kloak", &kloak)
         .file("/kloak-vmtest", &vmtest)
         .run(
@@ -66,7 +69,10 @@ fn kloak_in_a_booted_kernel() {
         "press-latency",
         "hold-floor",
         "usb-frames",
+        "long-name-device",
         "long-name",
+        "hid-typing",
+        "hid-unplug",
         "held-at-start",
         "identity",
         "leds",
