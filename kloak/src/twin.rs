@@ -74,9 +74,12 @@ fn cut(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// Whether the device at `node` (with this `phys`) is a kloak twin: marked, and made by uinput
-/// (its sysfs device lives under /sys/devices/virtual). A real device with a driver cannot
-/// be mistaken for one, and two kloak instances never grab each other's twins.
+/// Whether the device at `node` (with this `phys`) is a kloak twin: marked, and virtual (its
+/// sysfs device lives under /sys/devices/virtual, as uinput's do). A device on a bus (USB,
+/// i8042, ...) is never taken for one, whatever its phys; a virtual one that is not ours would
+/// need the `kloak/` mark too (uhid devices, such as Bluetooth LE keyboards through bluez, are
+/// virtual, but their phys is the adapter's address). Two kloak instances never grab each
+/// other's twins.
 pub fn is_twin(node: &Path, phys: Option<&str>) -> bool {
     if !phys.is_some_and(|p| p.starts_with(PHYS_MARK)) {
         return false;
