@@ -15,7 +15,7 @@ use crate::devices::{classify, event_nodes, Kind};
 use crate::schedule::{
     EscDetector, Event, Frame, HoldFloor, KeysDown, Micros, Queue, EV_SYN, SYN_REPORT,
 };
-use crate::twin::{forward_leds, is_twin, Twin, EV_LED};
+use crate::twin::{forward_leds, is_twin, monotonic_timestamps, Twin, EV_LED};
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -57,8 +57,12 @@ const CHANNEL_FRAMES: usize = 1024;
 const MAX_QUEUED: usize = 20_000;
 
 /// How long a device with keys held is waited for (ticks of 250 ms) before it is grabbed anyway.
-const HELD_TICKS: u8 = 40;
+const HELD_TICKS: u32 = 40;
 const HELD_WAIT: Duration = Duration::from_secs(HELD_TICKS as u64 / 4);
+/// A device that cannot be attached is tried on this many ticks in a row, then every
+/// `SLOW_RETRY` ticks (5 s) for as long as it is there.
+const FAST_TRIES: u32 = 8;
+const SLOW_RETRY: u32 = 20;
 
 struct Output {
     path: PathBuf,
@@ -92,6 +96,8 @@ struct State {
     opts: Options,
     /// The shortest autorepeat delay of the grabbed keyboards.
     min_repeat_delay_ms: Option<u64>,
+    /// Twins a write failed on (kloak is ending).
+    broken: Vec<DevId>,
 }
 
 impl State {
@@ -112,7 +118,6 @@ impl State {
         // asserts a NUL the kernel does not write when it cuts): any device, or any local user
         // allowed to make uinput devices, could crash kloak in a restart loop. Such a device
         // is an error for this device only.
-        let opened = SystemTime::now();
         let mut dev = std::panic::catch_unwind(|| Device::open(path))
             .map_err(|_| anyhow::anyhow!("{}: its name or phys cannot be read", path.display()))?
             .with_context(|| format!("cannot open {}", path.display()))?;
@@ -122,6 +127,8 @@ impl State {
             }
             return Ok(Attach::Skipped);
         }
+        // Monotonic event timestamps, to tell the events buffered before the grab (below).
+        let monotonic = monotonic_timestamps(std::os::fd::AsFd::as_fd(&dev)).is_ok();
         match classify(&dev) {
             Some(Kind::Keyboard) => {}
             Some(Kind::Pointer) if !self.opts.no_mouse => {}
@@ -141,7 +148,10 @@ impl State {
         let name = dev.name().unwrap_or("unnamed device").to_owned();
         let twin = Twin::of(&dev)
             .with_context(|| format!("cannot create a virtual device for {}", path.display()))?;
-        let grabbed = (SystemTime::now(), Instant::now());
+        // Everything the device stamped before this went to the desktop too (the device was
+        // not grabbed yet): forwarding it again would repeat it (a keystroke typed twice, mouse
+        // motion doubled). Without monotonic stamps nothing is dropped.
+        let grabbed = monotonic.then(monotonic_now);
         dev.grab().with_context(|| {
             format!(
                 "cannot grab {} (is another program grabbing it?)",
@@ -179,7 +189,7 @@ impl State {
                     // twin has them already.
                     Ok(ev) if ev.event_type().0 == EV_LED => {}
                     // Already seen by the desktop: it came before the grab.
-                    Ok(ev) if before_grab(ev.timestamp(), opened, grabbed) => {}
+                    Ok(ev) if grabbed.is_some_and(|g| ev.timestamp() < g) => {}
                     Ok(ev) => {
                         frame.push(Event {
                             kind: ev.event_type().0,
@@ -256,7 +266,14 @@ impl State {
     /// after a failed one still go out to the other twins (they were taken from the queue:
     /// skipping them would lose them), and `shutdown` releases every key.
     fn emit_or_fail(&mut self, f: Frame<DevId>, failure: &mut Option<anyhow::Error>) {
+        // Nothing more to a twin whose write failed: after a lost release the input core
+        // would drop the same key's next press ("aa" typed as "a").
+        if self.broken.contains(&f.device) {
+            return;
+        }
+        let device = f.device;
         if let Err(e) = self.emit(f) {
+            self.broken.push(device);
             if failure.is_none() {
                 *failure = Some(e);
             } else {
@@ -268,6 +285,9 @@ impl State {
     /// Releases every key still down on every virtual device and drops all grabs.
     fn shutdown(&mut self, queue: &mut Queue<DevId>) {
         for f in queue.drain() {
+            if self.broken.contains(&f.device) {
+                continue;
+            }
             if let Err(e) = self.emit(f) {
                 warn!("{e:#}");
             }
@@ -282,14 +302,12 @@ impl State {
     }
 }
 
-/// An event read after the grab that the device produced between kloak opening it and
-/// grabbing it: every other reader (the desktop) got it too, so forwarding it would repeat it
-/// (a keystroke typed twice, mouse motion doubled). Only the buffered events are old, so this
-/// is asked only in the first 200 ms after the grab, and only for timestamps inside that
-/// window of the real-time clock the kernel stamps them with: a clock step cannot make later
-/// events look old for longer than that.
-fn before_grab(at: SystemTime, opened: SystemTime, grabbed: (SystemTime, Instant)) -> bool {
-    grabbed.1.elapsed() < Duration::from_millis(200) && at >= opened && at < grabbed.0
+/// CLOCK_MONOTONIC as evdev's timestamps carry it once `monotonic_timestamps` is set (the
+/// crate turns the kernel's timeval into a `SystemTime` after the epoch).
+fn monotonic_now() -> SystemTime {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map_or(Duration::ZERO, Duration::from);
+    SystemTime::UNIX_EPOCH + t
 }
 
 /// systemd's STATUS=: how many devices are protected (and waited for).
@@ -316,6 +334,12 @@ fn clamp_floor(state: &State, queue: &mut Queue<DevId>) {
 
 /// Runs until SIGTERM/SIGINT or the escape combination.
 pub async fn run(opts: Options, mut rng: ChaCha20Rng) -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    // SIGHUP would end kloak by default, and systemd counts that as a clean exit: no restart,
+    // keyboards unprotected. There is nothing to reload; it is said and ignored (from the
+    // start: a HUP during the start delay would otherwise end kloak too).
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     // Let the user release the keys that started kloak before anything is grabbed.
     tokio::time::sleep(opts.start_delay).await;
     let (tx, mut rx) = mpsc::channel(CHANNEL_FRAMES);
@@ -327,14 +351,16 @@ pub async fn run(opts: Options, mut rng: ChaCha20Rng) -> anyhow::Result<()> {
         tx,
         opts: opts.clone(),
         min_repeat_delay_ms: None,
+        broken: Vec::new(),
     };
     let mut queue: Queue<DevId> =
         Queue::with_hold_floor(max, opts.hold_floor, &opts.extra_modifiers);
     let mut esc = EscDetector::new(opts.esc_combo.clone());
 
     let hotplug = opts.devices.is_empty();
-    // Devices to (re)try on the next ticks: (path, tries, explicit).
-    let mut pending: Vec<(PathBuf, u8, bool)> = Vec::new();
+    // Devices to (re)try on the next ticks: (path, tries, explicit, failing: its last attempt
+    // was an error rather than held keys).
+    let mut pending: Vec<(PathBuf, u32, bool, bool)> = Vec::new();
     if hotplug {
         let nodes = event_nodes(&opts.input_dir)
             .with_context(|| format!("cannot list {}", opts.input_dir.display()))?;
@@ -345,14 +371,14 @@ pub async fn run(opts: Options, mut rng: ChaCha20Rng) -> anyhow::Result<()> {
                         "{}: {n} key(s) held; grabbing once they are released",
                         p.display()
                     );
-                    pending.push((p, 1, false));
+                    pending.push((p, 1, false, false));
                 }
                 Ok(_) => {}
                 Err(e) => {
                     // Retried on the next ticks, as a hotplugged device is (udev may still be
                     // setting it up, /dev/uinput may be busy for a moment).
                     warn!("{e:#} (retrying)");
-                    pending.push((p, 1, false));
+                    pending.push((p, 1, false, true));
                 }
             }
         }
@@ -363,7 +389,7 @@ pub async fn run(opts: Options, mut rng: ChaCha20Rng) -> anyhow::Result<()> {
                     "{}: {n} key(s) held; grabbing once they are released",
                     p.display()
                 );
-                pending.push((p.clone(), 1, true));
+                pending.push((p.clone(), 1, true, false));
             }
         }
     }
@@ -386,11 +412,6 @@ pub async fn run(opts: Options, mut rng: ChaCha20Rng) -> anyhow::Result<()> {
         state.outputs.len(),
         opts.max_delay.as_millis()
     );
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-    // SIGHUP would end kloak by default, and systemd counts that as a clean exit: no restart,
-    // keyboards unprotected. There is nothing to reload; it is said and ignored.
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     // READY (the display manager and getty wait for it) once the devices present at start are
     // grabbed, or once the wait for their held keys is over.
     let started = Instant::now();
@@ -479,37 +500,42 @@ pub async fn run(opts: Options, mut rng: ChaCha20Rng) -> anyhow::Result<()> {
                 let names = inotify.as_ref().and_then(|i| i.read_events().ok()).unwrap_or_default();
                 for n in names.into_iter().filter_map(|e| e.name) {
                     let p = opts.input_dir.join(n);
-                    if p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("event")) && !pending.iter().any(|(q, _, _)| *q == p) {
-                        pending.push((p, 0, false));
+                    if p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("event")) && !pending.iter().any(|(q, _, _, _)| *q == p) {
+                        pending.push((p, 0, false, false));
                     }
                 }
-                pending.retain_mut(|(p, tries, explicit)| {
+                pending.retain_mut(|(p, tries, explicit, failing)| {
                     if !p.exists() {
                         return false;
                     }
                     *tries = tries.saturating_add(1);
+                    // A device that keeps failing is tried every 5 s, not on every tick.
+                    if *failing && *tries > FAST_TRIES && *tries % SLOW_RETRY != 0 {
+                        return true;
+                    }
                     match state.attach(p, *explicit, *tries >= HELD_TICKS) {
                         Ok(Attach::KeysHeld(n)) => {
-                            if *tries == 1 {
+                            if *tries == 1 || *failing {
                                 info!("{}: {n} key(s) held; grabbing once they are released", p.display());
                             }
+                            *failing = false;
                             true
                         }
-                        Ok(Attach::Taken) => *tries < 8,
+                        Ok(Attach::Taken) => *tries < FAST_TRIES,
                         Ok(_) => {
                             clamp_floor(&state, &mut queue);
                             false
                         }
                         Err(e) => {
-                            if *tries >= 8 {
-                                warn!("{e:#}: giving up on it");
-                                // Protecting nothing while a device could not be attached is
-                                // a failure (the unit restarts kloak), not a quiet success.
-                                if state.outputs.is_empty() && failure.is_none() {
-                                    failure = Some(e.context("no device could be protected"));
-                                }
+                            // Not given up: a device kloak cannot attach types unprotected,
+                            // so it is said (and counted as waiting in STATUS=) and retried
+                            // for as long as it is there. Ending kloak instead would restart it
+                            // in a loop and drop the devices it does protect each time.
+                            *failing = true;
+                            if *tries == FAST_TRIES || (*tries > FAST_TRIES && *tries % (SLOW_RETRY * 12) == 0) {
+                                warn!("{e:#}: NOT protected; retrying every 5 s");
                             }
-                            *tries < 8
+                            true
                         }
                     }
                 });
@@ -527,35 +553,4 @@ pub async fn run(opts: Options, mut rng: ChaCha20Rng) -> anyhow::Result<()> {
     }
     info!("stopped; every grab released");
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_events_between_open_and_grab_are_old() {
-        let opened = SystemTime::now();
-        let grabbed = (opened + Duration::from_millis(30), Instant::now());
-        let at = |ms: i64| {
-            if ms >= 0 {
-                opened + Duration::from_millis(ms as u64)
-            } else {
-                opened - Duration::from_millis(ms.unsigned_abs())
-            }
-        };
-        assert!(before_grab(at(0), opened, grabbed));
-        assert!(before_grab(at(29), opened, grabbed));
-        assert!(!before_grab(at(30), opened, grabbed), "at the grab: ours");
-        assert!(!before_grab(at(500), opened, grabbed));
-        assert!(
-            !before_grab(at(-5), opened, grabbed),
-            "older than the open: not ours to judge"
-        );
-        let long_ago = (grabbed.0, Instant::now() - Duration::from_millis(300));
-        assert!(
-            !before_grab(at(10), opened, long_ago),
-            "after 200 ms nothing is old"
-        );
-    }
 }

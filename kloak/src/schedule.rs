@@ -1226,9 +1226,6 @@ mod hold_floor_tests {
         assert_eq!(split_keys(one.clone()), vec![one]);
     }
 
-    /// Multi-key frames (rollover, "y up + x down" in one report, chords) and autorepeat:
-    /// through the queue and the kernel's key state, nothing is lost, duplicated, typed twice
-    /// or left down, and the text and shortcuts are the same as without kloak.
     #[test]
     fn two_keyboards_an_unplug_and_a_flood_lose_nothing() {
         // Two USB keyboards typing at once; the second is unplugged at a random moment (its
@@ -1322,6 +1319,9 @@ mod hold_floor_tests {
         }
     }
 
+    /// Multi-key frames (rollover, "y up + x down" in one report, chords) and autorepeat:
+    /// through the queue and the kernel's key state, nothing is lost, duplicated, typed twice
+    /// or left down, and the text and shortcuts are the same as without kloak.
     #[test]
     fn usb_frames_and_autorepeat_type_exactly() {
         let mut repeats = 0;

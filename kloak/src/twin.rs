@@ -54,6 +54,19 @@ mod ioctl {
         libc::c_char
     );
     nix::ioctl_read_buf!(get_sysname, b'U', 44, u8);
+    // EVIOCSCLOCKID is _IOW('E', 0xa0, int): the kernel reads the int through the pointer.
+    nix::ioctl_write_ptr!(set_clock_id, b'E', 0xa0, libc::c_int);
+}
+
+/// Stamps the events read through `fd` (an evdev node) with CLOCK_MONOTONIC instead of the
+/// wall clock, so that they can be compared with a monotonic reading whatever the wall clock
+/// does meanwhile (sdwdate slews it, NTP or a resume can step it).
+pub fn monotonic_timestamps(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
+    let clock: libc::c_int = libc::CLOCK_MONOTONIC;
+    // SAFETY: the fd is an open evdev node borrowed for the call; EVIOCSCLOCKID reads one int
+    // from the pointer, which points at `clock` for the whole call.
+    unsafe { ioctl::set_clock_id(fd.as_raw_fd(), &clock) }.map_err(nix_io)?;
+    Ok(())
 }
 
 /// The twin's name: the real device's, cut at a character boundary to what the kernel keeps.
