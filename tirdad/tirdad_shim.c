@@ -130,7 +130,12 @@ static int counter_set(const char *val, const struct kernel_param *kp)
 	return 0;
 }
 
-static const struct kernel_param_ops replaced_ops = { .set = counter_set, .get = replaced_get };
+/* NOARG: a bare `tirdad.replaced` (no value) would otherwise fail the load with -EINVAL. */
+static const struct kernel_param_ops replaced_ops = {
+	.flags = KERNEL_PARAM_OPS_FL_NOARG,
+	.set = counter_set,
+	.get = replaced_get,
+};
 module_param_cb(replaced, &replaced_ops, NULL, 0444);
 MODULE_PARM_DESC(replaced, "TCP initial sequence numbers replaced since the module was loaded");
 
@@ -147,6 +152,10 @@ static int missed_get(char *buf, const struct kernel_param *kp)
 	return sysfs_emit(buf, "%llu\n", n);
 }
 
-static const struct kernel_param_ops missed_ops = { .set = counter_set, .get = missed_get };
+static const struct kernel_param_ops missed_ops = {
+	.flags = KERNEL_PARAM_OPS_FL_NOARG,
+	.set = counter_set,
+	.get = missed_get,
+};
 module_param_cb(missed, &missed_ops, NULL, 0444);
 MODULE_PARM_DESC(missed, "TCP initial sequence numbers the probes missed (left as the kernel made them)");

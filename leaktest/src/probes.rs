@@ -240,16 +240,20 @@ fn tirdad_window() -> (Option<bool>, String) {
             Ok(())
         })
     };
+    // One window per family: an IPv6 loopback a host firewall drops must not throw away the
+    // IPv4 evidence (it is then judged alone).
     let (r0, o0) = (counter("replaced"), opens());
-    let made = three(std::net::Ipv4Addr::LOCALHOST.into()).is_ok();
-    let v6 = std::net::TcpListener::bind((std::net::Ipv6Addr::LOCALHOST, 0)).is_ok();
-    let made = made && (!v6 || three(std::net::Ipv6Addr::LOCALHOST.into()).is_ok());
+    let v4 = three(std::net::Ipv4Addr::LOCALHOST.into()).is_ok();
     let (r1, o1) = (counter("replaced"), opens());
+    let v6 = v4
+        && std::net::TcpListener::bind((std::net::Ipv6Addr::LOCALHOST, 0)).is_ok()
+        && three(std::net::Ipv6Addr::LOCALHOST.into()).is_ok();
+    let (r2, o2) = (counter("replaced"), opens());
     let delta = |a: Option<u64>, b: Option<u64>| b?.checked_sub(a?);
-    let (replaced, opened) = if made {
-        (delta(r0, r1), delta(o0, o1))
-    } else {
-        (None, None)
+    let (replaced, opened) = match (v4, v6) {
+        (true, true) => (delta(r0, r2), delta(o0, o2)),
+        (true, false) => (delta(r0, r1), delta(o0, o1)),
+        _ => (None, None),
     };
     crate::verdict::tirdad_health(counter("missed"), replaced, opened)
 }

@@ -241,7 +241,7 @@ fn suite(kernel: anon_vm::Kernel, module: &Path, label: &str) {
         /isnprobe cookies 10; insmod /tirdad.ko; /isnprobe cookies 10; rmmod tirdad; echo 1 > /proc/sys/net/ipv4/tcp_syncookies\n\
         echo '== burst'; insmod /tirdad.ko; R0=$(cat /sys/module/tirdad/parameters/replaced); /isnprobe burst 64\n\
         echo \"BURST-REPLACED $(( $(cat /sys/module/tirdad/parameters/replaced) - R0 ))\"; echo \"MISSED $(cat /sys/module/tirdad/parameters/missed)\"; rmmod tirdad\n\
-        echo '== options'; insmod /tirdad.ko missed=0 replaced=7 && echo \"OPTIONS-LOADED $(cat /sys/module/tirdad/parameters/replaced)\"; rmmod tirdad\n\
+        echo '== options'; insmod /tirdad.ko missed=0 replaced=7 missed && echo \"OPTIONS-LOADED $(cat /sys/module/tirdad/parameters/replaced)\"; rmmod tirdad\n\
         echo '== churn'; /isnprobe load 60 & for i in $(seq 100); do insmod /tirdad.ko || echo CHURN-INSMOD-FAILED; rmmod tirdad || echo CHURN-RMMOD-FAILED; done; echo CHURN-DONE; kill %1 2>/dev/null; wait\n\
         echo \"DMESG-BAD $(dmesg | grep -ciE 'oops|warning|bug:|call trace')\"\n\
         echo '== dmesg'; dmesg | grep -i tirdad | sort | uniq -c | sort -rn | head -n 8\n";
@@ -370,13 +370,13 @@ fn suite(kernel: anon_vm::Kernel, module: &Path, label: &str) {
         counter(&burst, "BURST-REPLACED ") >= 2 * made,
         "{made} connections, SYN and SYN-ACK each: {burst}"
     );
-    // Options naming the read-only counters (an admin's stray modprobe.d line): the kernel
-    // calls the parameter's .set, which ignores them; the module loads, nothing oopses (a NULL
-    // .set did), and the counter is not set to the option's value.
+    // Options naming the read-only counters (an admin's stray modprobe.d line), with a value
+    // and bare: the kernel calls the parameter's .set, which ignores them; the module loads,
+    // nothing oopses (a NULL .set did), and the counter is not set to the option's value.
     let options = section("options");
     assert!(
         options.contains("OPTIONS-LOADED") && counter(&options, "OPTIONS-LOADED ") != 7,
-        "insmod tirdad.ko missed=0 replaced=7: {options}"
+        "insmod tirdad.ko missed=0 replaced=7 missed: {options}"
     );
     // Load and unload 100 times under connection load: no failure, no oops or warning.
     assert!(
