@@ -181,8 +181,10 @@ impl State {
         let id = self.next_id;
         self.next_id += 1;
         let (tx, epoch) = (self.tx.clone(), self.epoch);
+        let real_name = path.to_owned();
         let reader = tokio::spawn(async move {
             let mut frame = Vec::new();
+            let mut behind = false;
             loop {
                 match stream.next_event().await {
                     // The LED changes kloak forwards come back from the grabbed device: the
@@ -206,12 +208,21 @@ impl State {
                             let now =
                                 u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
                             // A full channel makes this reader wait (the kernel buffers meanwhile):
-                            // memory stays bounded and nothing is dropped here.
-                            if tx
-                                .send(Msg::Frame(id, std::mem::take(&mut frame), now))
-                                .await
-                                .is_err()
-                            {
+                            // memory stays bounded and nothing is dropped here. The kernel's
+                            // buffer is small, though: if it overflows, the evdev crate resyncs
+                            // the key state (nothing stuck) but the events in between are gone,
+                            // so falling behind is said (once per device).
+                            let msg = Msg::Frame(id, std::mem::take(&mut frame), now);
+                            let msg = match tx.try_send(msg) {
+                                Ok(()) => continue,
+                                Err(mpsc::error::TrySendError::Closed(_)) => return,
+                                Err(mpsc::error::TrySendError::Full(msg)) => msg,
+                            };
+                            if !behind {
+                                behind = true;
+                                warn!("{}: kloak fell behind this device's input; if the kernel's buffer overflows, events are lost", real_name.display());
+                            }
+                            if tx.send(msg).await.is_err() {
                                 return;
                             }
                         }
