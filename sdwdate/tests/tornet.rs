@@ -303,7 +303,7 @@ fn end_to_end_over_socks() {
     if !require_tor("end_to_end_over_socks") {
         return;
     }
-    let mut net = TorNet::start(&behaviours(), Duration::from_secs(150))
+    let mut net = TorNet::start(&behaviours(), Duration::from_secs(300))
         .unwrap_or_else(|e| panic!("tor network: {e}"));
 
     // Three honest pools: success, status files, an offset within 2 s of the truth. Meanwhile
@@ -763,7 +763,7 @@ fn end_to_end_over_arti() {
     if !require_tor("end_to_end_over_arti") {
         return;
     }
-    let net = TorNet::start(&behaviours(), Duration::from_secs(150))
+    let net = TorNet::start(&behaviours(), Duration::from_secs(300))
         .unwrap_or_else(|e| panic!("tor network: {e}"));
 
     // Honest pools through the embedded client: success, with the consensus bound taken from

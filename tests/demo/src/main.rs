@@ -107,7 +107,7 @@ impl TorNetThread {
                         Behaviour::Offset(0),
                         Behaviour::Offset(0),
                     ];
-                    TorNet::start_on(INTERNET_IP, &sources, Duration::from_secs(150))
+                    TorNet::start_on(INTERNET_IP, &sources, Duration::from_secs(300))
                 });
             match net {
                 Err(e) => {

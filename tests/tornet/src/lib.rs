@@ -205,7 +205,17 @@ impl TorNet {
         // Gate (notes/tor-testnet.md, pitfall 2): the onion host and the client start only
         // once the consensus lists every relay; an early, empty consensus confuses them.
         net.wait_for_consensus(deadline)?;
-        net.start_onions(&ports[14..], deadline)?;
+        let consensus_after = started.elapsed();
+        net.start_onions(&ports[14..], deadline).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "{e}\n  (the consensus listed every relay after {:.0} s of the {:.0} s budget)",
+                    consensus_after.as_secs_f64(),
+                    budget.as_secs_f64()
+                ),
+            )
+        })?;
         for s in &net.sources {
             s.hits.store(0, Ordering::SeqCst);
         }
