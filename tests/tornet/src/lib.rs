@@ -469,7 +469,12 @@ impl TorNet {
         let (socks, control, cookie) = (self.socks, self.control, self.cookie.clone());
         let mut pending: Vec<String> = self.sources.iter().map(|s| s.hostname.clone()).collect();
         let reached = wait_until(left(deadline), POLL, || {
-            pending.retain(|h| !socks_probe(socks, h, Duration::from_secs(10)));
+            // Each probe stops at the deadline: a pass over onions that are all unreachable
+            // would otherwise take 10 s per onion and leave no time for a restart.
+            pending.retain(|h| {
+                let time = left(deadline).min(Duration::from_secs(10));
+                time.is_zero() || !socks_probe(socks, h, time)
+            });
             if pending.is_empty() {
                 return true;
             }
