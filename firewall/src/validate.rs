@@ -126,6 +126,43 @@ pub enum Problem {
     SamePort { port: u16, other: &'static str },
     #[error("`{0}` is also one of socks_ports; Tor's ports must be different")]
     PortInSocksPorts(u16),
+    /// Two entries of one port list share a port (`[80, 80]`, `["8000-8010", 8005]`): they go
+    /// into one nft set, where nft may refuse overlapping elements (named sets always do,
+    /// anonymous ones depending on its version), so the list is refused here, before nft.
+    #[error(
+        "`{range}` {}; list each port once (one range for neighbours)",
+        if range == other { "is listed twice".to_owned() } else { format!("overlaps `{other}`, also in the list") }
+    )]
+    PortListedTwice { range: PortRange, other: PortRange },
+    /// An `internal_open_ports` entry that Tor's ports already open to the workstation
+    /// (they share one nft set).
+    #[error(
+        "`{range}` is already open to the workstation ({other_key} `{other}`); remove it \
+         from internal_open_ports"
+    )]
+    AlreadyOpenToWorkstation {
+        range: PortRange,
+        other_key: &'static str,
+        other: PortRange,
+    },
+    /// Two `local_networks` that share addresses (one nft set, as for ports).
+    #[error(
+        "`{net}` {}; list each network once (the wider one covers both)",
+        if net == other { "is listed twice".to_owned() } else if within(*net, *other) { format!("lies within `{other}`, also in the list") } else { format!("covers `{other}`, also in the list") }
+    )]
+    NetworkListedTwice { net: Ipv4Net, other: Ipv4Net },
+    #[error("`{0}` is listed twice; list each server once")]
+    ServerListedTwice(IpAddr),
+    /// A user written twice in `no_nat_users`.
+    #[error("`{0}` is listed twice; list each user once")]
+    UserListedTwice(UserRef),
+    /// Two entries of `no_nat_users` that resolve to the same uid (`"debian-tor"` and `107`).
+    #[error("`{user}` is uid {uid}, as is `{other}`, also in the list; list each user once")]
+    SameUid {
+        user: UserRef,
+        uid: u32,
+        other: UserRef,
+    },
 
     // Interfaces.
     #[error(transparent)]
@@ -440,6 +477,17 @@ pub fn config(cfg: &Config, role: Role) -> Result<(), ValidationError> {
             None => {}
         }
     }
+    for (i, n) in cfg.local_networks.iter().enumerate() {
+        if let Some(other) = cfg.local_networks[..i].iter().find(|o| overlap(*n, **o)) {
+            bad(
+                cfg.at("local_networks"),
+                Problem::NetworkListedTwice {
+                    net: *n,
+                    other: *other,
+                },
+            );
+        }
+    }
     for n in &cfg.allow_public_local_networks {
         if n.prefix < WIDEST_OPT_IN {
             bad(
@@ -484,6 +532,54 @@ pub fn config(cfg: &Config, role: Role) -> Result<(), ValidationError> {
             cfg.at_either("sdwdate_socks_port", "socks_ports"),
             Problem::SdwdatePortNotSocks(cfg.sdwdate_socks_port),
         );
+    }
+
+    // Each list goes into one nft set: no port twice, no overlapping ranges.
+    for (key, list) in [
+        ("socks_ports", &cfg.socks_ports),
+        ("internal_open_ports", &cfg.internal_open_ports),
+        ("external_open_ports", &cfg.external_open_ports),
+        ("external_udp_open_ports", &cfg.external_udp_open_ports),
+        ("vpn_server_ports", &cfg.vpn_server_ports),
+        ("workstation_open_ports", &cfg.workstation_open_ports),
+    ] {
+        for (i, r) in list.iter().enumerate() {
+            if let Some(other) = list[..i].iter().find(|o| ranges_overlap(*r, **o)) {
+                bad(
+                    cfg.at(key),
+                    Problem::PortListedTwice {
+                        range: *r,
+                        other: *other,
+                    },
+                );
+            }
+        }
+    }
+    // internal_open_ports share the workstation's set with Tor's ports.
+    let tor_to_workstation: Vec<(&'static str, PortRange)> = [
+        ("trans_port", PortRange::single(cfg.trans_port)),
+        (
+            "control_port_filter_port",
+            PortRange::single(cfg.control_port_filter_port),
+        ),
+    ]
+    .into_iter()
+    .chain(cfg.socks_ports.iter().map(|r| ("socks_ports", *r)))
+    .collect();
+    for r in &cfg.internal_open_ports {
+        if let Some(&(other_key, other)) = tor_to_workstation
+            .iter()
+            .find(|(_, o)| ranges_overlap(*r, *o))
+        {
+            bad(
+                cfg.at_either("internal_open_ports", other_key),
+                Problem::AlreadyOpenToWorkstation {
+                    range: *r,
+                    other_key,
+                    other,
+                },
+            );
+        }
     }
 
     // Tor's own ports are never opened on the external interface: anyone on the uplink could
@@ -590,7 +686,10 @@ pub fn config(cfg: &Config, role: Role) -> Result<(), ValidationError> {
         if cfg.vpn_server_ports.is_empty() {
             bad(cfg.at("vpn_servers"), Problem::VpnServersWithoutPorts);
         }
-        for a in &cfg.vpn_servers {
+        for (i, a) in cfg.vpn_servers.iter().enumerate() {
+            if cfg.vpn_servers[..i].contains(a) {
+                bad(cfg.at("vpn_servers"), Problem::ServerListedTwice(*a));
+            }
             let odd = match a {
                 IpAddr::V4(v4) => {
                     v4.is_unspecified()
@@ -658,6 +757,30 @@ pub fn users(cfg: &Config, uids: &Uids) -> Result<(), ValidationError> {
     );
     if let Some(v) = &cfg.vpn_user {
         check(v, "vpn_user", uids.vpn, "reach the VPN servers outside Tor");
+    }
+    // no_nat_users go into one nft set of uids: each user once, as written and as resolved.
+    for (i, (u, uid)) in cfg.no_nat_users.iter().zip(&uids.no_nat).enumerate() {
+        let at = || {
+            u.loc
+                .as_ref()
+                .map_or_else(|| cfg.at("no_nat_users"), ToString::to_string)
+        };
+        let earlier = cfg.no_nat_users[..i].iter().zip(&uids.no_nat[..i]);
+        if cfg.no_nat_users[..i].iter().any(|o| o.user == u.user) {
+            out.push(Violation {
+                at: at(),
+                problem: Problem::UserListedTwice(u.user.clone()),
+            });
+        } else if let Some((other, _)) = earlier.clone().find(|(_, o)| *o == uid) {
+            out.push(Violation {
+                at: at(),
+                problem: Problem::SameUid {
+                    user: u.user.clone(),
+                    uid: *uid,
+                    other: other.user.clone(),
+                },
+            });
+        }
     }
     if out.is_empty() {
         Ok(())
@@ -736,12 +859,18 @@ mod tests {
             ),
             ("127.0.0.0/8", NotLocal::Loopback(net("127.0.0.0/8"))),
         ] {
-            let v = one(
-                &format!("\n\nlocal_networks = [\"10.0.0.0/8\", \"{n}\"]"),
-                Role::Gateway,
-            );
+            // Beside a private network (which some of them also cover: that is refused too).
+            let text = format!("\n\nlocal_networks = [\"10.0.0.0/8\", \"{n}\"]");
+            let e = config(&cfg(&text), Role::Gateway).expect_err(&text);
+            let v = &e.0[0];
             assert_eq!(v.problem, Problem::PublicLocalNetwork(why), "{n}");
             assert_eq!(v.at, format!("{FILE}:3: key `local_networks`"));
+            assert!(
+                e.problems()
+                    .skip(1)
+                    .all(|p| matches!(p, Problem::NetworkListedTwice { .. })),
+                "{e}"
+            );
         }
         // The message says why and names the opt-in.
         let msg = one("local_networks = [\"0.0.0.0/0\"]", Role::Gateway).to_string();
@@ -1238,6 +1367,189 @@ mod tests {
             Role::Gateway,
         )
         .expect("relay and VPN ports");
+    }
+
+    /// Each list becomes one nft set; what nft could refuse there (a duplicate element,
+    /// overlapping intervals) is refused here, with the line.
+    #[test]
+    fn lists_name_each_element_once() {
+        let single = PortRange::single;
+        for (text, key, problem) in [
+            (
+                "external_open_ports = [80, 80]",
+                "external_open_ports",
+                Problem::PortListedTwice {
+                    range: single(80),
+                    other: single(80),
+                },
+            ),
+            (
+                "external_open_ports = [\"8000-8010\", 8005]",
+                "external_open_ports",
+                Problem::PortListedTwice {
+                    range: single(8005),
+                    other: PortRange::range(8000, 8010),
+                },
+            ),
+            (
+                "external_udp_open_ports = [\"4000-4010\", \"4010-4020\"]",
+                "external_udp_open_ports",
+                Problem::PortListedTwice {
+                    range: PortRange::range(4010, 4020),
+                    other: PortRange::range(4000, 4010),
+                },
+            ),
+            (
+                "socks_ports = [9050, \"9100-9111\", 9108]",
+                "socks_ports",
+                Problem::PortListedTwice {
+                    range: single(9108),
+                    other: PortRange::range(9100, 9111),
+                },
+            ),
+            (
+                "workstation_open_ports = [22, 22]",
+                "workstation_open_ports",
+                Problem::PortListedTwice {
+                    range: single(22),
+                    other: single(22),
+                },
+            ),
+            (
+                "internal_open_ports = [8080, 8080]",
+                "internal_open_ports",
+                Problem::PortListedTwice {
+                    range: single(8080),
+                    other: single(8080),
+                },
+            ),
+            (
+                "internal_open_ports = [9050]",
+                "internal_open_ports",
+                Problem::AlreadyOpenToWorkstation {
+                    range: single(9050),
+                    other_key: "socks_ports",
+                    other: single(9050),
+                },
+            ),
+            (
+                "internal_open_ports = [\"9000-9045\"]",
+                "internal_open_ports",
+                Problem::AlreadyOpenToWorkstation {
+                    range: PortRange::range(9000, 9045),
+                    other_key: "trans_port",
+                    other: single(9040),
+                },
+            ),
+            (
+                "local_networks = [\"10.0.0.0/8\", \"10.1.0.0/16\"]",
+                "local_networks",
+                Problem::NetworkListedTwice {
+                    net: net("10.1.0.0/16"),
+                    other: net("10.0.0.0/8"),
+                },
+            ),
+            (
+                "local_networks = [\"192.168.1.0/24\", \"192.168.0.0/16\"]",
+                "local_networks",
+                Problem::NetworkListedTwice {
+                    net: net("192.168.0.0/16"),
+                    other: net("192.168.1.0/24"),
+                },
+            ),
+            (
+                "local_networks = [\"10.0.2.0/24\", \"10.0.2.7/24\"]",
+                "local_networks",
+                Problem::NetworkListedTwice {
+                    net: net("10.0.2.0/24"),
+                    other: net("10.0.2.0/24"),
+                },
+            ),
+            (
+                "vpn_firewall = true\nvpn_user = 5\nvpn_server_ports = [1194, 1194]\nvpn_servers = [\"192.0.2.7\"]",
+                "vpn_server_ports",
+                Problem::PortListedTwice {
+                    range: single(1194),
+                    other: single(1194),
+                },
+            ),
+            (
+                "vpn_firewall = true\nvpn_user = 5\nvpn_server_ports = [1194]\nvpn_servers = [\"2001:db8::7\", \"2001:db8:0::7\"]",
+                "vpn_servers",
+                Problem::ServerListedTwice("2001:db8::7".parse().expect("addr")),
+            ),
+        ] {
+            let v = one(text, Role::Gateway);
+            assert_eq!(v.problem, problem, "{text}");
+            let line = text.lines().position(|l| l.starts_with(key)).expect("key") + 1;
+            assert_eq!(v.at, format!("{FILE}:{line}: key `{key}`"), "{text}");
+        }
+        // How they read.
+        assert!(one("external_open_ports = [80, 80]", Role::Gateway)
+            .to_string()
+            .ends_with("key `external_open_ports`: `80` is listed twice; list each port once (one range for neighbours)"));
+        assert!(
+            one("external_open_ports = [\"8000-8010\", 8005]", Role::Gateway)
+                .to_string()
+                .contains("`8005` overlaps `8000-8010`, also in the list")
+        );
+        assert!(one(
+            "local_networks = [\"10.0.0.0/8\", \"10.1.0.0/16\"]",
+            Role::Gateway
+        )
+        .to_string()
+        .contains("`10.1.0.0/16` lies within `10.0.0.0/8`, also in the list"));
+        assert!(one("internal_open_ports = [9050]", Role::Gateway)
+            .to_string()
+            .contains("`9050` is already open to the workstation (socks_ports `9050`)"));
+        // Neighbours and disjoint entries are fine.
+        config(
+            &cfg("external_open_ports = [\"8000-8010\", \"8011-8020\", 80]\nlocal_networks = [\"192.168.0.0/24\", \"192.168.1.0/24\"]\ninternal_open_ports = [8080, \"9041-9049\"]"),
+            Role::Gateway,
+        )
+        .expect("disjoint");
+    }
+
+    #[test]
+    fn no_nat_users_are_each_listed_once() {
+        let c = cfg("no_nat_users = [\n  \"clearnet\",\n  1001,\n  \"clearnet\",\n  1001,\n]");
+        let uids = Uids {
+            tor: Some(107),
+            no_nat: vec![1001, 1001, 1001, 1001],
+            ..Uids::default()
+        };
+        let e = users(&c, &uids).expect_err("duplicates");
+        assert_eq!(
+            e.problems().collect::<Vec<_>>(),
+            [
+                &Problem::SameUid {
+                    user: UserRef::Uid(1001),
+                    uid: 1001,
+                    other: UserRef::Name("clearnet".into())
+                },
+                &Problem::UserListedTwice(UserRef::Name("clearnet".into())),
+                &Problem::UserListedTwice(UserRef::Uid(1001)),
+            ],
+            "{e}"
+        );
+        // Each names its own line.
+        assert_eq!(e.0[0].at, format!("{FILE}:3: key `no_nat_users`"));
+        assert_eq!(e.0[1].at, format!("{FILE}:4: key `no_nat_users`"));
+        assert!(
+            e.0[0].to_string().ends_with(
+                "`uid 1001` is uid 1001, as is `clearnet`, also in the list; list each user once"
+            ),
+            "{e}"
+        );
+        users(
+            &cfg("no_nat_users = [\"clearnet\", 1002]"),
+            &Uids {
+                tor: Some(107),
+                no_nat: vec![1001, 1002],
+                ..Uids::default()
+            },
+        )
+        .expect("distinct");
     }
 
     #[test]
