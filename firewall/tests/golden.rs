@@ -63,7 +63,26 @@ fn build(text: &str, role: Role, synced: bool) -> String {
         f.no_nat_uids.clear();
     }
     let rs = Ruleset::build(&cfg, role, &f);
-    serde_json::to_string_pretty(&rs.nftables).expect("serializes") + "\n"
+    let mut json = serde_json::to_value(&rs.nftables).expect("serializes");
+    canonical(&mut json);
+    serde_json::to_string_pretty(&json).expect("serializes") + "\n"
+}
+
+/// Sorts the flags of every `fib` expression: the nftables crate keeps them in a HashSet, whose
+/// order changes from one run to the next; nft reads them as a set of bits either way.
+fn canonical(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(o) => {
+            if let Some(serde_json::Value::Array(flags)) =
+                o.get_mut("fib").and_then(|f| f.get_mut("flags"))
+            {
+                flags.sort_by_key(|f| f.to_string());
+            }
+            o.values_mut().for_each(canonical);
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(canonical),
+        _ => {}
+    }
 }
 
 fn golden_dir() -> PathBuf {

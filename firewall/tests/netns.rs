@@ -928,7 +928,7 @@ fn watch_applies_first_and_locks_down_on_timeout() {
         ruleset(&ns).contains("9108")
     });
     assert!(
-        ruleset(&ns).contains("tcp dport 9108 accept"),
+        ruleset(&ns).contains("tcp dport 9108 ct mark set"),
         "{}",
         ruleset(&ns)
     );

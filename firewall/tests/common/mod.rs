@@ -1,5 +1,5 @@
 //! What the namespace test files share: probes, and `Fw`, one host's anon-firewall.
-#![allow(dead_code)] // each test file uses its own part
+#![allow(dead_code, unused_imports)] // each test file uses its own part
 
 pub use std::net::{IpAddr, SocketAddr, UdpSocket};
 pub use std::path::Path;
