@@ -10,7 +10,7 @@ use anon_cli::{Program, UsageError};
 use anyhow::bail;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use anon_firewall::apply::Reason;
+use anon_firewall::apply::{Health, NftCheck, Reason, Repair, Rules, Status};
 use anon_firewall::{Host, Mode, Role, Ruleset};
 
 static PROGRAM: Program = Program {
@@ -19,25 +19,53 @@ static PROGRAM: Program = Program {
     examples: "  anon-firewall apply                      load the rules for this host's role
   anon-firewall dry-run --role gateway --format nft
   anon-firewall check-config --config-dir /etc/anon-firewall.d
-  anon-firewall status                     is the ruleset loaded? did the last apply fail?
+  anon-firewall status                     is the ruleset loaded as applied? did the last apply fail?
+  anon-firewall check --repair             rules deleted or opened by another tool? load them again
   systemctl stop anon-firewall anon-firewall-timesync.path
   anon-firewall unload --yes-unfiltered    DANGEROUS: delete our rules, the host is unfiltered",
     notes: "The role comes from upstream's marker files (/usr/share/anon-gw-base-files/gateway,
 /usr/share/anon-ws-base-files/workstation) when one exists; `role` in the config or --role
 must agree with it (a contradiction is an error and, for apply, lockdown). Without a marker,
---role or `role` decides.",
+--role or `role` decides.
+
+check-config runs everything apply runs but the commit: the same validation, then nft's own
+check mode (`nft -c`) over the ruleset. Without CAP_NET_ADMIN (not root) nft cannot ask the
+kernel; check-config then says that nft's check was skipped and why, and exits 0 if the rest
+passed.
+
+After every load, what the kernel then has is recorded in RUN_DIR/loaded.json; status and
+check compare the kernel's table with it (nft's JSON, chain by chain: hook, policy, rules).
+anon-firewall-check.timer runs `check --repair` every 30 s: rules another tool deleted,
+flushed or opened are loaded again from the configuration (lockdown if that fails; a
+lockdown is loaded again as a lockdown).
+
+Changes of the rules (apply, watch, lockdown, unload, check --repair) take turns through an
+exclusive lock on RUN_DIR/lock, each waiting at most --lock-timeout seconds.",
     exit_codes: &[
         (
             0,
-            "success (status: ruleset loaded and the last apply succeeded)",
+            "success (status: ruleset loaded as applied and the last apply succeeded; check: \
+             intact, or restored by --repair)",
         ),
         (
             1,
-            "error; after a failed apply the host is in lockdown (all but loopback dropped)",
+            "error; after a failed apply or repair the host is in lockdown (all but loopback \
+             dropped); status: loaded, but the last apply failed (lockdown)",
         ),
         (
             3,
-            "status: our ruleset is not loaded (never applied, or removed by `unload`)",
+            "status, check: our ruleset is not loaded, on purpose (never applied, or removed \
+             by `unload`)",
+        ),
+        (
+            4,
+            "status, check: cannot tell whether our ruleset is loaded (nft cannot list the \
+             rules: not root, or nft failing); never means \"not loaded\"",
+        ),
+        (
+            5,
+            "status, check: the state says a ruleset is loaded, but the kernel's table is not \
+             it (deleted, a chain flushed or missing, a policy changed); the message names what",
         ),
     ],
     error_code: 1,
@@ -57,14 +85,20 @@ struct Cli {
     /// Where state and failed.status are written.
     #[arg(long, global = true, default_value = "/run/anon-firewall")]
     run_dir: PathBuf,
+    /// How long a change of the rules waits for another anon-firewall changing them (the
+    /// unit, the path unit, the timer, an administrator); then it fails (apply: lockdown).
+    #[arg(long, global = true, value_name = "SECONDS", default_value_t = anon_firewall::apply::DEFAULT_LOCK_TIMEOUT.as_secs())]
+    lock_timeout: u64,
     /// sdwdate's status directory (first_success switches timesync-fail-closed to full).
-    #[arg(long, global = true, default_value = "/run/sdwdate")]
+    /// Tests only, as --gateway-marker.
+    #[arg(long, global = true, default_value = "/run/sdwdate", hide = true)]
     sdwdate_run_dir: PathBuf,
-    /// The nft program.
-    #[arg(long, global = true, default_value = "nft")]
+    /// The nft program. Tests only, as --gateway-marker.
+    #[arg(long, global = true, default_value = "nft", hide = true)]
     nft: PathBuf,
-    /// Upstream's gateway marker file. Tests only: any other path is refused unless
-    /// ANON_FIREWALL_TEST_MARKERS=1 is set (see `test_markers_allowed`).
+    /// Upstream's gateway marker file. Tests only: any other value of the test paths
+    /// (--gateway-marker, --workstation-marker, --sdwdate-run-dir, --nft) is refused unless
+    /// ANON_FIREWALL_TEST_MARKERS=1 is set (see `host`).
     #[arg(long, global = true, default_value = anon_firewall::apply::GATEWAY_MARKER, hide = true)]
     gateway_marker: PathBuf,
     /// Upstream's workstation marker file. Tests only, as --gateway-marker.
@@ -88,13 +122,23 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = Format::Json)]
         format: Format,
     },
-    /// Validate the configuration only.
+    /// Everything apply does but the commit: validate the configuration, build the ruleset
+    /// and have nft check it (`nft -c`; skipped, saying so, without CAP_NET_ADMIN).
     CheckConfig {
         #[arg(long)]
         role: Option<Role>,
     },
-    /// Report whether our ruleset is loaded and whether the last apply failed.
+    /// Report whether our ruleset is loaded as applied and whether the last apply failed.
     Status,
+    /// Compare the kernel's table with what was loaded (exit 0, 3, 4 or 5 as status).
+    Check {
+        /// Load it again when it changed: apply from the configuration (lockdown if that
+        /// fails), or the lockdown again if that is what was loaded.
+        #[arg(long)]
+        repair: bool,
+        #[arg(long)]
+        role: Option<Role>,
+    },
     /// Load the lockdown ruleset now (drop everything but loopback).
     Lockdown {
         /// For ExecStopPost= and OnFailure= units: do nothing unless systemd's $SERVICE_RESULT
@@ -136,25 +180,51 @@ enum Format {
     Nft,
 }
 
-/// The environment variable that lets --gateway-marker / --workstation-marker name other files.
+/// The environment variable that lets the test paths (--gateway-marker,
+/// --workstation-marker, --sdwdate-run-dir, --nft) name other files. Its name is older than
+/// its meaning: it allows all the test paths, not only the markers.
 const TEST_MARKERS_ENV: &str = "ANON_FIREWALL_TEST_MARKERS";
 
 /// The validated options: the host's paths, checked once.
 ///
-/// The hidden marker flags may point anywhere but upstream's marker files only in the tests.
-/// The markers decide the role (a gateway must never get the workstation rules, which let
-/// every process out). A flag that moves them would let a stray or malicious command line
-/// (`--gateway-marker /nonexistent apply --role workstation`) bypass that on a production
-/// host, so the flags exist only for the tests, which set ANON_FIREWALL_TEST_MARKERS=1; no
-/// unit or script of the package sets it.
+/// The test paths may point anywhere but the host's own files only in the tests. The
+/// markers decide the role (a gateway must never get the workstation rules, which let every
+/// process out); sdwdate's directory decides the mode (a directory with a `first_success`
+/// opens the full ruleset before the clock is set); `--nft` decides what loads the rules (a
+/// script that does nothing and exits 0 would leave the host unfiltered with `state` saying
+/// loaded). A stray or malicious command line could use any of them to bypass that on a
+/// production host, so the flags exist only for the tests, which set
+/// ANON_FIREWALL_TEST_MARKERS=1; no unit or script of the package sets it.
 fn host(cli: Cli) -> Result<(Host, Cmd), UsageError> {
     use anon_firewall::apply::{GATEWAY_MARKER, WORKSTATION_MARKER};
-    let moved = cli.gateway_marker.as_os_str() != GATEWAY_MARKER
-        || cli.workstation_marker.as_os_str() != WORKSTATION_MARKER;
-    if moved && std::env::var_os(TEST_MARKERS_ENV).is_none_or(|v| v != "1") {
+    let defaults = Host::default();
+    let moved: Vec<&str> = [
+        (
+            "--gateway-marker",
+            cli.gateway_marker != defaults.gateway_marker,
+        ),
+        (
+            "--workstation-marker",
+            cli.workstation_marker != defaults.workstation_marker,
+        ),
+        (
+            "--sdwdate-run-dir",
+            cli.sdwdate_run_dir != defaults.sdwdate_run_dir,
+        ),
+        ("--nft", cli.nft != defaults.nft),
+    ]
+    .into_iter()
+    .filter_map(|(flag, moved)| moved.then_some(flag))
+    .collect();
+    if !moved.is_empty() && std::env::var_os(TEST_MARKERS_ENV).is_none_or(|v| v != "1") {
         return Err(UsageError(format!(
-            "--gateway-marker and --workstation-marker are for tests only (they need \
-             {TEST_MARKERS_ENV}=1); the role markers are {GATEWAY_MARKER} and {WORKSTATION_MARKER}"
+            "{} {} for tests only (they need {TEST_MARKERS_ENV}=1); the role markers are \
+             {GATEWAY_MARKER} and {WORKSTATION_MARKER}, sdwdate's directory {}, nft is `{}` \
+             from PATH",
+            moved.join(", "),
+            if moved.len() == 1 { "is" } else { "are" },
+            defaults.sdwdate_run_dir.display(),
+            defaults.nft.display(),
         )));
     }
     let host = Host {
@@ -164,8 +234,46 @@ fn host(cli: Cli) -> Result<(Host, Cmd), UsageError> {
         nft: cli.nft,
         gateway_marker: cli.gateway_marker,
         workstation_marker: cli.workstation_marker,
+        lock_timeout: Duration::from_secs(cli.lock_timeout),
     };
     Ok((host, cli.cmd))
+}
+
+/// Prints what `status` found; its exit code.
+fn print_status(st: &Status) -> ExitCode {
+    println!(
+        "state: {}",
+        st.recorded.as_deref().unwrap_or("never applied")
+    );
+    if let Some(f) = &st.failed {
+        println!("failed: {f}");
+    }
+    let (loaded, rules) = match &st.rules {
+        Rules::AsLoaded => ("yes", "as loaded".to_owned()),
+        Rules::NotRecorded => (
+            "yes",
+            "not recorded (loaded by an older anon-firewall?): cannot compare".to_owned(),
+        ),
+        Rules::Absent => ("no", "none".to_owned()),
+        Rules::Changed(d) => (
+            if d.contains(&anon_firewall::apply::loaded::Difference::TableMissing) {
+                "no"
+            } else {
+                "yes, changed"
+            },
+            format!(
+                "CHANGED since anon-firewall loaded them: {}",
+                d.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        ),
+        Rules::Unknown(why) => ("unknown", format!("cannot tell: {why}")),
+    };
+    println!("loaded: {loaded}");
+    println!("rules: {rules}");
+    ExitCode::from(st.health() as u8)
 }
 
 fn main() -> ExitCode {
@@ -174,7 +282,10 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let (host, cmd) = host(cli)?;
-    if matches!(cmd, Cmd::Apply { .. } | Cmd::Watch { .. }) {
+    if matches!(
+        cmd,
+        Cmd::Apply { .. } | Cmd::Watch { .. } | Cmd::Check { repair: true, .. }
+    ) {
         // A crash half-way must not leave the host open either.
         let h = host.clone();
         let default_hook = std::panic::take_hook();
@@ -202,32 +313,43 @@ fn execute(cmd: Cmd, host: &Host) -> anyhow::Result<ExitCode> {
         }
         Cmd::CheckConfig { role } => {
             let plan = host.plan(role)?;
+            let rs = Ruleset::build(&plan.config, plan.role, &plan.facts);
+            let nft = match host.nft_check(&rs.nftables)? {
+                NftCheck::Passed => "nft accepted the ruleset (check mode, nothing loaded)".into(),
+                NftCheck::Skipped(why) => {
+                    eprintln!("anon-firewall: warning: nft's check was skipped: {why}");
+                    format!("nft's check skipped: {why}")
+                }
+            };
             println!(
-                "anon-firewall: configuration OK (role {}, mode {})",
-                plan.role, plan.config.mode
+                "anon-firewall: configuration OK (role {}, mode {}); {nft}",
+                plan.role, rs.mode
             );
         }
-        Cmd::Status => {
+        Cmd::Status => return Ok(print_status(&host.status())),
+        Cmd::Check {
+            repair: false,
+            role: _,
+        } => {
             let st = host.status();
-            println!(
-                "state: {}",
-                st.recorded.as_deref().unwrap_or("never applied")
-            );
-            if let Some(f) = &st.failed {
-                println!("failed: {f}");
-            }
-            let loaded = match st.loaded {
-                Some(true) => "yes",
-                Some(false) => "no",
-                None => "unknown (cannot run nft)",
-            };
-            println!("loaded: {loaded}");
-            return Ok(match (st.loaded, &st.failed) {
-                (Some(true), None) => ExitCode::SUCCESS,
-                (Some(true), Some(_)) => ExitCode::from(1),
-                _ => ExitCode::from(3),
+            let code = print_status(&st);
+            // The integrity of the rules only: a lockdown loaded as recorded is intact.
+            return Ok(match st.health() {
+                Health::LockedDown => ExitCode::SUCCESS,
+                _ => code,
             });
         }
+        Cmd::Check { repair: true, role } => match host.repair(role)? {
+            Repair::Intact => println!("anon-firewall: the rules are as loaded"),
+            Repair::NothingLoaded => {
+                println!("anon-firewall: no ruleset is recorded as loaded: nothing to repair");
+                return Ok(ExitCode::from(Health::NotLoaded as u8));
+            }
+            Repair::Restored { what, now } => {
+                eprintln!("anon-firewall: the rules had changed: {what}");
+                println!("anon-firewall: loaded again: {now}");
+            }
+        },
         Cmd::Lockdown { if_service_failed } => {
             // ExecStopPost= gets SERVICE_RESULT; an OnFailure= unit (anon-firewall-lockdown)
             // gets the failed unit's as MONITOR_SERVICE_RESULT.
@@ -239,9 +361,9 @@ fn execute(cmd: Cmd, host: &Host) -> anyhow::Result<ExitCode> {
             }
             if if_service_failed {
                 let why = format!("anon-firewall.service ended with result `{result}`");
-                host.fail_closed(&why, Reason::KeepFirst);
+                host.lockdown(&why, Reason::KeepFirst);
             } else {
-                host.fail_closed("lockdown requested by the administrator", Reason::Replace);
+                host.lockdown("lockdown requested by the administrator", Reason::Replace);
             }
             println!("anon-firewall: lockdown");
         }
@@ -280,7 +402,7 @@ fn execute(cmd: Cmd, host: &Host) -> anyhow::Result<ExitCode> {
                         "watch: timed out waiting for {}",
                         host.sdwdate_run_dir.join("first_success").display()
                     );
-                    host.fail_closed(&why, Reason::Replace);
+                    host.lockdown(&why, Reason::Replace);
                     bail!("{why}; locked down");
                 }
                 std::thread::sleep(Duration::from_millis(500));

@@ -222,3 +222,81 @@ pub fn assert_lockdown(ns: &Netns) {
         "{rules}"
     );
 }
+
+/// The status an anon-firewall command exited with, and what it printed (stdout, then stderr).
+pub fn code_and_text(out: &Output) -> (Option<i32>, String) {
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+impl Fw {
+    /// `anon-firewall status` in `ns`: its exit code and output.
+    pub fn status(&self, ns: &Netns) -> (Option<i32>, String) {
+        code_and_text(&self.cmd(ns, &["status"]))
+    }
+
+    /// The command line as `self.command`, for the binary at `exe` run as `uid` (setpriv,
+    /// no capabilities, no groups).
+    pub fn command_as(&self, ns: &Netns, exe: &Path, uid: u32) -> std::process::Command {
+        let mut c = ns.command("setpriv");
+        c.args([
+            &format!("--reuid={uid}"),
+            &format!("--regid={uid}"),
+            "--clear-groups",
+        ])
+        .arg(exe)
+        .env("ANON_FIREWALL_TEST_MARKERS", "1")
+        .arg("--config-dir")
+        .arg(self.cfg.path())
+        .arg("--run-dir")
+        .arg(self.run.path())
+        .arg("--sdwdate-run-dir")
+        .arg(self.sdwdate.path())
+        .arg("--gateway-marker")
+        .arg(self.markers.path().join("gateway"))
+        .arg("--workstation-marker")
+        .arg(self.markers.path().join("workstation"));
+        c
+    }
+}
+
+/// anon-firewall copied into a directory every user may enter (the build directory under
+/// /root is not), for running it as an unprivileged user.
+pub fn world_runnable_copy() -> (TempDir, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("afw-bin").expect("tmp");
+    let exe = dir.path().join("anon-firewall");
+    std::fs::copy(env!("CARGO_BIN_EXE_anon-firewall"), &exe).expect("copy anon-firewall");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    (dir, exe)
+}
+
+/// A small deterministic generator (SplitMix64) for seeded random tests.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    /// 0..n
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    /// True with probability `percent`/100.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+    pub fn pick<'a, T>(&mut self, from: &'a [T]) -> &'a T {
+        &from[self.below(from.len())]
+    }
+}
