@@ -216,15 +216,19 @@ fn check(json: &Value, cfg: &Config, role: Role, facts: &Facts, mode: Mode) {
             let name = c["name"].as_str().expect("chain name").to_owned();
             if ["input", "forward", "output"].contains(&name.as_str()) {
                 assert_eq!(c["policy"], "drop", "filter chain {name} must drop: {c}");
+            } else if name == "sanitize" {
+                assert_eq!(c["hook"], "prerouting", "{c}");
+                assert!(c["prio"].as_i64().expect("prio") < -200, "anti-spoofing after conntrack: {c}");
             } else {
                 assert!(name == "prerouting" && role == Role::Gateway, "unexpected chain {c}");
             }
             chains.push(name);
         }
     }
-    for c in ["input", "forward", "output"] {
+    for c in ["input", "forward", "output", "sanitize"] {
         assert!(chains.iter().any(|n| n == c), "chain {c} missing");
     }
+    check_guards(objs, cfg, role);
     let allowed_out_uids: Vec<u64> = match role {
         Role::Gateway => std::iter::once(facts.tor_uid)
             .chain(facts.no_nat_uids.iter().copied())
@@ -255,6 +259,10 @@ fn check(json: &Value, cfg: &Config, role: Role, facts: &Facts, mode: Mode) {
             }
             "output" if accepts => check_output(rule, &m, cfg, role, facts, full, &allowed_out_uids, ext_if, int_if, &gw),
             "input" if accepts => check_input(rule, &m, cfg, role, full, ext_if, int_if),
+            "sanitize" => assert!(
+                !accepts && !redirects,
+                "the anti-spoofing chain only drops and returns: {rule}"
+            ),
             "input" | "output" => assert!(!redirects, "{rule}"),
             other => panic!("rule in unexpected chain {other}: {rule}"),
         }
@@ -278,6 +286,17 @@ fn check_output(
     if let Some(st) = get(m, "ct:state") {
         for s in strings_of(st) {
             assert!(s == "established" || s == "related", "ct state {s}: {rule}");
+            if s == "established" {
+                assert!(get(m, "ct:mark").is_some(), "established accepted without a grant: {rule}");
+            } else {
+                // The kernel's answers only: ICMP errors or resets.
+                assert!(
+                    get(m, "icmp.type").is_some()
+                        || get(m, "icmpv6.type").is_some()
+                        || get(m, "meta:l4proto").and_then(Value::as_str) == Some("tcp"),
+                    "related accept of another kind: {rule}"
+                );
+            }
         }
         return;
     }
@@ -285,14 +304,38 @@ fn check_output(
         return;
     }
     if let Some(t) = get(m, "icmpv6.type") {
-        assert!(strings_of(t).iter().all(|s| s.starts_with("nd-")), "{rule}");
+        assert!(
+            strings_of(t).iter().all(|s| s.starts_with("nd-") && s != "nd-router-advert"),
+            "{rule}"
+        );
         assert_eq!(get(m, "ip6.hoplimit"), Some(&Value::from(255)), "{rule}");
+        assert!(oif == Some(ext_if) || (role == Role::Gateway && oif == Some(int_if)), "ND out of {oif:?}: {rule}");
+        for (a, len) in nets_of(get(m, "ip6.daddr").expect("ND daddr")) {
+            let IpAddr::V6(a) = a else { panic!("{rule}") };
+            let seg = a.segments();
+            assert!(
+                (seg[0] & 0xffc0 == 0xfe80 && len >= 10) || (seg[0] == 0xff02 && len >= 16),
+                "ND to {a}/{len}: {rule}"
+            );
+        }
         return;
     }
+    // Every other output accept judges the direction the host opened.
+    assert_eq!(
+        get(m, "ct:direction").and_then(Value::as_str),
+        Some("original"),
+        "output accept for replies too: {rule}"
+    );
     if let Some(u) = get(m, "meta:skuid") {
         for uid in uids_of(u) {
             assert!(allowed_uids.contains(&uid), "uid {uid} let out: {rule}");
             assert!(uid != 0 || cfg.allow_root_user, "root let out: {rule}");
+            if role == Role::Gateway && !full {
+                assert!(
+                    uid == u64::from(facts.tor_uid) || Some(uid) == facts.vpn_uid.map(u64::from),
+                    "uid {uid} let out before the clock is set: {rule}"
+                );
+            }
         }
         match role {
             Role::Gateway if cfg.vpn_firewall => {
@@ -306,7 +349,7 @@ fn check_output(
                     assert!(cfg.vpn_servers.contains(&a), "{a} is no VPN server: {rule}");
                 }
             }
-            Role::Gateway => assert_eq!(m.len(), 1, "{rule}"),
+            Role::Gateway => assert_eq!(m.len(), 2, "{rule}"),
             Role::Workstation => {
                 assert!(!full, "sdwdate-only rule in full mode: {rule}");
                 assert_eq!(get(m, "ip.daddr").and_then(Value::as_str), Some(gw), "{rule}");
@@ -326,6 +369,7 @@ fn check_output(
         Role::Gateway => {
             let d = get(m, "ip.daddr").unwrap_or_else(|| panic!("gateway output accept without uid or destination: {rule}"));
             assert!(full, "LAN reachable before the clock is set: {rule}");
+            assert!(oif == Some(ext_if) || oif == Some(int_if), "LAN via {oif:?}: {rule}");
             for (a, len) in nets_of(d) {
                 let IpAddr::V4(a) = a else { panic!("v6 destination: {rule}") };
                 let net = Ipv4Net { addr: a, prefix: len };
@@ -375,7 +419,8 @@ fn check_input(
             for s in strings_of(st) {
                 assert!(s == "established" || s == "related", "ct state {s}: {rule}");
             }
-            if m.len() == 1 {
+            assert!(get(m, "ct:mark").is_some(), "known connections accepted without a grant: {rule}");
+            if m.iter().all(|(k, _)| k.starts_with("ct:")) {
                 return;
             }
         }
@@ -427,5 +472,41 @@ fn check_input(
             ports_within(tcp.expect("tcp"), &cfg.workstation_open_ports, rule);
         }
         _ => panic!("input accept on an unexpected interface: {rule}"),
+    }
+}
+
+/// The rules that hold where answers go, before any output accept: on the gateway nothing of a
+/// connection that came in on the internal interface leaves by another one, and forged
+/// internal sources are dropped in the anti-spoofing chain; on the workstation every IPv4
+/// packet but loopback's needs the gateway as next hop. Both roles: the strict `fib` check.
+fn check_guards(objs: &[Value], cfg: &Config, role: Role) {
+    let rules = |chain: &str| -> Vec<Vec<Value>> {
+        objs.iter()
+            .filter_map(|o| o.pointer("/add/rule"))
+            .filter(|r| r["chain"] == chain)
+            .map(|r| r["expr"].as_array().expect("expr").clone())
+            .collect()
+    };
+    let output = rules("output");
+    let first_accept = output
+        .iter()
+        .position(|e| e.iter().any(|s| s.get("accept").is_some()))
+        .expect("an output accept");
+    let guard = output[..first_accept].iter().any(|e| {
+        let t = Value::Array(e.clone()).to_string();
+        match role {
+            Role::Gateway => t.contains("\"mark\"") && t.contains(cfg.internal_interface.as_str()) && t.contains("drop"),
+            Role::Workstation => t.contains("nexthop") && t.contains(&cfg.gateway_ip.to_string()) && t.contains("drop"),
+        }
+    });
+    assert!(guard, "{role}: no guard before the first output accept");
+    let sanitize: Vec<String> = rules("sanitize").iter().map(|e| Value::Array(e.clone()).to_string()).collect();
+    assert!(sanitize.iter().any(|t| t.contains("fib") && t.contains("drop")), "no reverse-path drop");
+    if role == Role::Gateway {
+        let n = cfg.internal_network;
+        assert!(
+            sanitize.iter().any(|t| t.contains("saddr") && t.contains(&n.addr.to_string()) && t.contains("!=")),
+            "no drop of forged internal sources: {sanitize:?}"
+        );
     }
 }
