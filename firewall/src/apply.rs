@@ -44,6 +44,8 @@ pub enum ApplyError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Invalid(#[from] ValidationError),
+    #[error(transparent)]
+    HostNetwork(#[from] crate::hostnet::Mismatch),
     #[error("{at}: user `{user}` does not exist on this host (hint: install its package or write a numeric uid)")]
     UnknownUser { at: String, user: String },
     #[error("nft rejected the ruleset: {0}")]
@@ -255,6 +257,15 @@ impl Host {
         })
     }
 
+    /// Refuses a host whose addresses and default routes contradict the role's config
+    /// ([`crate::hostnet`]): a "workstation" whose default route is not via the gateway, a
+    /// gateway with swapped interfaces. `apply` and `check-config` run it; `dry-run` does not,
+    /// so the rules for a role can be printed on any machine.
+    pub fn check_network(&self, plan: &Plan) -> Result<(), ApplyError> {
+        crate::hostnet::check(&plan.config, plan.role, &crate::hostnet::read())?;
+        Ok(())
+    }
+
     /// sdwdate's marker; upstream also accepts `success`.
     pub fn time_synced(&self) -> bool {
         self.sdwdate_run_dir.join("first_success").exists()
@@ -402,6 +413,7 @@ impl Host {
     /// returned. The caller holds the lock.
     fn apply_locked(&self, cli_role: Option<Role>) -> Result<(Role, Mode), ApplyError> {
         let result = self.plan(cli_role).and_then(|plan| {
+            self.check_network(&plan)?;
             let rs = Ruleset::build(&plan.config, plan.role, &plan.facts);
             self.load(&rs.nftables)?;
             // A host whose state cannot be recorded is broken too: status would lie.

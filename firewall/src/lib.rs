@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod config;
+pub mod hostnet;
 pub mod ruleset;
 pub mod validate;
 

@@ -313,6 +313,7 @@ fn execute(cmd: Cmd, host: &Host) -> anyhow::Result<ExitCode> {
         }
         Cmd::CheckConfig { role } => {
             let plan = host.plan(role)?;
+            host.check_network(&plan)?;
             let rs = Ruleset::build(&plan.config, plan.role, &plan.facts);
             let nft = match host.nft_check(&rs.nftables)? {
                 NftCheck::Passed => "nft accepted the ruleset (check mode, nothing loaded)".into(),

@@ -177,8 +177,16 @@ fn removing_a_no_nat_user_cuts_that_users_connection_but_not_tors() {
     let mut user_srv = accept_one(&server, "the no_nat user");
     let mut tor = UidConn::open(&t.gateway, TOR_UID, sa(INTERNET_IP, 80));
     let mut tor_srv = accept_one(&server, "Tor");
-    assert_eq!(flow(&mut user, &mut user_srv, "u1"), (true, true), "user before");
-    assert_eq!(flow(&mut tor, &mut tor_srv, "t1"), (true, true), "Tor before");
+    assert_eq!(
+        flow(&mut user, &mut user_srv, "u1"),
+        (true, true),
+        "user before"
+    );
+    assert_eq!(
+        flow(&mut tor, &mut tor_srv, "t1"),
+        (true, true),
+        "Tor before"
+    );
 
     set_config(&fw, &gateway_config());
     fw.apply(&t.gateway);
@@ -221,7 +229,11 @@ fn going_back_to_timesync_mode_cuts_all_but_sdwdates_connections() {
         .expect("local to 9050");
     let mut local_srv = accept_one(&socks, "the gateway's own program to 9050");
     for (c, s, what) in [
-        (&mut ws_socks as &mut dyn End, &mut ws_socks_srv as &mut dyn End, "ws 9050"),
+        (
+            &mut ws_socks as &mut dyn End,
+            &mut ws_socks_srv as &mut dyn End,
+            "ws 9050",
+        ),
         (&mut ws_sdw, &mut ws_sdw_srv, "ws 9108"),
         (&mut local, &mut local_srv, "local 9050"),
     ] {
