@@ -21,7 +21,7 @@ static PROGRAM: Program = Program {
   anon-firewall check-config --config-dir /etc/anon-firewall.d
   anon-firewall status                     is the ruleset loaded as applied? did the last apply fail?
   anon-firewall check --repair             rules deleted or opened by another tool? load them again
-  systemctl stop anon-firewall anon-firewall-timesync.path
+  systemctl stop anon-firewall anon-firewall-timesync.path anon-firewall-check.timer
   anon-firewall unload --yes-unfiltered    DANGEROUS: delete our rules, the host is unfiltered",
     notes: "The role comes from upstream's marker files (/usr/share/anon-gw-base-files/gateway,
 /usr/share/anon-ws-base-files/workstation) when one exists; `role` in the config or --role
@@ -153,11 +153,13 @@ enum Cmd {
     /// are left alone. Refused without --yes-unfiltered. Afterwards `status` says `unloaded`
     /// and exits 3.
     ///
-    /// Stop the service first (`systemctl stop anon-firewall anon-firewall-timesync.path`):
-    /// while anon-firewall.service is active, the network managers' gate shipped with the
-    /// package (it checks `systemctl is-active anon-firewall.service`) still treats this host
-    /// as protected, and the path unit would load the rules again. A stopped service with
-    /// the `unloaded` state keeps the network managers from starting, as after a failure.
+    /// Stop the service first (`systemctl stop anon-firewall anon-firewall-timesync.path
+    /// anon-firewall-check.timer`): while anon-firewall.service is active, the network
+    /// managers' gate shipped with the package (it checks `systemctl is-active
+    /// anon-firewall.service`) still treats this host as protected, and the path unit would
+    /// load the rules again (the timer's check leaves an `unloaded` host alone). A stopped
+    /// service with the `unloaded` state keeps the network managers from starting, as after
+    /// a failure.
     Unload {
         /// Confirms that this host is to be left unfiltered by anon-firewall.
         #[arg(long, required = true)]
@@ -353,15 +355,20 @@ fn execute(cmd: Cmd, host: &Host) -> anyhow::Result<ExitCode> {
         },
         Cmd::Lockdown { if_service_failed } => {
             // ExecStopPost= gets SERVICE_RESULT; an OnFailure= unit (anon-firewall-lockdown)
-            // gets the failed unit's as MONITOR_SERVICE_RESULT.
+            // gets the failed unit's as MONITOR_SERVICE_RESULT, and its name as MONITOR_UNIT
+            // (anon-firewall.service or anon-firewall-check.service).
             let result = std::env::var("SERVICE_RESULT")
                 .or_else(|_| std::env::var("MONITOR_SERVICE_RESULT"))
                 .unwrap_or_default();
+            let unit = std::env::var("MONITOR_UNIT")
+                .ok()
+                .filter(|u| !u.is_empty() && std::env::var_os("SERVICE_RESULT").is_none())
+                .unwrap_or_else(|| "anon-firewall.service".into());
             if if_service_failed && result == "success" {
                 return Ok(ExitCode::SUCCESS);
             }
             if if_service_failed {
-                let why = format!("anon-firewall.service ended with result `{result}`");
+                let why = format!("{unit} ended with result `{result}`");
                 host.lockdown(&why, Reason::KeepFirst);
             } else {
                 host.lockdown("lockdown requested by the administrator", Reason::Replace);
@@ -382,7 +389,7 @@ fn execute(cmd: Cmd, host: &Host) -> anyhow::Result<ExitCode> {
                 "anon-firewall: warning: if anon-firewall.service is still active, the network \
                  managers still treat this host as protected and anon-firewall-timesync.path may \
                  load the rules again; run `systemctl stop anon-firewall \
-                 anon-firewall-timesync.path` (and disable them) first"
+                 anon-firewall-timesync.path anon-firewall-check.timer` (and disable them) first"
             );
         }
         Cmd::Watch {

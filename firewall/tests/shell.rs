@@ -628,3 +628,29 @@ fn test_paths_are_refused_outside_tests() {
         &[0, 1, 3, 4, 5],
     );
 }
+
+#[test]
+fn the_lockdown_unit_names_the_unit_that_failed() {
+    if !require_root("the_lockdown_unit_names_the_unit_that_failed") {
+        return;
+    }
+    // anon-firewall-lockdown.service is the OnFailure= unit of anon-firewall.service and of
+    // anon-firewall-check.service: systemd tells it which one through MONITOR_UNIT.
+    let ns = Netns::new(&format!("afw-onfail-{}", std::process::id())).expect("netns");
+    let fw = Fw::new(&gateway_config());
+    fw.apply(&ns);
+    let out = fw
+        .command(&ns)
+        .args(["lockdown", "--if-service-failed"])
+        .env("MONITOR_SERVICE_RESULT", "exit-code")
+        .env("MONITOR_UNIT", "anon-firewall-check.service")
+        .output()
+        .expect("lockdown");
+    assert!(out.status.success());
+    assert_lockdown(&ns);
+    assert_eq!(
+        fw.failed_status(),
+        "anon-firewall-check.service ended with result `exit-code`\n"
+    );
+    assert_eq!(fw.status(&ns).0, Some(1));
+}

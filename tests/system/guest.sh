@@ -338,6 +338,31 @@ check "anon-firewall: active" active anon-firewall.service || diag anon-firewall
 check "anon-firewall: enabling it enabled its path unit (Also=)" enabled anon-firewall-timesync.path
 check "anon-firewall: its table is loaded" nft list table inet anon_firewall
 check "anon-firewall: status says loaded" anon-firewall status
+# Rules that another tool removes are noticed (status exit 5, naming what is missing) and
+# loaded again by anon-firewall-check.timer within a minute.
+check "anon-firewall: enabling it enabled its check timer (Also=)" enabled anon-firewall-check.timer
+check "anon-firewall: ... which runs" active anon-firewall-check.timer || diag anon-firewall-check.timer
+check "anon-firewall: check-config as root ran nft's check mode" sh -c 'anon-firewall check-config | grep -q "nft accepted the ruleset"'
+check "anon-firewall: check-config as nobody skips nft's check, saying so, exit 0" sh -c \
+	'setpriv --reuid=65534 --regid=65534 --clear-groups anon-firewall check-config 2>&1 | grep -q "check skipped"'
+check "anon-firewall: status as nobody cannot tell (exit 4), never 'not loaded'" sh -c \
+	'setpriv --reuid=65534 --regid=65534 --clear-groups anon-firewall status > /tmp/st.out; [ $? = 4 ] && grep -q "loaded: unknown" /tmp/st.out'
+nft delete table inet anon_firewall
+check "anon-firewall: a table deleted by hand: status exits 5 and says it is missing" sh -c \
+	'anon-firewall status > /tmp/st.out; [ $? = 5 ] && grep -q "anon_firewall is missing" /tmp/st.out'
+i=0; while ! anon-firewall status >/dev/null 2>&1 && [ $i -lt 70 ]; do sleep 1; i=$((i + 1)); done
+check "anon-firewall: ... the check timer loaded it again ($i s)" anon-firewall status || diag anon-firewall-check.service
+check "anon-firewall: ... and anon-firewall-check.service says what it found" sh -c \
+	'journalctl -b -u anon-firewall-check.service --no-pager | grep -q "the rules had changed: table inet anon_firewall is missing"'
+nft 'flush chain inet anon_firewall output; chain inet anon_firewall input { policy accept; }'
+check "anon-firewall: a chain flushed and a policy opened: status exits 5" sh -c \
+	'anon-firewall status > /tmp/st.out; [ $? = 5 ] && grep -q "policy is accept" /tmp/st.out && grep -q "chain output: 0 rules" /tmp/st.out'
+i=0; while ! anon-firewall status >/dev/null 2>&1 && [ $i -lt 70 ]; do sleep 1; i=$((i + 1)); done
+check "anon-firewall: ... loaded again by the timer ($i s)" anon-firewall status || diag anon-firewall-check.service
+journal_clean anon-firewall-check.service
+score anon-firewall-check.service 5.0
+# The rest of this section deletes the table on purpose: the timer must not race it.
+systemctl mask --runtime --now anon-firewall-check.timer
 systemctl start nftables.service
 check "anon-firewall: nftables.service start is skipped while anon-firewall is enabled" active nftables.service inactive
 check "anon-firewall: ... and the table survives it" nft list table inet anon_firewall
@@ -442,10 +467,13 @@ rm -rf /usr/share/anon-gw-base-files
 printf 'role = "workstation"\n' > /etc/anon-firewall.d/50_user.toml
 score anon-firewall.service 5.0
 journal_clean anon-firewall.service
+systemctl unmask --runtime anon-firewall-check.timer
 check "anon-firewall: disable --now" systemctl disable --now anon-firewall.service
+check "anon-firewall: ... disabled its check timer too (Also=)" enabled anon-firewall-check.timer disabled
 rm -f /etc/anon-firewall.d/50_user.toml
 purge_clean anon-firewall /run/anon-firewall /etc/systemd/system/sysinit.target.wants/anon-firewall.service \
-	/etc/systemd/system/anon-firewall.service.wants/anon-firewall-timesync.path
+	/etc/systemd/system/anon-firewall.service.wants/anon-firewall-timesync.path \
+	/etc/systemd/system/anon-firewall.service.wants/anon-firewall-check.timer
 check "anon-firewall: purge deleted its table" sh -c '! nft list table inet anon_firewall'
 
 # --- tirdad-dkms on Debian's stock kernel (its headers and Debian's rustc installed, no
