@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use leaktest::marker::marker;
 use leaktest::observer::{self, Client};
-use leaktest::probes::{gateway_checks, host_checks, network_checks, Setup};
+use leaktest::probes::{gateway_checks, host_checks, network_checks, Firewall, Setup};
 use leaktest::verdict::{exit_code, human, to_json};
 
 static PROGRAM: Program = Program {
@@ -69,9 +70,16 @@ struct Cli {
     /// Gateway role: the Tor user's uid.
     #[arg(long)]
     tor_uid: Option<u32>,
-    /// Only the network checks, or only the host settings.
+    /// Only the network checks, or only the host settings (anon-firewall's rules included).
     #[arg(long, value_enum)]
     only: Option<Only>,
+    /// The anon-firewall program whose `status` says whether its rules are still what it
+    /// loaded.
+    #[arg(long, default_value = "anon-firewall")]
+    anon_firewall: PathBuf,
+    /// anon-firewall's run directory.
+    #[arg(long, default_value = "/run/anon-firewall")]
+    anon_firewall_run_dir: PathBuf,
     #[arg(long)]
     json: bool,
     #[command(subcommand)]
@@ -167,7 +175,11 @@ fn checks(cli: &Cli) -> anyhow::Result<ExitCode> {
         }
     }
     if cli.only != Some(Only::Network) {
-        outcomes.extend(host_checks(cli.role == Role::Gateway));
+        let firewall = Firewall {
+            exe: cli.anon_firewall.clone(),
+            run_dir: cli.anon_firewall_run_dir.clone(),
+        };
+        outcomes.extend(host_checks(cli.role == Role::Gateway, &firewall));
     }
     if cli.json {
         println!("{}", to_json(&outcomes));

@@ -262,9 +262,50 @@ fn read_trim(p: &str) -> Option<String> {
     std::fs::read_to_string(p).ok().map(|s| s.trim().to_owned())
 }
 
-/// Settings of this host that identify it.
-pub fn host_checks(gateway_role: bool) -> Vec<Outcome> {
-    let mut out = Vec::new();
+/// Where anon-firewall is, for the check that its rules are still what it loaded.
+#[derive(Debug, Clone)]
+pub struct Firewall {
+    /// The `anon-firewall` program (found in PATH by default).
+    pub exe: PathBuf,
+    /// Its run directory (`/run/anon-firewall`).
+    pub run_dir: PathBuf,
+}
+
+/// Runs `anon-firewall status`, which compares the kernel's table with what anon-firewall
+/// loaded, and judges its exit code ([`crate::verdict::firewall_status`]).
+pub fn firewall_check(fw: &Firewall) -> Outcome {
+    const CHECK: &str = "firewall rules intact";
+    let out = Command::new(&fw.exe)
+        .arg("--run-dir")
+        .arg(&fw.run_dir)
+        .arg("status")
+        .output();
+    let out = match out {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return fact(
+                CHECK,
+                None,
+                format!(
+                    "{} is not installed: anon-firewall's rules were not checked",
+                    fw.exe.display()
+                ),
+            )
+        }
+        Err(e) => return fact(CHECK, None, format!("cannot run {}: {e}", fw.exe.display())),
+    };
+    let state = std::fs::read_to_string(fw.run_dir.join("state")).ok();
+    let (ok, evidence) = crate::verdict::firewall_status(
+        out.status.code(),
+        &String::from_utf8_lossy(&out.stdout),
+        state.as_deref(),
+    );
+    fact(CHECK, ok, evidence)
+}
+
+/// Settings of this host that identify it, and the firewall's rules.
+pub fn host_checks(gateway_role: bool, firewall: &Firewall) -> Vec<Outcome> {
+    let mut out = vec![firewall_check(firewall)];
     let ts = read_trim("/proc/sys/net/ipv4/tcp_timestamps");
     out.push(fact(
         "tcp timestamps off",

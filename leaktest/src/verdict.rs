@@ -115,6 +115,66 @@ pub fn tirdad_health(
     }
 }
 
+/// What `anon-firewall status` said, as a check: its exit code (`None`: killed, or it could
+/// not run), its report (the `rules:` line is the evidence) and anon-firewall's `state` file.
+/// The verdict rests on the exit codes anon-firewall documents: 0 loaded as applied, 1 the
+/// lockdown after a failed apply (closed, as it should be: no leak), 3 not loaded, 4 cannot
+/// tell, 5 the kernel's table is not what anon-firewall loaded (deleted, flushed, opened).
+pub fn firewall_status(
+    code: Option<i32>,
+    report: &str,
+    state: Option<&str>,
+) -> (Option<bool>, String) {
+    let line = |key: &str| {
+        report
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(str::trim)
+            .unwrap_or("?")
+            .to_owned()
+    };
+    match code {
+        Some(0) => (
+            Some(true),
+            format!(
+                "anon-firewall's rules are loaded as applied ({})",
+                line("state:")
+            ),
+        ),
+        Some(1) => (
+            Some(true),
+            format!(
+                "locked down after a failed apply, the lockdown as loaded (failed: {})",
+                line("failed:")
+            ),
+        ),
+        Some(3) if state.map(str::trim) == Some("unloaded") => (
+            Some(false),
+            "anon-firewall's rules were unloaded: this host is not filtered by anon-firewall"
+                .into(),
+        ),
+        Some(3) => (
+            None,
+            "anon-firewall has loaded no rules since boot (not in use here?)".into(),
+        ),
+        Some(5) => (
+            Some(false),
+            format!(
+                "the kernel no longer has the rules anon-firewall loaded: {}",
+                line("rules:")
+            ),
+        ),
+        Some(4) => (None, format!("anon-firewall {}", line("rules:"))),
+        other => (
+            None,
+            format!(
+                "`anon-firewall status` ended with {}",
+                other.map_or_else(|| "a signal".to_owned(), |c| format!("exit code {c}"))
+            ),
+        ),
+    }
+}
+
 /// 0 every check passed, 1 a leak, 2 could not test.
 pub fn exit_code(outcomes: &[Outcome]) -> u8 {
     if outcomes.iter().any(|o| o.verdict == Verdict::Fail) {
@@ -173,6 +233,35 @@ mod tests {
         assert_eq!(tirdad_health(Some(3), Some(4), Some(4)).0, Some(false));
         assert_eq!(tirdad_health(Some(0), Some(3), Some(4)).0, Some(false));
         assert_eq!(tirdad_health(None, Some(4), Some(4)).0, Some(false));
+    }
+
+    #[test]
+    fn anon_firewalls_status_is_judged_by_its_exit_code() {
+        let report = "state: gateway full\nloaded: no\nrules: CHANGED since anon-firewall loaded them: table inet anon_firewall is missing\n";
+        let (ok, e) = firewall_status(Some(5), report, Some("gateway full\n"));
+        assert_eq!(ok, Some(false));
+        assert!(e.ends_with("table inet anon_firewall is missing"), "{e}");
+        assert_eq!(
+            firewall_status(Some(0), "state: gateway full\n", None),
+            (
+                Some(true),
+                "anon-firewall's rules are loaded as applied (gateway full)".into()
+            )
+        );
+        // A lockdown is closed: no leak.
+        assert_eq!(firewall_status(Some(1), "failed: x\n", None).0, Some(true));
+        // Unloaded on purpose is unfiltered; never applied is not anon-firewall's host.
+        assert_eq!(
+            firewall_status(Some(3), "", Some("unloaded\n")).0,
+            Some(false)
+        );
+        assert_eq!(firewall_status(Some(3), "", None).0, None);
+        // Cannot tell, a usage error, a signal: no verdict.
+        let (ok, e) = firewall_status(Some(4), "rules: cannot tell: no CAP_NET_ADMIN\n", None);
+        assert_eq!(ok, None);
+        assert!(e.contains("cannot tell: no CAP_NET_ADMIN"), "{e}");
+        assert_eq!(firewall_status(Some(64), "", None).0, None);
+        assert!(firewall_status(None, "", None).1.contains("a signal"));
     }
 
     #[test]

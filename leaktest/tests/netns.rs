@@ -348,3 +348,103 @@ fn host_settings_are_judged() {
         );
     }
 }
+
+#[test]
+fn firewall_rules_that_disappear_fail_the_check() {
+    if !require_root("firewall_rules_that_disappear_fail_the_check") {
+        return;
+    }
+    let ns = Netns::new(&format!("lt-fw-{}", std::process::id())).expect("netns");
+    let cfg = TempDir::new("lt-fwcheck").expect("tmp");
+    let run = cfg.path().join("run");
+    std::fs::write(
+        cfg.path().join("50.toml"),
+        format!("role = \"gateway\"\ntor_user = {TOR_UID}\n"),
+    )
+    .expect("write");
+    let anon_firewall = |cmd: &[&str]| {
+        ns.command(bin("anon-firewall"))
+            .arg("--config-dir")
+            .arg(cfg.path())
+            .arg("--run-dir")
+            .arg(&run)
+            .args(cmd)
+            .output()
+            .expect("anon-firewall")
+    };
+    let judged = || {
+        let run = run.display().to_string();
+        let (_, j) = leaktest(
+            &ns,
+            &[
+                "--only",
+                "host",
+                "--anon-firewall",
+                bin("anon-firewall").to_str().expect("utf8"),
+                "--anon-firewall-run-dir",
+                &run,
+            ],
+        );
+        verdicts(&j)
+            .into_iter()
+            .find(|(c, _, _)| c == "firewall rules intact")
+            .unwrap_or_else(|| panic!("no firewall check: {j}"))
+    };
+    // Never applied: nothing to judge.
+    let (_, verdict, evidence) = judged();
+    assert_eq!(verdict, "SKIP", "{evidence}");
+    assert!(anon_firewall(&["apply"]).status.success());
+    let (_, verdict, evidence) = judged();
+    assert_eq!(verdict, "PASS", "{evidence}");
+    assert!(evidence.contains("loaded as applied"), "{evidence}");
+    // Another tool deletes the table: a leak, named.
+    ns.exec(&["nft", "delete", "table", "inet", "anon_firewall"])
+        .expect("delete");
+    let (_, verdict, evidence) = judged();
+    assert_eq!(verdict, "FAIL", "{evidence}");
+    assert!(
+        evidence.contains("inet anon_firewall is missing"),
+        "{evidence}"
+    );
+    // Repaired, then a policy opened: FAIL again.
+    assert!(anon_firewall(&["check", "--repair"]).status.success());
+    assert_eq!(judged().1, "PASS");
+    ns.exec(&[
+        "nft",
+        "chain",
+        "inet",
+        "anon_firewall",
+        "output",
+        "{ policy accept; }",
+    ])
+    .expect("policy");
+    let (_, verdict, evidence) = judged();
+    assert_eq!(verdict, "FAIL", "{evidence}");
+    assert!(
+        evidence.contains("chain output: policy is accept"),
+        "{evidence}"
+    );
+    // Unloaded on purpose: unfiltered, FAIL; no anon-firewall at all: SKIP.
+    assert!(anon_firewall(&["unload", "--yes-unfiltered"])
+        .status
+        .success());
+    let (_, verdict, evidence) = judged();
+    assert_eq!(verdict, "FAIL", "{evidence}");
+    assert!(evidence.contains("unloaded"), "{evidence}");
+    let (_, j) = leaktest(
+        &ns,
+        &[
+            "--only",
+            "host",
+            "--anon-firewall",
+            "/nonexistent/anon-firewall",
+        ],
+    );
+    let v = verdicts(&j);
+    let fw = v
+        .iter()
+        .find(|(c, _, _)| c == "firewall rules intact")
+        .unwrap_or_else(|| panic!("{v:#?}"));
+    assert_eq!(fw.1, "SKIP", "{fw:?}");
+    assert!(fw.2.contains("not installed"), "{fw:?}");
+}
