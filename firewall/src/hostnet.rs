@@ -132,7 +132,7 @@ pub fn check(cfg: &Config, role: Role, net: &Network) -> Result<(), Mismatch> {
     Ok(())
 }
 
-/// Reads this host's addresses (getifaddrs) and IPv4 default routes (/proc/net/route). A host
+/// Reads this host's addresses (getifaddrs) and IPv4 default routes (/proc/thread-self/net/route). A host
 /// where either cannot be read yields what could be read: no evidence is not a contradiction.
 pub fn read() -> Network {
     let mut net = Network::default();
@@ -149,7 +149,11 @@ pub fn read() -> Network {
             net.addrs.push((a.interface_name, ip));
         }
     }
-    if let Ok(text) = std::fs::read_to_string("/proc/net/route") {
+    // thread-self: /proc/net is the process's first thread's namespace, and a caller may have
+    // moved this thread into another one (setns), as the bench and render_nft do.
+    let route = std::fs::read_to_string("/proc/thread-self/net/route")
+        .or_else(|_| std::fs::read_to_string("/proc/net/route"));
+    if let Ok(text) = route {
         net.default_routes = parse_default_routes(&text);
     }
     net

@@ -80,11 +80,11 @@ pub fn lockdown() -> Nftables<'static> {
     filter_chains(&mut t);
     t.rule(
         "input",
-        vec![m_eq(meta(MetaKey::Iifname), s("lo")), accept()],
+        vec![m_eq(meta(MetaKey::Iifname), st("lo")), accept()],
     );
     t.rule(
         "output",
-        vec![m_eq(meta(MetaKey::Oifname), s("lo")), accept()],
+        vec![m_eq(meta(MetaKey::Oifname), st("lo")), accept()],
     );
     t.finish()
 }
@@ -170,7 +170,7 @@ fn sanitize(t: &mut Tx, internal: Option<(&str, Ipv4Net)>) {
                 m(
                     payload("ip6", "saddr"),
                     Operator::NEQ,
-                    set(vec![s("::"), prefix("fe80::", 10)]),
+                    set(vec![st("::"), prefix("fe80::", 10)]),
                 ),
                 drop(),
             ],
@@ -189,7 +189,7 @@ fn sanitize(t: &mut Tx, internal: Option<(&str, Ipv4Net)>) {
     t.push(
         "sanitize",
         vec![
-            m(meta(MetaKey::Iifname), Operator::NEQ, s("lo")),
+            m(meta(MetaKey::Iifname), Operator::NEQ, st("lo")),
             m_eq(
                 E::Named(N::Fib(Fib {
                     result: FibResult::Oif,
@@ -232,9 +232,9 @@ fn input_common(t: &mut Tx, ext_if: &str, allow_echo: bool) {
     sanity_drops(t, "input");
     t.rule(
         "input",
-        vec![m_eq(meta(MetaKey::Iifname), s("lo")), accept()],
+        vec![m_eq(meta(MetaKey::Iifname), st("lo")), accept()],
     );
-    t.fast_path("input", vec![m_in(ct("state"), s("established"))]);
+    t.fast_path("input", vec![m_in(ct("state"), st("established"))]);
     icmp_rules(t, "input", ext_if, allow_echo);
 }
 
@@ -271,7 +271,7 @@ fn gateway_input(t: &mut Tx, cfg: &Config, mode: Mode) {
 /// An input rule accepting `proto` packets to `dport` that arrive on `iif`: every port the
 /// gateway opens is opened on one interface only. `internal`: `iif` is the internal interface,
 /// whose connections' packets may leave by it alone.
-fn accept_input(t: &mut Tx, iif: &str, proto: &str, dport: E<'static>, internal: bool) {
+fn accept_input(t: &mut Tx, iif: &str, proto: &'static str, dport: E<'static>, internal: bool) {
     t.grant(
         "input",
         vec![
@@ -332,8 +332,8 @@ fn gateway_prerouting(t: &mut Tx, cfg: &Config, mode: Mode) {
         "prerouting",
         vec![
             m_eq(meta(MetaKey::Iifname), s(int_if)),
-            m_eq(meta(MetaKey::Nfproto), s("ipv4")),
-            m_eq(meta(MetaKey::L4proto), s("tcp")),
+            m_eq(meta(MetaKey::Nfproto), st("ipv4")),
+            m_eq(meta(MetaKey::L4proto), st("tcp")),
             redirect(cfg.trans_port),
         ],
     );
@@ -349,7 +349,7 @@ fn output_common(t: &mut Tx, cfg: &Config, mode: Mode, guard: impl FnOnce(&mut T
     sanity_drops(t, "output");
     guard(t);
     timesync_loopback_rejects(t, cfg, mode);
-    t.fast_path("output", vec![m_in(ct("state"), s("established"))]);
+    t.fast_path("output", vec![m_in(ct("state"), st("established"))]);
     // The kernel's own answers about a connection: ICMP errors of the types TCP and UDP need
     // (unreachable, PMTU) and the resets and errors of our reject rules. They carry no data;
     // where they may go is held by the guard above.
@@ -363,7 +363,7 @@ fn output_common(t: &mut Tx, cfg: &Config, mode: Mode, guard: impl FnOnce(&mut T
         t.rule(
             "output",
             vec![
-                m_in(ct("state"), s("related")),
+                m_in(ct("state"), st("related")),
                 m_eq(payload(proto, "type"), types),
                 accept(),
             ],
@@ -372,8 +372,8 @@ fn output_common(t: &mut Tx, cfg: &Config, mode: Mode, guard: impl FnOnce(&mut T
     t.rule(
         "output",
         vec![
-            m_in(ct("state"), s("related")),
-            m_eq(meta(MetaKey::L4proto), s("tcp")),
+            m_in(ct("state"), st("related")),
+            m_eq(meta(MetaKey::L4proto), st("tcp")),
             m_eq(
                 and(payload("tcp", "flags"), flags(&["rst"])),
                 flags(&["rst"]),
@@ -383,7 +383,7 @@ fn output_common(t: &mut Tx, cfg: &Config, mode: Mode, guard: impl FnOnce(&mut T
     );
     t.rule(
         "output",
-        vec![m_eq(meta(MetaKey::Oifname), s("lo")), accept()],
+        vec![m_eq(meta(MetaKey::Oifname), st("lo")), accept()],
     );
 }
 
@@ -408,8 +408,8 @@ fn nd_output(t: &mut Tx, oif: &str) {
             m_eq(
                 payload("ip6", "daddr"),
                 set(vec![
-                    s("ff02::1"),
-                    s("ff02::2"),
+                    st("ff02::1"),
+                    st("ff02::2"),
                     prefix("ff02::1:ff00:0", 104),
                     prefix("fe80::", 10),
                 ]),
@@ -599,8 +599,8 @@ fn workstation_output(t: &mut Tx, cfg: &Config, facts: &Facts, mode: Mode) {
         t.push(
             "output",
             vec![
-                m_eq(meta(MetaKey::Nfproto), s("ipv4")),
-                m(meta(MetaKey::Oifname), Operator::NEQ, s("lo")),
+                m_eq(meta(MetaKey::Nfproto), st("ipv4")),
+                m(meta(MetaKey::Oifname), Operator::NEQ, st("lo")),
                 m(
                     E::Named(N::RT(RT {
                         key: RTKey::NextHop,
@@ -643,8 +643,8 @@ fn workstation_output_full(t: &mut Tx, cfg: &Config) {
         r.push(m_eq(payload("ip", "daddr"), s(&gw)));
     }
     r.extend([
-        m_eq(meta(MetaKey::Nfproto), s("ipv4")),
-        m_eq(meta(MetaKey::L4proto), s("tcp")),
+        m_eq(meta(MetaKey::Nfproto), st("ipv4")),
+        m_eq(meta(MetaKey::L4proto), st("tcp")),
     ]);
     t.grant("output", r, false);
 }
@@ -727,7 +727,7 @@ fn timesync_loopback_rejects(t: &mut Tx, cfg: &Config, mode: Mode) {
         t.push(
             "output",
             vec![
-                m_eq(meta(MetaKey::Oifname), s("lo")),
+                m_eq(meta(MetaKey::Oifname), st("lo")),
                 m_eq(payload(proto, "dport"), ports(closed)),
                 S::Reject(Some(verdict.clone())),
             ],
@@ -735,8 +735,8 @@ fn timesync_loopback_rejects(t: &mut Tx, cfg: &Config, mode: Mode) {
         t.push(
             "output",
             vec![
-                m_eq(meta(MetaKey::Oifname), s("lo")),
-                m_eq(ct("direction"), s("reply")),
+                m_eq(meta(MetaKey::Oifname), st("lo")),
+                m_eq(ct("direction"), st("reply")),
                 m_eq(payload(proto, "sport"), ports(closed)),
                 S::Reject(Some(verdict)),
             ],
@@ -749,7 +749,7 @@ fn timesync_loopback_rejects(t: &mut Tx, cfg: &Config, mode: Mode) {
 /// leave only as packets of a granted connection (the fast path), so that a reply to a
 /// connection the current rules refuse never leaves by a rule meant for our own connections.
 fn originated() -> S<'static> {
-    m_eq(ct("direction"), s("original"))
+    m_eq(ct("direction"), st("original"))
 }
 
 /// `ranges` sorted, with overlapping and adjacent ranges merged (nft refuses overlapping
@@ -807,7 +807,7 @@ fn internal_tcp_ports(cfg: &Config, mode: Mode) -> Vec<PortRange> {
 /// output of both roles. Dropped rather than rejected on output too: a conntrack-invalid packet
 /// of a closed Tor connection must not go out, and a reject would itself send something.
 fn sanity_drops(t: &mut Tx, chain: &str) {
-    t.rule(chain, vec![m_in(ct("state"), s("invalid")), drop()]);
+    t.rule(chain, vec![m_in(ct("state"), st("invalid")), drop()]);
     let all = ["fin", "syn", "rst", "psh", "ack", "urg"];
     for (mask, value) in [
         (&all[..], &all[..]),                   // all flags (upstream's XMAS)
@@ -823,7 +823,7 @@ fn sanity_drops(t: &mut Tx, chain: &str) {
         t.rule(
             chain,
             vec![
-                m_eq(meta(MetaKey::L4proto), s("tcp")),
+                m_eq(meta(MetaKey::L4proto), st("tcp")),
                 m_eq(and(payload("tcp", "flags"), flags(mask)), flags(value)),
                 drop(),
             ],
@@ -834,7 +834,7 @@ fn sanity_drops(t: &mut Tx, chain: &str) {
     t.rule(
         chain,
         vec![
-            m_eq(meta(MetaKey::Nfproto), s("ipv4")),
+            m_eq(meta(MetaKey::Nfproto), st("ipv4")),
             m(
                 and(payload("ip", "frag-off"), E::Number(0x3fff)),
                 Operator::NEQ,
@@ -852,16 +852,16 @@ fn icmp_rules(t: &mut Tx, chain: &str, ext_if: &str, allow_echo: bool) {
     t.fast_path(
         chain,
         vec![
-            m_eq(payload("icmp", "type"), s("destination-unreachable")),
-            m_eq(payload("icmp", "code"), s("frag-needed")),
-            m_in(ct("state"), s("related")),
+            m_eq(payload("icmp", "type"), st("destination-unreachable")),
+            m_eq(payload("icmp", "code"), st("frag-needed")),
+            m_in(ct("state"), st("related")),
         ],
     );
     t.fast_path(
         chain,
         vec![
-            m_eq(payload("icmpv6", "type"), s("packet-too-big")),
-            m_in(ct("state"), s("related")),
+            m_eq(payload("icmpv6", "type"), st("packet-too-big")),
+            m_in(ct("state"), st("related")),
         ],
     );
     t.rule(
@@ -883,7 +883,7 @@ fn icmp_rules(t: &mut Tx, chain: &str, ext_if: &str, allow_echo: bool) {
         chain,
         vec![
             m_eq(meta(MetaKey::Iifname), s(ext_if)),
-            m_eq(payload("icmpv6", "type"), s("nd-router-advert")),
+            m_eq(payload("icmpv6", "type"), st("nd-router-advert")),
             m_eq(payload("ip6", "hoplimit"), E::Number(255)),
             accept(),
         ],
@@ -894,7 +894,7 @@ fn icmp_rules(t: &mut Tx, chain: &str, ext_if: &str, allow_echo: bool) {
                 chain,
                 vec![
                     m_eq(meta(MetaKey::Iifname), s(ext_if)),
-                    m_eq(payload(proto, "type"), s("echo-request")),
+                    m_eq(payload(proto, "type"), st("echo-request")),
                     accept(),
                 ],
             );
@@ -903,7 +903,10 @@ fn icmp_rules(t: &mut Tx, chain: &str, ext_if: &str, allow_echo: bool) {
     t.rule(
         chain,
         vec![
-            m_eq(meta(MetaKey::L4proto), set(vec![s("icmp"), s("ipv6-icmp")])),
+            m_eq(
+                meta(MetaKey::L4proto),
+                set(vec![st("icmp"), st("ipv6-icmp")]),
+            ),
             drop(),
         ],
     );
@@ -933,11 +936,20 @@ struct Tx {
 /// files must not change between builds or machines).
 struct Fnv(u32);
 
-impl std::fmt::Write for Fnv {
-    fn write_str(&mut self, text: &str) -> std::fmt::Result {
-        for b in text.bytes() {
-            self.0 = (self.0 ^ u32::from(b)).wrapping_mul(0x0100_0193);
+impl Fnv {
+    fn feed(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u32::from(*b)).wrapping_mul(0x0100_0193);
         }
+    }
+}
+
+impl std::io::Write for Fnv {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.feed(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
 }
@@ -997,7 +1009,7 @@ impl Tx {
         if let Some(S::Reject(_)) = expr.last() {
             let mut tcp = expr.clone();
             tcp.pop();
-            tcp.push(m_eq(meta(MetaKey::L4proto), s("tcp")));
+            tcp.push(m_eq(meta(MetaKey::L4proto), st("tcp")));
             tcp.push(S::Reject(Some(Reject::new(
                 Some(RejectType::TCPReset),
                 None,
@@ -1028,8 +1040,10 @@ impl Tx {
     /// are dropped. So no packet of a connection the new rules refuse gets through.
     fn grant(&mut self, chain: &str, matches: Vec<S<'static>>, internal: bool) {
         let mut h = Fnv(0x811c_9dc5);
-        // Writing into Fnv cannot fail.
-        let _ = std::fmt::write(&mut h, format_args!("{chain}{matches:?}"));
+        h.feed(chain.as_bytes());
+        // The rule's own JSON, streamed into the hash (nothing is allocated); writing into
+        // Fnv cannot fail.
+        let _ = serde_json::to_writer(&mut h, &matches);
         // Bit 31 is INTERNAL_MARK's; 0 is an unmarked connection.
         let g = (h.0 & !INTERNAL_MARK).max(1) | if internal { INTERNAL_MARK } else { 0 };
         self.grants.push(g);
@@ -1098,8 +1112,12 @@ fn reject() -> S<'static> {
 fn s(v: &str) -> E<'static> {
     E::String(Cow::Owned(v.to_owned()))
 }
-fn list(v: &[&str]) -> E<'static> {
-    set(v.iter().map(|x| s(x)).collect())
+/// A string known at compile time: borrowed, not copied (most of a ruleset's strings).
+fn st(v: &'static str) -> E<'static> {
+    E::String(Cow::Borrowed(v))
+}
+fn list(v: &[&'static str]) -> E<'static> {
+    set(v.iter().map(|x| st(x)).collect())
 }
 fn set(items: Vec<E<'static>>) -> E<'static> {
     E::Named(N::Set(items.into_iter().map(SetItem::Element).collect()))
@@ -1113,17 +1131,17 @@ fn prefix(addr: &str, len: u8) -> E<'static> {
 fn meta(key: MetaKey) -> E<'static> {
     E::Named(N::Meta(Meta { key }))
 }
-fn ct(key: &str) -> E<'static> {
+fn ct(key: &'static str) -> E<'static> {
     E::Named(N::CT(CT {
-        key: key.to_owned().into(),
+        key: Cow::Borrowed(key),
         family: None,
         dir: None,
     }))
 }
-fn payload(protocol: &str, field: &str) -> E<'static> {
+fn payload(protocol: &'static str, field: &'static str) -> E<'static> {
     E::Named(N::Payload(Payload::PayloadField(PayloadField {
-        protocol: protocol.to_owned().into(),
-        field: field.to_owned().into(),
+        protocol: Cow::Borrowed(protocol),
+        field: Cow::Borrowed(field),
     })))
 }
 fn and(a: E<'static>, b: E<'static>) -> E<'static> {

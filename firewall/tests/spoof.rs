@@ -101,7 +101,7 @@ impl TorListeners {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         }
-        let child = ns
+        let mut child = ns
             .command("setpriv")
             .args([
                 &format!("--reuid={TOR_UID}"),
@@ -111,16 +111,26 @@ impl TorListeners {
             .arg(&exe)
             .args(["--ignored", "--exact", "tor_user_listeners", "--nocapture"])
             .env("AFW_TOR_LISTENERS", "1")
-            .stdout(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("start listeners");
-        // Up once the UDP port answers (from the gateway itself, over loopback).
-        let probe = ns.udp_bind(sa(LOCALHOST, 0)).expect("probe socket");
-        let up = wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
-            let _ = probe.send_to(b"up?", sa(LOCALHOST, DNS_PORT));
-            !udp_received(&probe, Duration::from_millis(100)).is_empty()
+        // Up once it says so (after binding every port), whatever the rules let through.
+        let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut line = String::new();
+            while stdout.read_line(&mut line).is_ok_and(|n| n > 0) {
+                if line.contains("listeners ready") {
+                    let _ = tx.send(());
+                }
+                line.clear();
+            }
         });
-        assert!(up, "the Tor user's listeners did not come up");
+        assert!(
+            rx.recv_timeout(Duration::from_secs(30)).is_ok(),
+            "the Tor user's listeners did not come up"
+        );
         TorListeners { child, _dir: dir }
     }
 }
@@ -152,6 +162,7 @@ fn tor_user_listeners() {
     let udp = UdpSocket::bind(sa(Ipv6Addr::UNSPECIFIED, DNS_PORT)).expect("udp bind");
     udp.set_read_timeout(Some(Duration::from_millis(20)))
         .expect("timeout");
+    println!("listeners ready");
     let end = Instant::now() + Duration::from_secs(60);
     let mut buf = [0u8; 512];
     while Instant::now() < end {
@@ -331,9 +342,12 @@ fn a_workstation_forging_an_internet_source_gets_no_answer_out_of_the_uplink() {
             t.gateway
                 .exec(&["nft", "flush", "ruleset"])
                 .expect("no rules");
+            // Fresh listeners for each round: nothing queued in a round is answered in the next,
+            // under other rules.
             let tor = listeners.then(|| TorListeners::start(&t.gateway));
             base += 100;
             let leaked = answers_to_forged(&t, base);
+            drop(tor);
             assert!(
                 leaked > 0,
                 "rp_filter={rp}, listeners={listeners}: without rules the probes must provoke \
@@ -345,6 +359,7 @@ fn a_workstation_forging_an_internet_source_gets_no_answer_out_of_the_uplink() {
                     config.push_str("mode = \"timesync-fail-closed\"\n");
                 }
                 Fw::new(&config).apply(&t.gateway);
+                let tor = listeners.then(|| TorListeners::start(&t.gateway));
                 base += 100;
                 let n = answers_to_forged(&t, base);
                 assert_eq!(
@@ -359,7 +374,6 @@ fn a_workstation_forging_an_internet_source_gets_no_answer_out_of_the_uplink() {
                     assert_honest_workstation_served(&t, mode);
                 }
             }
-            drop(tor);
         }
     }
 }
