@@ -130,6 +130,9 @@ pub enum NftError {
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 /// The record of what was loaded, beside `state`.
 pub const LOADED_FILE: &str = "loaded.json";
+/// The transaction `apply` loaded, until the first `status` or `check` lists the table and
+/// records it as [`LOADED_FILE`].
+pub const BATCH_FILE: &str = "loaded-batch.json";
 
 /// Paths and programs of the host; overridable for tests and unusual systems.
 #[derive(Debug, Clone)]
@@ -389,6 +392,27 @@ impl Host {
             })
     }
 
+    /// Records the transaction just loaded, for `status` and `check` to hold the kernel's table
+    /// against. Listing the table here would cost two more nft runs on every apply (about a
+    /// fifth of its time); nft's success already says the kernel took the whole transaction.
+    /// The first `status` or `check` (the timer's, within 30 s) compares the table with the
+    /// transaction ([`loaded::unlike_batch`]: chains, hooks, policies, rule counts) and, when
+    /// they agree, records the listing, against which every later one is compared rule by rule.
+    fn record_batch(&self, batch: &Nftables) -> Result<(), ApplyError> {
+        let io = |what, path: PathBuf| move |source| ApplyError::Io { what, path, source };
+        fs::create_dir_all(&self.run_dir).map_err(io("cannot create", self.run_dir.clone()))?;
+        let listed = self.run_dir.join(LOADED_FILE);
+        match fs::remove_file(&listed) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(io("cannot remove", listed)(e))
+            }
+            _ => {}
+        }
+        let path = self.run_dir.join(BATCH_FILE);
+        let text = serde_json::to_string(batch).expect("the nft schema types serialize");
+        write_atomic(&path, &text).map_err(io("cannot write", path.clone()))
+    }
+
     /// The exclusive lock for a change of the rules, waiting at most `lock_timeout`.
     pub fn lock(&self) -> Result<RunLock, LockError> {
         lock::exclusive(&self.run_dir, self.lock_timeout)
@@ -417,7 +441,7 @@ impl Host {
             let rs = Ruleset::build(&plan.config, plan.role, &plan.facts);
             self.load(&rs.nftables)?;
             // A host whose state cannot be recorded is broken too: status would lie.
-            self.record_loaded(&rs.nftables)?;
+            self.record_batch(&rs.nftables)?;
             self.record_success(plan.role, rs.mode)?;
             Ok((plan.role, rs.mode))
         });
@@ -473,6 +497,7 @@ impl Host {
     pub fn fail_closed(&self, why: &str, reason: Reason) {
         // The old record describes rules that are about to go.
         let _ = fs::remove_file(self.run_dir.join(LOADED_FILE));
+        let _ = fs::remove_file(self.run_dir.join(BATCH_FILE));
         let lockdown = ruleset::lockdown();
         match self.load(&lockdown) {
             Ok(()) => {
@@ -521,6 +546,7 @@ impl Host {
     pub fn unload(&self) -> Result<(), ApplyError> {
         let _lock = self.lock()?;
         self.load(&ruleset::unload())?;
+        let _ = fs::remove_file(self.run_dir.join(BATCH_FILE));
         match fs::remove_file(self.run_dir.join(LOADED_FILE)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => {
                 return Err(ApplyError::Io {
@@ -563,7 +589,7 @@ impl Host {
             Ok(None) if says_loaded => Rules::Changed(vec![Difference::TableMissing]),
             Ok(None) => Rules::Absent,
             Ok(Some(now)) => match fs::read_to_string(self.run_dir.join(LOADED_FILE)) {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Rules::NotRecorded,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => self.against_batch(&now),
                 Err(e) => Rules::Unknown(format!(
                     "cannot read {}: {e}",
                     self.run_dir.join(LOADED_FILE).display()
@@ -584,6 +610,30 @@ impl Host {
             recorded,
             failed,
             rules,
+        }
+    }
+
+    /// The table `now` held against the transaction `apply` recorded (no listing recorded
+    /// yet); when they agree, `now` becomes the record (best effort: a reader that cannot
+    /// write the run directory compares with the transaction again next time).
+    fn against_batch(&self, now: &Loaded) -> Rules {
+        let path = self.run_dir.join(BATCH_FILE);
+        let batch = match fs::read_to_string(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Rules::NotRecorded,
+            Err(e) => return Rules::Unknown(format!("cannot read {}: {e}", path.display())),
+            Ok(text) => match serde_json::from_str::<serde_json::Value>(&text) {
+                Ok(v) => v,
+                Err(e) => return Rules::Unknown(format!("cannot read {}: {e}", path.display())),
+            },
+        };
+        match loaded::unlike_batch(&batch, now) {
+            d if d.is_empty() => {
+                if let Ok(text) = serde_json::to_string(now) {
+                    let _ = write_atomic(&self.run_dir.join(LOADED_FILE), &text);
+                }
+                Rules::AsLoaded
+            }
+            d => Rules::Changed(d),
         }
     }
 
