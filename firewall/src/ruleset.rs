@@ -21,7 +21,9 @@ use nftables::expr::{
     Payload, PayloadField, Prefix, RTFamily, RTKey, SetItem, CT, RT,
 };
 use nftables::schema::{Chain, FlushObject, NfCmd, NfListObject, Nftables, Rule, Table};
-use nftables::stmt::{Mangle, Match, Operator, Reject, RejectType, Statement as S, NAT};
+use nftables::stmt::{
+    JumpTarget, Mangle, Match, Operator, Reject, RejectType, Statement as S, NAT,
+};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook, RejectCode};
 
 use crate::config::{Config, Ipv4Net, Mode, PortRange, Role, DEFAULT_SOCKS_PORTS};
@@ -341,18 +343,19 @@ fn gateway_prerouting(t: &mut Tx, cfg: &Config, mode: Mode) {
 
 /// The start of both roles' output chains, shared because none of it depends on the role:
 /// garbage never leaves (dropped first, so no later accept can pass it), then the role's
-/// `guard` (rules that drop whatever the rest would pass), Tor's loopback ports are closed in
-/// timesync-fail-closed mode before anything could open them, packets of connections a rule
-/// of this ruleset accepted go out, and loopback and IPv6 neighbour discovery work, as any host
-/// needs. Each role then adds who may leave, and ends with the reject.
+/// `guard` (rules that drop whatever the rest would pass), the kernel's related answers (ICMP
+/// errors, resets), Tor's loopback ports are closed in timesync-fail-closed mode before
+/// anything could open them, packets of connections a rule of this ruleset accepted go out,
+/// and loopback and IPv6 neighbour discovery work, as any host needs. Each role then adds who
+/// may leave, and ends with the reject.
 fn output_common(t: &mut Tx, cfg: &Config, mode: Mode, guard: impl FnOnce(&mut Tx)) {
     sanity_drops(t, "output");
     guard(t);
-    timesync_loopback_rejects(t, cfg, mode);
-    t.fast_path("output", vec![m_in(ct("state"), st("established"))]);
     // The kernel's own answers about a connection: ICMP errors of the types TCP and UDP need
     // (unreachable, PMTU) and the resets and errors of our reject rules. They carry no data;
-    // where they may go is held by the guard above.
+    // where they may go is held by the guard above. Before the loopback rejects: the reset
+    // our reject sends a local client comes from the closed port, in the reply direction,
+    // and must reach it, or the client hangs until it times out.
     for (proto, types) in [
         ("icmp", list(&["destination-unreachable"])),
         (
@@ -381,6 +384,8 @@ fn output_common(t: &mut Tx, cfg: &Config, mode: Mode, guard: impl FnOnce(&mut T
             accept(),
         ],
     );
+    timesync_loopback_rejects(t, cfg, mode);
+    t.fast_path("output", vec![m_in(ct("state"), st("established"))]);
     t.rule(
         "output",
         vec![m_eq(meta(MetaKey::Oifname), st("lo")), accept()],
@@ -806,7 +811,24 @@ fn internal_tcp_ports(cfg: &Config, mode: Mode) -> Vec<PortRange> {
 /// Drops of packets no honest stack sends (upstream whonix-firewall's list), on input and on
 /// output of both roles. Dropped rather than rejected on output too: a conntrack-invalid packet
 /// of a closed Tor connection must not go out, and a reject would itself send something.
-fn sanity_drops(t: &mut Tx, chain: &str) {
+fn sanity_drops(t: &mut Tx, chain: &'static str) {
+    if !t.chains.contains(SANITY) {
+        t.chain(SANITY);
+        sanity_rules(t);
+    }
+    t.push(
+        chain,
+        vec![S::Jump(JumpTarget {
+            target: Cow::Borrowed(SANITY),
+        })],
+    );
+}
+
+/// The regular chain both roles' input and output jump to first (one copy of the rules).
+const SANITY: &str = "sanity";
+
+fn sanity_rules(t: &mut Tx) {
+    let chain = SANITY;
     t.rule(chain, vec![m_in(ct("state"), st("invalid")), drop()]);
     let all = ["fin", "syn", "rst", "psh", "ack", "urg"];
     for (mask, value) in [
@@ -848,7 +870,7 @@ fn sanity_drops(t: &mut Tx, chain: &str) {
 /// ICMP: only what keeps TCP working (PMTU discovery about a granted connection, neighbour
 /// discovery) unless echo is allowed, and then only on the external interface. Router advertisements only from the
 /// external interface: nobody on the internal side may become our router.
-fn icmp_rules(t: &mut Tx, chain: &str, ext_if: &str, allow_echo: bool) {
+fn icmp_rules(t: &mut Tx, chain: &'static str, ext_if: &str, allow_echo: bool) {
     t.fast_path(
         chain,
         vec![
@@ -925,7 +947,7 @@ struct Tx {
     batch: Batch<'static>,
     chains: HashSet<String>,
     /// The rules, in order; `fast_path` rules get their grant set in `finish`.
-    rules: Vec<(String, Vec<S<'static>>)>,
+    rules: Vec<(&'static str, Vec<S<'static>>)>,
     /// Indices into `rules` of the fast-path rules.
     fast_paths: Vec<usize>,
     /// Every grant an accepting rule of this ruleset sets.
@@ -1003,9 +1025,20 @@ impl Tx {
         }));
     }
 
+    /// A regular chain (no hook): reached only by a jump.
+    fn chain(&mut self, name: &'static str) {
+        self.chains.insert(name.to_owned());
+        self.batch.add(NfListObject::Chain(Chain {
+            family: NfFamily::INet,
+            table: TABLE.into(),
+            name: Cow::Borrowed(name),
+            ..Chain::default()
+        }));
+    }
+
     /// Adds a rule. A final `reject` statement expands to two rules: TCP reset for TCP
     /// (so clients fail fast instead of hanging), ICMP admin-prohibited for the rest.
-    fn rule(&mut self, chain: &str, expr: Vec<S<'static>>) {
+    fn rule(&mut self, chain: &'static str, expr: Vec<S<'static>>) {
         if let Some(S::Reject(_)) = expr.last() {
             let mut tcp = expr.clone();
             tcp.pop();
@@ -1019,12 +1052,12 @@ impl Tx {
         self.push(chain, expr);
     }
 
-    fn push(&mut self, chain: &str, expr: Vec<S<'static>>) {
+    fn push(&mut self, chain: &'static str, expr: Vec<S<'static>>) {
         debug_assert!(
             self.chains.contains(chain),
             "rule for unknown chain {chain}"
         );
-        self.rules.push((chain.to_owned(), expr));
+        self.rules.push((chain, expr));
     }
 
     /// An accepting rule that marks the connection it accepts with its grant: a hash of the
@@ -1038,7 +1071,7 @@ impl Tx {
     /// packets fall through to the rules, which judge them as they would a new connection's
     /// (and mark it again if some rule still accepts it), and replies, which no rule accepts,
     /// are dropped. So no packet of a connection the new rules refuse gets through.
-    fn grant(&mut self, chain: &str, matches: Vec<S<'static>>, internal: bool) {
+    fn grant(&mut self, chain: &'static str, matches: Vec<S<'static>>, internal: bool) {
         let mut h = Fnv(0x811c_9dc5);
         h.feed(chain.as_bytes());
         // The rule's own JSON, streamed into the hash (nothing is allocated); writing into
@@ -1055,7 +1088,7 @@ impl Tx {
 
     /// Accepts packets that match `matches` and whose connection carries one of this
     /// ruleset's grants (filled in by `finish`; left out when the ruleset grants nothing).
-    fn fast_path(&mut self, chain: &str, matches: Vec<S<'static>>) {
+    fn fast_path(&mut self, chain: &'static str, matches: Vec<S<'static>>) {
         self.fast_paths.push(self.rules.len());
         let mut expr = matches;
         expr.push(accept());
@@ -1083,7 +1116,7 @@ impl Tx {
             self.batch.add(NfListObject::Rule(Rule {
                 family: NfFamily::INet,
                 table: TABLE.into(),
-                chain: chain.into(),
+                chain: Cow::Borrowed(chain),
                 expr: expr.into(),
                 ..Rule::default()
             }));
@@ -1281,7 +1314,7 @@ mod tests {
     }
 
     /// The statements of each rule of `chain`, as JSON text, in order.
-    fn rules_of(n: &Nftables<'static>, chain: &str) -> Vec<String> {
+    fn rules_of(n: &Nftables<'static>, chain: &'static str) -> Vec<String> {
         objects(n)
             .iter()
             .filter_map(|o| match o {
@@ -1303,14 +1336,23 @@ mod tests {
                     .position(|r| r.contains("\"lo\"") && r.contains("accept"))
                     .expect("a loopback accept");
                 let before = &rules[..lo];
-                assert!(before.iter().any(|r| r.contains("invalid")), "{chain}");
-                assert!(before.iter().any(|r| r.contains("frag-off")), "{chain}");
+                // First of all, the jump to the shared sanity drops.
                 assert!(
-                    before.iter().filter(|r| r.contains("flags")).count() >= 6,
+                    rules[0].contains("\"jump\"") && rules[0].contains(SANITY),
+                    "{chain}: {}",
+                    rules[0]
+                );
+                let sanity = rules_of(&n, SANITY);
+                assert!(sanity.iter().all(|r| r.contains("drop")), "{sanity:?}");
+                assert!(sanity.iter().any(|r| r.contains("invalid")), "{chain}");
+                assert!(sanity.iter().any(|r| r.contains("frag-off")), "{chain}");
+                assert!(
+                    sanity.iter().filter(|r| r.contains("flags")).count() >= 6,
                     "{chain}"
                 );
                 assert!(
                     before.iter().all(|r| r.contains("drop") || r.contains("reject")
+                        || r.contains("\"jump\"")
                         || (r.contains("\"mark\"") && r.contains("accept"))
                         || (r.contains("related") && r.contains("accept"))),
                     "{chain}: nothing but drops, the granted fast path, the kernel's related answers \

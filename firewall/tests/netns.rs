@@ -766,7 +766,9 @@ fn timesync_mode_on_the_workstation_lets_only_sdwdate_reach_the_gateway() {
         "role = \"workstation\"\nmode = \"timesync-fail-closed\"\nsdwdate_user = {SDWDATE_UID}\n"
     ));
     fw.apply(&t.workstation);
-    let to = |uid, addr| connects_as(&t.workstation, uid, addr, PATIENT);
+    // Blocked means refused at once (a reset the kernel sends the local socket), never a
+    // silent drop that leaves sdwdate, Tor Browser or a script hanging until it times out.
+    let to = |uid, addr| tcp_probe_as(&t.workstation, uid, addr, PATIENT).expect("probe");
     assert_connects_as(
         &t.workstation,
         SDWDATE_UID,
@@ -775,19 +777,22 @@ fn timesync_mode_on_the_workstation_lets_only_sdwdate_reach_the_gateway() {
         "sdwdate must reach the gateway's 9108",
     );
     for uid in [USER_UID, 0] {
-        assert!(
-            !to(uid, sa(GATEWAY_IP, 9108)),
-            "uid {uid} reached the gateway's 9108"
+        assert_eq!(
+            to(uid, sa(GATEWAY_IP, 9108)),
+            Probe::Refused,
+            "uid {uid} to the gateway's 9108"
         );
     }
     for uid in [SDWDATE_UID, USER_UID, 0] {
-        assert!(
-            !to(uid, sa(GATEWAY_IP, 9050)),
-            "uid {uid} reached the gateway's 9050"
+        assert_eq!(
+            to(uid, sa(GATEWAY_IP, 9050)),
+            Probe::Refused,
+            "uid {uid} to the gateway's 9050"
         );
-        assert!(
-            !to(uid, sa(LOCALHOST, 9050)),
-            "uid {uid} reached local 9050"
+        assert_eq!(
+            to(uid, sa(LOCALHOST, 9050)),
+            Probe::Refused,
+            "uid {uid} to local 9050"
         );
     }
     assert!(gw_9108.accept_all(SHORT).is_empty() && gw_9050.accept_all(Duration::ZERO).is_empty());
@@ -802,7 +807,7 @@ fn timesync_mode_on_the_workstation_lets_only_sdwdate_reach_the_gateway() {
         "an unknown sdwdate_user",
     );
     assert_lockdown(&t.workstation);
-    assert!(!to(SDWDATE_UID, sa(GATEWAY_IP, 9108)));
+    assert_ne!(to(SDWDATE_UID, sa(GATEWAY_IP, 9108)), Probe::Open);
 }
 
 #[test]

@@ -400,7 +400,9 @@ printf '[Service]\nReadWritePaths=/nonexistent-anon-test\n' > /etc/systemd/syste
 systemctl daemon-reload; nft delete table inet anon_firewall
 systemctl restart anon-firewall.service
 check "anon-firewall: sandbox set-up fails: the unit fails" active anon-firewall.service failed
-i=0; while ! nft list table inet anon_firewall >/dev/null 2>&1 && [ $i -lt 20 ]; do sleep 0.5; i=$((i + 1)); done
+# OnFailure= starts the lockdown unit after the failure is reported: wait for it to finish
+# (the table first, the state after it).
+i=0; while ! { grep -qx lockdown /run/anon-firewall/state 2>/dev/null && nft list table inet anon_firewall >/dev/null 2>&1; } && [ $i -lt 40 ]; do sleep 0.5; i=$((i + 1)); done
 check "anon-firewall: ... and anon-firewall-lockdown.service (OnFailure=) loaded lockdown" sh -c 'grep -qx lockdown /run/anon-firewall/state && nft list table inet anon_firewall >/dev/null' || diag anon-firewall-lockdown.service
 check "anon-firewall: ... failed.status says why" grep -q 'ended with result' /run/anon-firewall/failed.status
 rm /etc/systemd/system/anon-firewall.service.d/broken.conf; systemctl daemon-reload; systemctl reset-failed anon-firewall.service

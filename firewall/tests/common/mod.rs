@@ -7,8 +7,8 @@ pub use std::process::Output;
 pub use std::time::{Duration, Instant};
 
 pub use anon_netns::{
-    require_root, tcp_connect_as, udp_received, Accepted, Listener, Netns, TempDir, Topology,
-    GATEWAY_EXT_IP, GATEWAY_IP, INTERNET_IP, INTERNET_IP6, WORKSTATION_IP,
+    require_root, tcp_connect_as, tcp_probe_as, udp_received, Accepted, Listener, Netns, Probe,
+    TempDir, Topology, GATEWAY_EXT_IP, GATEWAY_IP, INTERNET_IP, INTERNET_IP6, WORKSTATION_IP,
 };
 pub use anon_wait::wait_until;
 
@@ -105,7 +105,8 @@ pub fn assert_udp(from: &Netns, to: SocketAddr, sock: &UdpSocket, arrives: bool,
 }
 
 /// As each of `uids` in `ns`, a TCP connection to 127.0.0.1 on each listener's port gets
-/// through exactly when `open(port)`, and the listener takes exactly the ones that did.
+/// through exactly when `open(port)` (and is refused otherwise), and the listener takes
+/// exactly the ones that did.
 pub fn assert_local_ports(
     ns: &Netns,
     uids: &[u32],
@@ -115,8 +116,10 @@ pub fn assert_local_ports(
     for &uid in uids {
         for (port, l) in listeners {
             let open = open(*port);
-            let got = connects_as(ns, uid, sa(LOCALHOST, *port), PATIENT);
-            assert_eq!(got, open, "uid {uid} to 127.0.0.1:{port}");
+            // Closed means refused at once, never a drop the client waits out.
+            let want = if open { Probe::Open } else { Probe::Refused };
+            let got = tcp_probe_as(ns, uid, sa(LOCALHOST, *port), PATIENT).expect("probe");
+            assert_eq!(got, want, "uid {uid} to 127.0.0.1:{port}");
             assert_eq!(
                 l.accept_all(SHORT).len(),
                 usize::from(open),

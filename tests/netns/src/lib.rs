@@ -459,6 +459,20 @@ impl Topology {
 /// Runs `bash -c 'exec 3<>/dev/tcp/HOST/PORT'` in `ns` as `uid`: does a TCP connection as that
 /// user get through? (A separate process, because a uid is per process.)
 pub fn tcp_connect_as(ns: &Netns, uid: u32, to: SocketAddr, timeout: Duration) -> io::Result<bool> {
+    Ok(tcp_probe_as(ns, uid, to, timeout)? == Probe::Open)
+}
+
+/// What a TCP connect saw: a connection, a refusal (a reset or an ICMP error: the quick
+/// answer a reject gives), or nothing within the time (a drop).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    Open,
+    Refused,
+    Timeout,
+}
+
+/// As user `uid` in `ns`, connects to `to` and says what happened within `timeout`.
+pub fn tcp_probe_as(ns: &Netns, uid: u32, to: SocketAddr, timeout: Duration) -> io::Result<Probe> {
     let host = match to.ip() {
         IpAddr::V4(a) => a.to_string(),
         IpAddr::V6(a) => a.to_string(),
@@ -479,7 +493,12 @@ pub fn tcp_connect_as(ns: &Netns, uid: u32, to: SocketAddr, timeout: Duration) -
         ])
         .stderr(Stdio::null())
         .status()?;
-    Ok(status.success())
+    Ok(match status.code() {
+        Some(0) => Probe::Open,
+        // timeout(1) exits 124 when it had to stop the command.
+        Some(124) => Probe::Timeout,
+        _ => Probe::Refused,
+    })
 }
 
 /// A scratch directory removed on drop.
