@@ -216,6 +216,8 @@ fn check(json: &Value, cfg: &Config, role: Role, facts: &Facts, mode: Mode) {
             let name = c["name"].as_str().expect("chain name").to_owned();
             if ["input", "forward", "output"].contains(&name.as_str()) {
                 assert_eq!(c["policy"], "drop", "filter chain {name} must drop: {c}");
+            } else if name == "sanity" {
+                assert!(c.get("hook").is_none(), "the garbage chain is a regular chain: {c}");
             } else if name == "sanitize" {
                 assert_eq!(c["hook"], "prerouting", "{c}");
                 assert!(c["prio"].as_i64().expect("prio") < -200, "anti-spoofing after conntrack: {c}");
@@ -225,8 +227,22 @@ fn check(json: &Value, cfg: &Config, role: Role, facts: &Facts, mode: Mode) {
             chains.push(name);
         }
     }
-    for c in ["input", "forward", "output", "sanitize"] {
+    for c in ["input", "forward", "output", "sanitize", "sanity"] {
         assert!(chains.iter().any(|n| n == c), "chain {c} missing");
+    }
+    // Garbage (invalid state, scans, fragments) is dropped before any accept could pass it:
+    // input and output start with the jump to the shared chain.
+    for c in ["input", "output"] {
+        let first = objs
+            .iter()
+            .filter_map(|o| o.pointer("/add/rule"))
+            .find(|r| r["chain"] == c)
+            .expect("a rule");
+        assert_eq!(
+            first["expr"],
+            serde_json::json!([{"jump": {"target": "sanity"}}]),
+            "{c} does not start with the sanity chain: {first}"
+        );
     }
     check_guards(objs, cfg, role);
     let allowed_out_uids: Vec<u64> = match role {
@@ -259,6 +275,10 @@ fn check(json: &Value, cfg: &Config, role: Role, facts: &Facts, mode: Mode) {
             }
             "output" if accepts => check_output(rule, &m, cfg, role, facts, full, &allowed_out_uids, ext_if, int_if, &gw),
             "input" if accepts => check_input(rule, &m, cfg, role, full, ext_if, int_if),
+            "sanity" => assert!(
+                !accepts && !redirects && expr.last().and_then(|e| e.get("drop")).is_some(),
+                "the garbage chain only drops: {rule}"
+            ),
             "sanitize" => assert!(
                 !accepts && !redirects,
                 "the anti-spoofing chain only drops and returns: {rule}"
