@@ -391,16 +391,20 @@ fn output_common(t: &mut Tx, cfg: &Config, mode: Mode, guard: impl FnOnce(&mut T
     );
 }
 
-/// IPv6 neighbour discovery out of `oif` only, only to link-local and the all-nodes,
+/// IPv6 neighbour discovery out of `oifs` only, only to link-local and the all-nodes,
 /// all-routers and solicited-node multicast addresses, hop limit 255: what a host needs to
 /// find its neighbours, never a packet routed elsewhere. Router advertisements are not sent:
 /// neither role is an IPv6 router. (A neighbour that solicits from a global address gets no
 /// unicast answer; it falls back to multicast.)
-fn nd_output(t: &mut Tx, oif: &str) {
+fn nd_output(t: &mut Tx, oifs: &[&str]) {
+    let oif = match oifs {
+        [one] => s(one),
+        many => set(many.iter().map(|i| s(i)).collect()),
+    };
     t.rule(
         "output",
         vec![
-            m_eq(meta(MetaKey::Oifname), s(oif)),
+            m_eq(meta(MetaKey::Oifname), oif),
             m_eq(
                 payload("icmpv6", "type"),
                 list(&[
@@ -443,8 +447,7 @@ fn gateway_output(t: &mut Tx, cfg: &Config, facts: &Facts, mode: Mode) {
             ],
         );
     });
-    nd_output(t, cfg.external_interface.as_str());
-    nd_output(t, int_if);
+    nd_output(t, &[cfg.external_interface.as_str(), int_if]);
     if mode == Mode::Full {
         gateway_output_local_networks(t, cfg);
     }
@@ -617,7 +620,7 @@ fn workstation_output(t: &mut Tx, cfg: &Config, facts: &Facts, mode: Mode) {
             ],
         );
     });
-    nd_output(t, cfg.external_interface.as_str());
+    nd_output(t, &[cfg.external_interface.as_str()]);
     match mode {
         Mode::Full => workstation_output_full(t, cfg),
         Mode::TimesyncFailClosed => workstation_output_timesync(t, cfg, facts),
