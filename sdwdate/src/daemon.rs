@@ -586,10 +586,22 @@ mod tests {
         offset: f64,
         window: Option<Result<(i64, i64), WindowError>>,
     ) -> (PathBuf, Arc<FakeClock>, Daemon<FakeTransport>) {
+        daemon_with(tag, offset, window, false)
+    }
+
+    /// The same, as a dry run's status files (`dry`) or the daemon's.
+    fn daemon_with(
+        tag: &str,
+        offset: f64,
+        window: Option<Result<(i64, i64), WindowError>>,
+        dry: bool,
+    ) -> (PathBuf, Arc<FakeClock>, Daemon<FakeTransport>) {
         let dir = std::env::temp_dir().join(format!("{tag}-{}", std::process::id()));
-        let status = StatusDir {
-            run_dir: dir.join("run"),
-            state_dir: dir.join("state"),
+        let status = if dry {
+            std::fs::create_dir_all(dir.join("run")).expect("mkdir");
+            StatusDir::dry_run(dir.join("run"), dir.join("state"))
+        } else {
+            StatusDir::new(dir.join("run"), dir.join("state"))
         };
         status.init().expect("init");
         let clock = Arc::new(FakeClock::default());
@@ -652,6 +664,39 @@ mod tests {
             "one circuit per fetch: {iso:?}"
         );
         std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    /// The files others act on (anon-firewall's path unit, timesync-check, the next boot's
+    /// floor) appear after a real success, with the time the sources agreed on, and never
+    /// after a dry run's.
+    #[tokio::test(start_paused = true)]
+    async fn only_a_real_success_writes_what_says_synced() {
+        let (dir, _clock, mut d) = daemon("sdw-files-real", 2.0, None);
+        let r = d.round().await;
+        let RoundResult::Success { offset, .. } = r else {
+            panic!("{r:?}")
+        };
+        assert!(dir.join("run/success").exists() && dir.join("run/first_success").exists());
+        let replay: i64 =
+            std::fs::read_to_string(dir.join("state/time-replay-protection-utc-unixtime"))
+                .expect("replay")
+                .parse()
+                .expect("a number");
+        assert_eq!(replay, (FakeClock::default().now() + offset).floor() as i64);
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+
+        for offset in [2.0, 3.0e6] {
+            let (dir, _clock, mut d) = daemon_with("sdw-files-dry", offset, None, true);
+            let _ = d.round().await;
+            let mut names: Vec<String> = std::fs::read_dir(dir.join("run"))
+                .expect("ls")
+                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            assert_eq!(names, ["msg", "status"], "offset {offset}");
+            assert!(!dir.join("state").exists(), "offset {offset}");
+            std::fs::remove_dir_all(&dir).expect("cleanup");
+        }
     }
 
     /// A transport with its own directory (arti): its window bounds the answers, and without

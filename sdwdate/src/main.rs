@@ -15,8 +15,9 @@ use sdwdate::clock::{Clock, DryRunClock, SystemClock};
 use sdwdate::config::ControlSetting;
 use sdwdate::config::{Config, TransportKind};
 use sdwdate::control::{ControlAddr, ControlPort};
+use sdwdate::daemon::sanitize;
 use sdwdate::daemon::{os_rng, Daemon, RoundResult};
-use sdwdate::status::StatusDir;
+use sdwdate::status::{Icon, StatusDir, Writes};
 #[cfg(feature = "arti")]
 use sdwdate::transport::arti::{self, Arti};
 use sdwdate::transport::socks::Socks;
@@ -39,7 +40,12 @@ static PROGRAM: Program = Program {
         ),
         (
             1,
-            "the round failed (--once), or an error (a bad configuration: nothing ran)",
+            "the round failed (--once), or another error (a bad arti setting: nothing ran)",
+        ),
+        (
+            78,
+            "a bad line in /etc/sdwdate.d (file, line and key in the message, the journal and \
+             the daemon's /run/sdwdate/status): nothing ran, and the unit does not restart",
         ),
     ],
     error_code: 1,
@@ -97,6 +103,11 @@ struct Cli {
     /// Per-fetch timeout in seconds.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
+    /// Tests only (SDWDATE_TEST=1), with --dry-run: write every status file as the daemon
+    /// does (success, first_success, fail, pid, the replay-protection time) though the clock
+    /// is not moved, so that a reader's tests see a live daemon's files.
+    #[arg(long, hide = true, requires = "dry_run")]
+    test_write_all: bool,
     /// Soak tests only, with --dry-run: divide the sleeps between rounds by this, so that a
     /// day of rounds runs in minutes.
     #[arg(long, hide = true, default_value_t = 1, requires = "dry_run", value_parser = clap::value_parser!(u32).range(1..))]
@@ -115,6 +126,10 @@ struct Cli {
 enum Cmd {
     /// Validate the configuration only.
     CheckConfig,
+    /// The unit's stop hook (ExecStopPost=): sdwdate is not running, after any exit, a crash
+    /// included. The status says so (keeping an error's message) and the pid file goes.
+    #[command(hide = true)]
+    Stopped,
 }
 
 fn whonix_workstation() -> bool {
@@ -212,10 +227,39 @@ fn main() -> ExitCode {
     anon_cli::main(&PROGRAM, run)
 }
 
+/// sysexits' EX_CONFIG: never a usage error (64) nor a failed round (1).
+const CONFIG_ERROR: u8 = 78;
+
+/// The stop hook: says why sdwdate is not running, from systemd's account of the exit
+/// (`$SERVICE_RESULT`, `$EXIT_CODE`, `$EXIT_STATUS`), keeping an error already shown (a
+/// configuration error) so that the reason is not lost.
+fn stopped(status: &StatusDir) -> anyhow::Result<()> {
+    let var = |k| std::env::var(k).unwrap_or_default();
+    let how = match (var("EXIT_CODE").as_str(), var("EXIT_STATUS")) {
+        ("killed" | "dumped", sig) => format!("sdwdate crashed (signal {sig})"),
+        ("exited", code) if code == "0" => "sdwdate was stopped".to_owned(),
+        ("exited", code) => format!("sdwdate exited with status {code}"),
+        _ => "sdwdate was stopped".to_owned(),
+    };
+    let message = match status.last_error() {
+        Some(e) if !e.starts_with("Not running") => format!("Not running ({how}): {e}"),
+        _ => format!("Not running: {how}. The clock is not kept right."),
+    };
+    status
+        .stopped(&sanitize(&message))
+        .with_context(|| format!("cannot write {}", status.run_dir.display()))
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Some(Cmd::CheckConfig) => {
-            let cfg = Config::load_dir(&cli.config_dir)?;
+            let cfg = match Config::load_dir(&cli.config_dir) {
+                Ok(cfg) => cfg,
+                Err(e) => {
+                    eprintln!("sdwdate: {e:#}");
+                    return Ok(ExitCode::from(CONFIG_ERROR));
+                }
+            };
             #[cfg(feature = "arti")]
             if let Some(extra) = cli.arti_config.as_ref().or(cfg.arti_config.as_ref()) {
                 arti::config(&cli.state_dir, Some(extra))?;
@@ -239,12 +283,52 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             return Ok(ExitCode::SUCCESS);
         }
+        Some(Cmd::Stopped) => {
+            stopped(&StatusDir::new(cli.run_dir.clone(), cli.state_dir.clone()))?;
+            return Ok(ExitCode::SUCCESS);
+        }
         None => {}
     }
     if nix::unistd::geteuid().is_root() && !cli.dry_run {
         bail!("refusing to run as root: the sdwdate unit runs it as user sdwdate with only CAP_SYS_TIME (use --dry-run to test as root)");
     }
-    let cfg = Config::load_dir(&cli.config_dir)?;
+    if cli.test_write_all && std::env::var_os("SDWDATE_TEST").is_none_or(|v| v != "1") {
+        return Err(anon_cli::UsageError(
+            "--test-write-all is for tests only (they set SDWDATE_TEST=1): a dry run must not \
+             write what says the clock is synced"
+                .into(),
+        )
+        .into());
+    }
+    let status = if cli.dry_run && !cli.test_write_all {
+        StatusDir::dry_run(cli.run_dir.clone(), cli.state_dir.clone())
+    } else {
+        StatusDir::new(cli.run_dir.clone(), cli.state_dir.clone())
+    };
+    let cfg = match Config::load_dir(&cli.config_dir) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            // Where users look: the journal (stderr) and sdwdate-gui (the status file). The
+            // unit does not restart on this exit code: the file will not fix itself.
+            eprintln!("sdwdate: {e:#}");
+            if status.writes != Writes::All {
+                // A dry run is a person at a terminal: the message above is for them.
+                return Ok(ExitCode::from(CONFIG_ERROR));
+            }
+            let shown = status.init().and_then(|()| {
+                status.status(
+                    Icon::Error,
+                    &sanitize(&format!(
+                        "Configuration error: {e}. Not running: fix it, then restart sdwdate."
+                    )),
+                )
+            });
+            if let Err(w) = shown {
+                log::error!("cannot write {}: {w}", status.run_dir.display());
+            }
+            return Ok(ExitCode::from(CONFIG_ERROR));
+        }
+    };
     let proxy = cli.proxy.unwrap_or_else(|| default_proxy(&cfg));
     let control = match control_setting(&cli, &cfg) {
         ControlSetting::None => {
@@ -265,10 +349,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     } else {
         Arc::new(SystemClock)
     };
-    let status = StatusDir {
-        run_dir: cli.run_dir.clone(),
-        state_dir: cli.state_dir.clone(),
-    };
+    if status.writes != Writes::All {
+        log::info!(
+            "dry run: {} in {}",
+            if status.writes == Writes::StatusOnly {
+                "only the status written (it says dry run), no success, fail or replay time"
+            } else {
+                "nothing written (the directory is missing or not this user's)"
+            },
+            status.run_dir.display()
+        );
+    }
     status
         .init()
         .with_context(|| format!("cannot create {}", status.run_dir.display()))?;
@@ -330,8 +421,48 @@ fn run_arti(
 ) -> anyhow::Result<Option<RoundResult>> {
     let timeout = Duration::from_secs(cli.timeout);
     let extra = cli.arti_config.clone().or(cfg.arti_config.clone());
-    let dir = arti::prepare_state(&cli.state_dir)?;
-    let arti_cfg = arti::config(&cli.state_dir, extra.as_deref())?;
+    // A dry run keeps arti's state in the state directory only if that is this user's (a
+    // test's own): root testing beside the daemon must not leave root-owned files in
+    // /var/lib/sdwdate, which the daemon (user sdwdate) could then not write.
+    let scratch = (cli.dry_run && !owned_by_me(&cli.state_dir))
+        .then(|| std::env::temp_dir().join(format!("sdwdate-dry-run-{}", std::process::id())));
+    let state = scratch.clone().unwrap_or_else(|| cli.state_dir.clone());
+    if let Some(s) = &scratch {
+        log::info!(
+            "dry run: arti's state in {} (a fresh bootstrap; {} is not this user's)",
+            s.display(),
+            cli.state_dir.display()
+        );
+    }
+    let result = arti_round(cli, cfg, why, clock, status, rt, &state, extra, timeout);
+    if let Some(s) = scratch {
+        let _ = std::fs::remove_dir_all(s);
+    }
+    result
+}
+
+/// The directory exists and belongs to this process's user.
+#[cfg(feature = "arti")]
+fn owned_by_me(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(dir).is_ok_and(|m| m.is_dir() && m.uid() == nix::unistd::geteuid().as_raw())
+}
+
+#[cfg(feature = "arti")]
+#[allow(clippy::too_many_arguments)]
+fn arti_round(
+    cli: &Cli,
+    cfg: Config,
+    why: &str,
+    clock: Arc<dyn Clock>,
+    status: StatusDir,
+    rt: &tokio::runtime::Runtime,
+    state: &Path,
+    extra: Option<PathBuf>,
+    timeout: Duration,
+) -> anyhow::Result<Option<RoundResult>> {
+    let dir = arti::prepare_state(state)?;
+    let arti_cfg = arti::config(state, extra.as_deref())?;
     log::info!(
         "transport arti ({why}): state in {}{}, timeout {} s{}",
         dir.display(),
@@ -361,6 +492,12 @@ async fn drive<T: Transport>(
     status: StatusDir,
     control: Option<ControlPort>,
 ) -> anyhow::Result<Option<RoundResult>> {
+    let stop = status.clone();
+    if !cli.once {
+        if let Err(e) = status.started() {
+            log::error!("cannot write {}: {e}", status.run_dir.display());
+        }
+    }
     let mut daemon = Daemon::new(cfg, transport, clock, status, os_rng());
     daemon.control = control;
     daemon.consensus_wait = Duration::from_secs(cli.consensus_wait);
@@ -371,9 +508,17 @@ async fn drive<T: Transport>(
         "/usr/local/etc/minimum-unixtime".into(),
     ];
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    Ok(tokio::select! {
+    let result = tokio::select! {
         r = daemon.run(cli.once) => Some(r),
         _ = term.recv() => None,
         _ = tokio::signal::ctrl_c() => None,
-    })
+    };
+    if result.is_none() && !cli.once {
+        if let Err(e) =
+            stop.stopped("Not running: sdwdate was stopped. The clock is not kept right.")
+        {
+            log::error!("cannot write {}: {e}", stop.run_dir.display());
+        }
+    }
+    Ok(result)
 }

@@ -52,7 +52,7 @@ fn a_bad_line_is_an_error_with_file_and_line_and_nothing_runs() {
         a.extend(args);
         let out = sdwdate(&a);
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert_eq!(out.status.code(), Some(78), "{err}");
         assert!(
             err.contains(&format!(
                 "{}:2: unknown key `MAX_FAILURES`",
@@ -168,7 +168,127 @@ fn usage_errors_are_64_and_every_code_is_documented() {
             &["--soak-sleep-divisor", "10", "--once"],
             &["--soak-sleep-divisor", "0", "--once", "--dry-run"],
             &["check-config", "extra"],
+            // Test-only: refused without SDWDATE_TEST=1.
+            &["--test-write-all", "--once", "--dry-run"],
         ],
-        &[0, 1],
+        &[0, 1, 78],
     );
+}
+
+/// A bad line in the daemon's configuration: exit 78 (the unit does not restart on it), the
+/// file and line on stderr (the journal) and in the status file (sdwdate-gui), no round run.
+/// (`--test-write-all` gives a root test the daemon's status files.)
+#[test]
+fn a_bad_config_line_stops_the_daemon_and_says_where() {
+    let d = conf_dir("typo", "MAX_FAILURE_RATIO=0.3\nNO_SUCH_KEY=1\n");
+    let run = d.join("run");
+    let out = Command::new(env!("CARGO_BIN_EXE_sdwdate"))
+        .args(["--config-dir", d.to_str().expect("utf8")])
+        .args(["--run-dir", run.to_str().expect("utf8")])
+        .args(["--state-dir", d.join("state").to_str().expect("utf8")])
+        .args(["--dry-run", "--test-write-all"])
+        .env("SDWDATE_TEST", "1")
+        .env_remove("JOURNAL_STREAM")
+        .output()
+        .expect("run sdwdate");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains("50_user.conf:2") && err.contains("NO_SUCH_KEY"),
+        "{err}"
+    );
+    let status = std::fs::read_to_string(run.join("status")).expect("status");
+    assert!(
+        status.starts_with(r#"{"icon": "error", "message": "Configuration error: "#)
+            && status.contains("50_user.conf:2"),
+        "{status}"
+    );
+    assert!(!run.join("pid").exists() && !run.join("fail").exists());
+    // A dry run (a person at a terminal) only prints it.
+    let run2 = d.join("run2");
+    std::fs::create_dir_all(&run2).expect("mkdir");
+    let out = sdwdate(&[
+        "--config-dir",
+        d.to_str().expect("utf8"),
+        "--run-dir",
+        run2.to_str().expect("utf8"),
+        "--dry-run",
+        "--once",
+    ]);
+    assert_eq!(out.status.code(), Some(78));
+    assert_eq!(std::fs::read_dir(&run2).expect("ls").count(), 0);
+    std::fs::remove_dir_all(&d).expect("cleanup");
+}
+
+/// Root testing with `--dry-run` beside the daemon: a round that fails (no Tor here) writes
+/// nothing into directories that are the daemon's (another user's), and never creates them.
+#[test]
+fn a_dry_run_as_root_leaves_nothing_in_the_daemons_directories() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!(
+            "*** SKIPPED a_dry_run_as_root_leaves_nothing_in_the_daemons_directories: not root ***"
+        );
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "CI runs the tests as root"
+        );
+        return;
+    }
+    let pools = concat!(env!("CARGO_MANIFEST_DIR"), "/etc/sdwdate.d");
+    let d = std::env::temp_dir().join(format!("sdwdate-cli-{}-dryroot", std::process::id()));
+    let (run, state) = (d.join("run"), d.join("state"));
+    for dir in [&run, &state] {
+        std::fs::create_dir_all(dir).expect("mkdir");
+        nix::unistd::chown(dir, Some(nix::unistd::Uid::from_raw(64_123)), None).expect("chown");
+    }
+    let out = sdwdate(&[
+        "--config-dir",
+        pools,
+        "--run-dir",
+        run.to_str().expect("utf8"),
+        "--state-dir",
+        state.to_str().expect("utf8"),
+        "--transport",
+        "socks",
+        "--proxy",
+        "127.0.0.1:9",
+        "--control-port",
+        "none",
+        "--timeout",
+        "2",
+        "--once",
+        "--dry-run",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("nothing written"), "{err}");
+    for dir in [&run, &state] {
+        assert_eq!(
+            std::fs::read_dir(dir).expect("ls").count(),
+            0,
+            "{}",
+            dir.display()
+        );
+    }
+    // A missing run directory is not created either.
+    let missing = d.join("missing");
+    let out = sdwdate(&[
+        "--config-dir",
+        pools,
+        "--run-dir",
+        missing.to_str().expect("utf8"),
+        "--state-dir",
+        state.to_str().expect("utf8"),
+        "--proxy",
+        "127.0.0.1:9",
+        "--control-port",
+        "none",
+        "--timeout",
+        "2",
+        "--once",
+        "--dry-run",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!missing.exists());
+    std::fs::remove_dir_all(&d).expect("cleanup");
 }

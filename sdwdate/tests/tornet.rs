@@ -6,7 +6,7 @@
 
 use std::path::Path;
 use std::process::Output;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anon_tornet::{require_tor, Behaviour, TorNet};
 
@@ -97,6 +97,8 @@ struct Extra {
     consensus_wait: Option<u64>,
     /// `--hedge-after` (default sdwdate's).
     hedge_after: Option<u64>,
+    /// `--test-write-all`: the daemon's files though the clock stays (readers' tests).
+    write_all: bool,
 }
 
 #[cfg(feature = "arti")]
@@ -142,6 +144,10 @@ fn command(
 ) -> std::process::Command {
     let conf = dir.join("conf");
     std::fs::create_dir_all(&conf).expect("mkdir");
+    // A dry run writes its status only into a run directory that exists and is ours, and
+    // keeps arti's state only in a state directory that is.
+    std::fs::create_dir_all(dir.join("run")).expect("mkdir");
+    std::fs::create_dir_all(dir.join("state")).expect("mkdir");
     let mut text = String::from("MAX_FAILURE_RATIO=1\n");
     for (name, members) in ["SDWDATE_POOL_ZERO", "SDWDATE_POOL_ONE", "SDWDATE_POOL_TWO"]
         .iter()
@@ -169,6 +175,9 @@ fn command(
         .env_remove("JOURNAL_STREAM");
     if let Some(h) = extra.hedge_after {
         cmd.args(["--hedge-after", &h.to_string()]);
+    }
+    if extra.write_all {
+        cmd.arg("--test-write-all").env("SDWDATE_TEST", "1");
     }
     match via {
         Via::Socks => {
@@ -231,28 +240,30 @@ fn assert_success(r: &Run, what: &str) {
     );
     let status = r.file("run/status").expect("status");
     assert!(
-        status.starts_with(r#"{"icon": "success", "message": "Success. Time offset +"#),
+        status.starts_with(r#"{"icon": "success", "message": "Success. Time offset +"#)
+            && status.contains("dry run"),
         "{status}"
     );
+    assert_dry_run_left_nothing(r, what);
+}
+
+/// A dry run writes none of what other programs act on: no `success` or `first_success`
+/// (anon-firewall opens on it, timesync-check says synced), no `fail`, no `pid`, no
+/// replay-protection time (the next boot's floor; the daemon's unit tests check its value).
+fn assert_dry_run_left_nothing(r: &Run, what: &str) {
+    for f in [
+        "run/success",
+        "run/first_success",
+        "run/fail",
+        "run/pid",
+        "run/sleep_long",
+    ] {
+        assert!(r.file(f).is_none(), "{what}: a dry run wrote {f}");
+    }
     assert!(
-        r.file("run/success").is_some()
-            && r.file("run/first_success").is_some()
-            && r.file("run/fail").is_none()
-    );
-    let replay: i64 = r
-        .file("state/time-replay-protection-utc-unixtime")
-        .expect("replay")
-        .parse()
-        .expect("10 digits");
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("now")
-        .as_secs() as i64;
-    // Replay protection records the time the sources agreed on (now + 30 s), not the
-    // uncorrected clock.
-    assert!(
-        (replay - (now + HONEST as i64)).abs() <= 3,
-        "replay-protection time {replay} vs now {now} + {HONEST}"
+        r.file("state/time-replay-protection-utc-unixtime")
+            .is_none(),
+        "{what}: a dry run wrote the replay-protection time"
     );
 }
 
@@ -267,19 +278,11 @@ fn assert_failure(r: &Run, what: &str, needle: &str) {
         !err.contains("would step") && !err.contains("slewing"),
         "{what}: the clock must stay put\n{err}"
     );
-    assert!(
-        r.file("run/fail").is_some() && r.file("run/success").is_none(),
-        "{what}: fail file"
-    );
     assert!(r
         .file("run/status")
         .expect("status")
         .starts_with(r#"{"icon": "error", "message": "Failed: "#));
-    assert!(
-        r.file("state/time-replay-protection-utc-unixtime")
-            .is_none(),
-        "{what}: no replay update"
-    );
+    assert_dry_run_left_nothing(r, what);
 }
 
 /// The time sources every scenario uses (indices: the constants above).
@@ -319,14 +322,6 @@ fn end_to_end_over_socks() {
         "{} is missing: run `cargo test --workspace`",
         tsc.display()
     );
-    let run_dir = run_dir(Via::Socks, "honest").join("run");
-    let waiter = std::process::Command::new(&tsc)
-        .arg("--run-dir")
-        .arg(&run_dir)
-        .args(["--wait", "--timeout", "120"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("timesync-check --wait");
     let r = sdwdate(
         &net,
         Via::Socks,
@@ -340,36 +335,100 @@ fn end_to_end_over_socks() {
         "the consensus bound must be used:\n{}",
         r.stderr()
     );
+    drop(r);
+    live_daemon_and_timesync_check(&net, &tsc);
+
+    no_window_no_time(&net);
+    hung_sources(&net);
+    scenario(&net, Via::Socks);
+    soak(&mut net);
+}
+
+/// timesync-check (another package, reading only the files) against a live daemon's files
+/// (`--test-write-all`: as the daemon writes them, the clock untouched): `--wait` returns
+/// when sdwdate synced, `--tor` passes inside the consensus window, and once the daemon is
+/// stopped it says so (exit 4), never "synced".
+fn live_daemon_and_timesync_check(net: &TorNet, tsc: &Path) {
+    let dir = run_dir(Via::Socks, "live");
+    let run = dir.join("run");
+    std::fs::create_dir_all(&run).expect("mkdir");
+    let waiter = std::process::Command::new(tsc)
+        .arg("--run-dir")
+        .arg(&run)
+        .args(["--wait", "--timeout", "120"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("timesync-check --wait");
+    let live = Extra {
+        write_all: true,
+        ..Extra::default()
+    };
+    let pools: [&[usize]; 3] = [&[H[0], H[3]], &[H[1], H[4]], &[H[2], H[5]]];
+    let mut daemon = command(net, Via::Socks, pools, 30, &dir, &live)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("sdwdate daemon");
     let waited = waiter.wait_with_output().expect("wait");
+    let tsc_run = |args: &[&str]| {
+        let out = std::process::Command::new(tsc)
+            .arg("--run-dir")
+            .arg(&run)
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .args(args)
+            .output()
+            .expect("timesync-check");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let tor = [
+        "--tor",
+        "--control-port",
+        &format!("unix:{}", net.control_socket.display()),
+        "--consensus-file",
+        "/nonexistent",
+    ];
+    let (code, line) = tsc_run(&tor);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let _ = daemon.wait();
     assert_eq!(
         waited.status.code(),
         Some(0),
         "timesync-check --wait: {}",
         String::from_utf8_lossy(&waited.stdout)
     );
-    let out = std::process::Command::new(&tsc)
-        .arg("--run-dir")
-        .arg(&run_dir)
-        .arg("--state-dir")
-        .arg(r.dir.join("state"))
-        .args([
-            "--tor",
-            "--control-port",
-            &format!("unix:{}", net.control_socket.display()),
-            "--consensus-file",
-            "/nonexistent",
-        ])
-        .output()
-        .expect("timesync-check --tor");
-    let line = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{line}");
+    assert_eq!(code, Some(0), "{line}");
     assert!(line.contains("inside Tor's consensus window"), "{line}");
-    drop(r);
-
-    no_window_no_time(&net);
-    hung_sources(&net);
-    scenario(&net, Via::Socks);
-    soak(&mut net);
+    // The replay-protection time is the time the sources agreed on, not the clock's.
+    let replay: i64 =
+        std::fs::read_to_string(dir.join("state/time-replay-protection-utc-unixtime"))
+            .expect("replay")
+            .trim()
+            .parse()
+            .expect("10 digits");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("now")
+        .as_secs() as i64;
+    assert!(
+        (replay - (now + HONEST as i64)).abs() <= 5,
+        "replay-protection time {replay} vs now {now} + {HONEST}"
+    );
+    // Stopped: the files still say it synced once, but nothing keeps the clock right now.
+    let (code, line) = tsc_run(&[]);
+    assert_eq!(code, Some(4), "{line}");
+    assert!(line.contains("not running"), "{line}");
+    assert!(!run.join("pid").exists(), "the pid file is gone");
+    let status = std::fs::read_to_string(run.join("status")).expect("status");
+    assert!(status.contains("Not running"), "{status}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// RSS (kB) and open file descriptors of a process.

@@ -289,6 +289,36 @@ date -s "@$(python3 -c 'import time; print("%.3f" % (time.time() - float("'"$off
 check "sdwdate: no automatic restarts" equals "$(systemctl show -p NRestarts --value sdwdate.service)" 0
 score sdwdate.service 2.0
 journal_clean sdwdate.service
+# Root's dry run beside the daemon: nothing written into the daemon's directories, so
+# nothing there is root's. (Not arti: it would reach for the real Tor network.)
+sdwdate --once --dry-run --timeout 5 --consensus-wait 3 > /dev/null 2>&1 || true
+check "sdwdate: root's dry run left no root-owned file in /run/sdwdate and /var/lib/sdwdate" \
+	equals "$(find /run/sdwdate /var/lib/sdwdate -user root | tr '\n' ' ')" ""
+# Stopped, with files that say it synced this boot: never "synced" again.
+systemctl start sdwdate.service; sleep 2
+check "sdwdate: running: /run/sdwdate/pid is its main pid" equals "$(cat /run/sdwdate/pid 2>&1)" "$(systemctl show -p MainPID --value sdwdate.service)"
+systemctl stop sdwdate.service
+touch /run/sdwdate/first_success /run/sdwdate/success
+timesync-check > /dev/null 2>&1; rc=$?
+check "sdwdate: stopped: timesync-check says stopped (4), not synced" equals "$rc" 4
+check "sdwdate: ... the status says so (the unit's stop hook)" grep -q '"message": "Not running' /run/sdwdate/status
+check "sdwdate: ... and the pid file is gone" test ! -e /run/sdwdate/pid
+# Killed (a crash): the stop hook runs after any exit.
+systemctl start sdwdate.service; sleep 2
+systemctl kill -s KILL sdwdate.service; sleep 2
+timesync-check > /dev/null 2>&1; rc=$?
+check "sdwdate: killed: timesync-check says stopped (4)" equals "$rc" 4
+check "sdwdate: ... the status says it crashed" grep -q 'crashed (signal KILL)' /run/sdwdate/status || diag sdwdate.service
+systemctl stop sdwdate.service; systemctl reset-failed sdwdate.service
+# A bad line in the configuration: exit 78, no restart loop, file and line where users look.
+printf 'NO_SUCH_KEY=1\n' > /etc/sdwdate.d/60_typo.conf
+systemctl start sdwdate.service 2> /dev/null || true
+sleep 12
+check "sdwdate: a bad config line exits 78" equals "$(systemctl show -p ExecMainStatus --value sdwdate.service)" 78
+check "sdwdate: ... the unit is failed, not restarted (after 12 s, RestartSec=10s)" equals "$(systemctl is-active sdwdate.service)" failed
+check "sdwdate: ... the status file names file and line (sdwdate-gui)" grep -q '60_typo.conf:1' /run/sdwdate/status || diag sdwdate.service
+check "sdwdate: ... and so does the journal" sh -c "journalctl -b -u sdwdate.service --no-pager -o cat | grep -q '60_typo.conf:1: unknown key'"
+rm /etc/sdwdate.d/60_typo.conf; systemctl reset-failed sdwdate.service
 check "sdwdate: disable --now" systemctl disable --now sdwdate.service
 rm -f /etc/sdwdate.d/50_test.conf /etc/sdwdate.d/tornet.cookie
 mv /root/30_default.conf.saved /etc/sdwdate.d/30_default.conf

@@ -32,7 +32,15 @@ static PROGRAM: Program = Program {
             2,
             "failed: sdwdate's last round failed, or the clock is outside Tor's window (--tor)",
         ),
-        (3, "not running: no status from sdwdate"),
+        (
+            3,
+            "not running: no status from sdwdate, or it stopped before it synced",
+        ),
+        (
+            4,
+            "stopped: sdwdate synced the clock earlier, but is not running now (stopped or \
+             crashed): nothing keeps the clock right",
+        ),
     ],
     error_code: 2,
     info_targets: &["timesync_check", "tor_control"],

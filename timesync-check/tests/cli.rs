@@ -25,6 +25,8 @@ fn sdwdate_files(d: &Path, icon: &str, msg: &str, files: &[&str]) {
     )
     .expect("w");
     std::fs::write(d.join("msg"), msg).expect("w");
+    // A running sdwdate: a live pid (this test's own).
+    std::fs::write(d.join("pid"), format!("{}\n", std::process::id())).expect("w");
     for f in ["success", "first_success", "fail"] {
         let _ = std::fs::remove_file(d.join(f));
     }
@@ -68,6 +70,43 @@ fn every_state_has_its_exit_code_and_line() {
         let j: serde_json::Value =
             serde_json::from_slice(&run(&["--run-dir", p, "--json"]).stdout).expect("json");
         assert_eq!(j["code"], code);
+    }
+    // Stopped or crashed: the pid file names a dead process, or is gone. Files that say it
+    // synced earlier give "stopped" (4), never "synced"; without them, "not running" (3).
+    let mut child = Command::new("true").spawn().expect("true");
+    let dead = child.id();
+    child.wait().expect("wait");
+    for (files, pid, code, needle) in [
+        (
+            &["success", "first_success"][..],
+            Some(dead),
+            4,
+            "but sdwdate is not running",
+        ),
+        (
+            &["success", "first_success"][..],
+            None,
+            4,
+            "but sdwdate is not running",
+        ),
+        (
+            &["first_success"][..],
+            Some(dead),
+            4,
+            "but sdwdate is not running",
+        ),
+        (&[][..], Some(dead), 3, "sdwdate is not running"),
+        (&["fail"][..], None, 3, "sdwdate is not running"),
+    ] {
+        sdwdate_files(&d, "error", "Not running: sdwdate was stopped", files);
+        match pid {
+            Some(pid) => std::fs::write(d.join("pid"), format!("{pid}\n")).expect("w"),
+            None => std::fs::remove_file(d.join("pid")).expect("rm"),
+        }
+        let out = run(&["--run-dir", p]);
+        let line = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(code), "{files:?} {pid:?}: {line}");
+        assert!(line.contains(needle), "{files:?} {pid:?}: {line}");
     }
     std::fs::remove_dir_all(&d).expect("cleanup");
 }

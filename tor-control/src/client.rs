@@ -10,7 +10,7 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use crate::proto::{Action, AuthPolicy, Handshake, ProtoError, ReplyReader, MAX_LINE};
-use crate::run_dir::{Files, FAIL, FIRST_SUCCESS, MSG, STATUS, SUCCESS};
+use crate::run_dir::{Files, FAIL, FIRST_SUCCESS, MSG, PID, STATUS, SUCCESS};
 
 /// Debian's control socket (tor-service-defaults-torrc: `ControlSocket /run/tor/control`).
 pub const DEBIAN_SOCKET: &str = "/run/tor/control";
@@ -357,6 +357,20 @@ pub fn read_run_dir(dir: &Path) -> Files {
         success: dir.join(SUCCESS).exists(),
         first_success: dir.join(FIRST_SUCCESS).exists(),
         fail: dir.join(FAIL).exists(),
+        running: text(PID).is_some_and(|p| alive(&p)),
+    }
+}
+
+/// Whether the pid in `text` is a live process. `kill(pid, 0)` answers for another user's
+/// process too (EPERM: it exists), and whatever /proc's hidepid hides.
+fn alive(text: &str) -> bool {
+    use nix::errno::Errno;
+    match text.trim().parse::<i32>() {
+        Ok(pid) if pid > 1 => matches!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+            Ok(()) | Err(Errno::EPERM)
+        ),
+        _ => false,
     }
 }
 

@@ -12,6 +12,10 @@ pub const SUCCESS: &str = "success";
 pub const FIRST_SUCCESS: &str = "first_success";
 /// Exists after a failed round, removed when the next round starts.
 pub const FAIL: &str = "fail";
+/// The running daemon's pid (not upstream's): written at start, removed when it stops
+/// (by itself on a signal, by the unit's stop hook after any exit, a crash included), so
+/// that a stopped sdwdate is not taken for one that keeps the clock right.
+pub const PID: &str = "pid";
 
 /// sdwdate's icon in `status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +70,8 @@ pub struct Files {
     pub success: bool,
     pub first_success: bool,
     pub fail: bool,
+    /// `pid` names a live process (another user's counts: readers need not see it).
+    pub running: bool,
 }
 
 impl Files {
@@ -83,6 +89,8 @@ pub enum Sync {
     Pending = 1,
     Failed = 2,
     NotRunning = 3,
+    /// sdwdate set the clock earlier, but it is not running now: nothing keeps it right.
+    Stopped = 4,
 }
 
 impl Sync {
@@ -95,6 +103,7 @@ impl Sync {
             Sync::Pending => "pending",
             Sync::Failed => "failed",
             Sync::NotRunning => "not-running",
+            Sync::Stopped => "stopped",
         }
     }
 }
@@ -118,6 +127,15 @@ pub fn judge(f: &Files) -> Verdict {
             Sync::NotRunning,
             "sdwdate is not running (no /run/sdwdate/status)".to_owned(),
         )
+    } else if !f.running {
+        if f.success || f.first_success {
+            (
+                Sync::Stopped,
+                format!("the clock was synced by sdwdate, but sdwdate is not running: {msg}"),
+            )
+        } else {
+            (Sync::NotRunning, format!("sdwdate is not running: {msg}"))
+        }
     } else if f.success {
         (Sync::Synced, format!("clock synced by sdwdate: {msg}"))
     } else if f.fail {
@@ -167,6 +185,7 @@ mod tests {
             success,
             first_success: first,
             fail,
+            running: true,
         }
     }
 
@@ -189,9 +208,27 @@ mod tests {
         let v = judge(&files(false, true, true));
         assert_eq!(v.state, Sync::Failed);
         assert!(v.line.contains("earlier this boot"));
+        // Stopped or crashed: never "synced", whatever files it left.
+        let gone = |success, first| Files {
+            running: false,
+            ..files(success, first, false)
+        };
+        for (success, first) in [(true, true), (false, true)] {
+            let v = judge(&gone(success, first));
+            assert_eq!(v.state, Sync::Stopped, "{v:?}");
+            assert!(v.line.contains("not running"), "{v:?}");
+        }
+        assert_eq!(judge(&gone(false, false)).state, Sync::NotRunning);
         assert_eq!(
-            [Sync::Synced, Sync::Pending, Sync::Failed, Sync::NotRunning].map(Sync::code),
-            [0, 1, 2, 3]
+            [
+                Sync::Synced,
+                Sync::Pending,
+                Sync::Failed,
+                Sync::NotRunning,
+                Sync::Stopped
+            ]
+            .map(Sync::code),
+            [0, 1, 2, 3, 4]
         );
     }
 }

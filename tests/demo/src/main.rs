@@ -207,6 +207,8 @@ fn run_sdwdate(
     config_dir: &Path,
     scratch: &Path,
 ) -> io::Result<std::process::Output> {
+    // A dry run writes its status only into a run directory that exists and is ours.
+    std::fs::create_dir_all(scratch.join("sdw-run"))?;
     t.workstation
         .command(&bins.sdwdate)
         .arg("--config-dir")
