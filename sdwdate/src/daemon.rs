@@ -35,10 +35,12 @@ pub enum RoundResult {
 
 /// After a resume, a correction at least this large is stepped, not slewed for hours ...
 pub const RESUME_STEP_S: f64 = 1.0;
-/// ... up to the time asleep plus this: a clock that stood still while the machine slept is
-/// off by at most that much. Anything larger is slewed, as at any other time (two colluding
-/// sources must not gain a jump from a suspend).
-pub const RESUME_STEP_SLACK_S: f64 = 300.0;
+/// ... if it moves the clock forward by at most the time asleep plus this: a clock that stood
+/// still while the machine slept is behind by at most that much, never ahead. Anything else
+/// (backwards, or further forward) is slewed as at any other time, so that two colluding
+/// pools gain no jump from a suspend. The slack covers the round's own spread (the median,
+/// the Date header's second, RANDOMIZE_TIME's second).
+pub const RESUME_STEP_SLACK_S: f64 = 10.0;
 
 /// CLOCK_BOOTTIME and CLOCK_MONOTONIC in nanoseconds (injected: tests simulate a suspend).
 pub type BootClocks = Arc<dyn Fn() -> (i128, i128) + Send + Sync>;
@@ -348,9 +350,9 @@ impl<T: Transport> Daemon<T> {
     }
 
     /// Step or slew. Steps: the first success since boot, `--once`, a request by
-    /// `sdwdate-clock-jump` (/run/sdwdate/clock_jump_do_once), and after a resume a
+    /// `sdwdate-clock-jump` (/run/sdwdate/clock_jump_do_once), and after a resume a forward
     /// correction of [`RESUME_STEP_S`] up to the time asleep plus [`RESUME_STEP_SLACK_S`] (the
-    /// clock may be hours off; a slew would take days). Everything else is slewed.
+    /// clock may be hours behind; a slew would take days). Everything else is slewed.
     fn set_clock(&mut self, offset: f64) -> Result<bool, crate::clock::ClockError> {
         let why = if self.always_step {
             Some("one round only")
@@ -358,9 +360,10 @@ impl<T: Transport> Daemon<T> {
             Some("first success since boot")
         } else if self.status.clock_jump_requested() {
             Some("clock jump requested")
-        } else if self.resumed.is_some_and(|asleep| {
-            (RESUME_STEP_S..=asleep + RESUME_STEP_SLACK_S).contains(&offset.abs())
-        }) {
+        } else if self
+            .resumed
+            .is_some_and(|asleep| (RESUME_STEP_S..=asleep + RESUME_STEP_SLACK_S).contains(&offset))
+        {
             Some("after a suspend")
         } else {
             None
@@ -872,14 +875,33 @@ mod tests {
         ));
         assert!(!d.status.clock_jump_requested());
         assert_eq!(clock.steps.lock().expect("lock").len(), 3);
-        // A correction far larger than the time asleep is slewed even after a resume.
-        d.resumed = Some(1.0);
-        d.transport.offset = 1000.0;
-        assert!(matches!(
-            d.round().await,
-            RoundResult::Success { stepped: false, .. }
-        ));
-        assert_eq!(clock.steps.lock().expect("lock").len(), 3);
+        // After an hour asleep only what the hour explains is stepped: the clock forward by
+        // at most the time asleep (+ the slack). Backwards, or further forward, is slewed.
+        for (offset, step) in [
+            (1000.0, false), // asleep 1 s
+            (-30.0, false),
+            (-3000.0, false),
+            (3605.0, true),
+            (3600.0 + RESUME_STEP_SLACK_S + 5.0, false),
+            (0.5, false),
+        ] {
+            let steps = clock.steps.lock().expect("lock").len();
+            // (The fake clock does not move: the last round's replay floor would refuse a
+            // later time below it.)
+            let _ = std::fs::remove_file(d.status.replay_file());
+            d.resumed = Some(if offset == 1000.0 { 1.0 } else { 3600.0 });
+            d.transport.offset = offset;
+            let r = d.round().await;
+            assert!(
+                matches!(r, RoundResult::Success { stepped, .. } if stepped == step),
+                "offset {offset}: {r:?}"
+            );
+            assert_eq!(
+                clock.steps.lock().expect("lock").len(),
+                steps + usize::from(step),
+                "offset {offset}"
+            );
+        }
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 }
