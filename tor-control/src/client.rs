@@ -418,7 +418,7 @@ mod tests {
 
     #[test]
     fn drives_the_conversation_and_names_the_cookie_file() {
-        let replies = "250-AUTH METHODS=NULL\r\n250 OK\r\n250 OK\r\n250-consensus/valid-after=2026-11-25 19:00:00\r\n250 OK\r\n250-consensus/valid-until=2026-11-25 22:00:00\r\n250 OK\r\n";
+        let replies = "250-AUTH METHODS=NULL\r\n250 OK\r\n250 OK\r\n250-consensus/valid-after=2026-11-25 19:00:00\r\n250 OK\r\n250-consensus/valid-until=2026-11-25 22:00:00\r\n250 OK\r\n552 Unrecognized key \"consensus/fresh-until\"\r\n";
         let mut p = Peer {
             replies: Cursor::new(replies.into()),
             sent: Vec::new(),

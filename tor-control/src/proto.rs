@@ -29,7 +29,14 @@ pub const MAX_LINE: usize = 4096;
 
 const SERVER_KEY: &[u8] = b"Tor safe cookie authentication server-to-controller hash";
 const CLIENT_KEY: &[u8] = b"Tor safe cookie authentication controller-to-server hash";
-const KEYS: [&str; 2] = ["consensus/valid-after", "consensus/valid-until"];
+/// Asked in this order; the last is optional (a filtering proxy such as onion-grater may
+/// refuse it): the window's order and width are checked without it.
+const KEYS: [&str; 3] = [
+    "consensus/valid-after",
+    "consensus/valid-until",
+    "consensus/fresh-until",
+];
+const FRESH: usize = 2;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ProtoError {
@@ -56,6 +63,8 @@ pub enum ProtoError {
     ServerHash,
     #[error("no usable {0} in the answer (tor has no consensus yet?)")]
     Missing(&'static str),
+    #[error("its consensus window cannot be Tor's: {0}")]
+    Implausible(#[from] crate::time::ImplausibleWindow),
     #[error("the conversation is already over")]
     Finished,
 }
@@ -159,7 +168,7 @@ pub struct Handshake {
     policy: AuthPolicy,
     client_nonce: [u8; 32],
     state: State,
-    values: [Option<i64>; 2],
+    values: [Option<i64>; 3],
 }
 
 impl Handshake {
@@ -169,13 +178,16 @@ impl Handshake {
             policy,
             client_nonce,
             state: State::ProtocolInfo,
-            values: [None, None],
+            values: [None; 3],
         };
         (h, Action::Send("PROTOCOLINFO 1\r\n".into()))
     }
 
     /// Feeds a complete reply to the last command.
     pub fn reply(&mut self, r: &Reply) -> Result<Action, ProtoError> {
+        if r.code != 250 && self.state == (State::GetInfo { key: FRESH }) {
+            return self.done();
+        }
         if r.code != 250 {
             return Err(ProtoError::Refused {
                 code: r.code,
@@ -195,15 +207,10 @@ impl Handshake {
                     .and_then(crate::time::parse_time)
                     .ok_or(ProtoError::Missing(name))?;
                 self.values[key] = Some(v);
-                match self.values {
-                    [Some(valid_after), Some(valid_until)] => {
-                        self.state = State::Done;
-                        Ok(Action::Done {
-                            valid_after,
-                            valid_until,
-                        })
-                    }
-                    _ => self.get_info(key + 1),
+                if key == FRESH {
+                    self.done()
+                } else {
+                    self.get_info(key + 1)
                 }
             }
             State::Cookie { .. } | State::Done => Err(ProtoError::Finished),
@@ -304,6 +311,19 @@ impl Handshake {
         )))
     }
 
+    /// All asked: the window, if Tor could have made it.
+    fn done(&mut self) -> Result<Action, ProtoError> {
+        self.state = State::Done;
+        let [Some(valid_after), Some(valid_until), fresh_until] = self.values else {
+            return Err(ProtoError::Finished);
+        };
+        crate::time::plausible_window(valid_after, fresh_until, valid_until)?;
+        Ok(Action::Done {
+            valid_after,
+            valid_until,
+        })
+    }
+
     fn get_info(&mut self, key: usize) -> Result<Action, ProtoError> {
         self.state = State::GetInfo { key };
         Ok(Action::Send(format!("GETINFO {}\r\n", KEYS[key])))
@@ -394,7 +414,7 @@ mod tests {
     const COOKIE: [u8; 32] = [7; 32];
     const NONCE: [u8; 32] = [1; 32];
     const SNONCE: [u8; 32] = [9; 32];
-    const WINDOW: &str = "250-consensus/valid-after=2026-11-25 19:00:00\r\n250 OK\r\n250-consensus/valid-until=2026-11-25 22:00:00\r\n250 OK\r\n";
+    const WINDOW: &str = "250-consensus/valid-after=2026-11-25 19:00:00\r\n250 OK\r\n250-consensus/valid-until=2026-11-25 22:00:00\r\n250 OK\r\n250-consensus/fresh-until=2026-11-25 20:00:00\r\n250 OK\r\n";
 
     fn debian() -> AuthPolicy {
         AuthPolicy {
@@ -456,10 +476,58 @@ mod tests {
             sent[3..],
             [
                 "GETINFO consensus/valid-after\r\n",
-                "GETINFO consensus/valid-until\r\n"
+                "GETINFO consensus/valid-until\r\n",
+                "GETINFO consensus/fresh-until\r\n"
             ]
         );
         assert!(!sent.iter().any(|s| s.contains(&hex(&COOKIE))));
+    }
+
+    /// The window must be one Tor could have made, whatever answers: a control port that
+    /// hands out a decade-wide or reversed window bounds nothing. fresh-until may be refused
+    /// (onion-grater filters keys it does not know): then order and width still count.
+    #[test]
+    fn an_implausible_window_is_refused_and_fresh_until_is_optional() {
+        let null = "250-PROTOCOLINFO 1\r\n250-AUTH METHODS=NULL\r\n250 OK\r\n250 OK\r\n";
+        let unix = AuthPolicy {
+            cookie_file: None,
+            cookie_configured: false,
+            allow_plain_cookie: false,
+            allow_null: true,
+        };
+        let window = |after: &str, until: &str, fresh: &str| {
+            format!(
+                "{null}250-consensus/valid-after={after}\r\n250 OK\r\n250-consensus/valid-until={until}\r\n250 OK\r\n{fresh}"
+            )
+        };
+        let fresh = |t: &str| format!("250-consensus/fresh-until={t}\r\n250 OK\r\n");
+        let none = |_: &Path| -> Option<Vec<u8>> { None };
+        let run = |t: &str| run_transcript(unix.clone(), NONCE, t, &none).1;
+        let (a, u) = ("2026-11-25 19:00:00", "2026-11-25 22:00:00");
+        assert_eq!(
+            run(&window(a, u, &fresh("2026-11-25 20:00:00"))),
+            Ok((1_795_633_200, 1_795_644_000))
+        );
+        // Filtered by onion-grater, or a tor that does not know the key.
+        for refused in ["510 Command filtered\r\n", "552 Unrecognized key\r\n"] {
+            assert_eq!(
+                run(&window(a, u, refused)),
+                Ok((1_795_633_200, 1_795_644_000))
+            );
+        }
+        for (after, until, f) in [
+            (u, a, fresh("2026-11-25 20:00:00")), // reversed
+            (a, "2036-11-25 22:00:00", "510 Command filtered\r\n".into()), // ten years
+            (a, "2026-11-25 19:00:05", "510 Command filtered\r\n".into()), // five seconds
+            (a, u, fresh("2026-11-25 23:00:00")), // fresh after valid-until
+            (a, u, fresh("2026-11-25 21:00:00")), // 1.5 intervals
+        ] {
+            let r = run(&window(after, until, &f));
+            assert!(
+                matches!(r, Err(ProtoError::Implausible(_))),
+                "{after} {until} {f}: {r:?}"
+            );
+        }
     }
 
     #[test]

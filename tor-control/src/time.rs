@@ -64,14 +64,17 @@ pub fn utc(unix: i64) -> String {
     )
 }
 
-/// valid-after / valid-until of a consensus document (tor's cached-microdesc-consensus).
+/// valid-after / valid-until of a consensus document (tor's cached-microdesc-consensus), if
+/// its window is one Tor could have made ([`plausible_window`], with its fresh-until).
 pub fn window_from_consensus(text: &str) -> Option<(i64, i64)> {
     let field = |k: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(k))
             .and_then(parse_time)
     };
-    Some((field("valid-after ")?, field("valid-until ")?))
+    let (after, until) = (field("valid-after ")?, field("valid-until ")?);
+    plausible_window(after, field("fresh-until "), until).ok()?;
+    Some((after, until))
 }
 
 /// A minimum-time file's content (`/etc/minimum-unixtime`, sdwdate's replay protection): a
@@ -175,6 +178,67 @@ pub fn below_floor(new_time: f64, minimum: i64) -> bool {
     new_time < (minimum - MINIMUM_SLACK) as f64
 }
 
+/// Why a consensus window cannot be Tor's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImplausibleWindow {
+    #[error("valid-after {} is not before valid-until {}", utc(*valid_after), utc(*valid_until))]
+    Order { valid_after: i64, valid_until: i64 },
+    #[error("fresh-until {} is not between valid-after {} and valid-until {}", utc(*fresh_until), utc(*valid_after), utc(*valid_until))]
+    Fresh {
+        valid_after: i64,
+        fresh_until: i64,
+        valid_until: i64,
+    },
+    #[error("a window of {width} s, outside what Tor uses ({MIN_WINDOW_S} s to {MAX_WINDOW_S} s)")]
+    Width { width: i64 },
+    #[error("a window of {width} s is not at least 2 whole voting intervals of {interval} s")]
+    Intervals { width: i64, interval: i64 },
+}
+
+/// The narrowest window accepted: a private test network voting every 10 s, valid for 2
+/// intervals (tor's own minimums with TestingTorNetwork).
+pub const MIN_WINDOW_S: i64 = 20;
+/// The widest: 3 intervals of tor's longest voting interval (24 h). The public network's
+/// window is 3 h (fresh for 1 h).
+pub const MAX_WINDOW_S: i64 = 3 * 86_400;
+
+/// Whether `(valid_after, fresh_until, valid_until)` can be a consensus Tor made: ordered,
+/// and as wide as Tor's voting makes it: valid-until is valid-after plus a whole number (at
+/// least 2, tor's V3AuthNIntervalsValid) of voting intervals, fresh-until one interval after
+/// valid-after. A window that is not is no bound: a round that needs it fails. `fresh_until`
+/// is `None` where it cannot be asked for (a filtering control-port proxy); the order and
+/// width are still checked.
+pub fn plausible_window(
+    valid_after: i64,
+    fresh_until: Option<i64>,
+    valid_until: i64,
+) -> Result<(), ImplausibleWindow> {
+    if valid_after >= valid_until {
+        return Err(ImplausibleWindow::Order {
+            valid_after,
+            valid_until,
+        });
+    }
+    let width = valid_until - valid_after;
+    if !(MIN_WINDOW_S..=MAX_WINDOW_S).contains(&width) {
+        return Err(ImplausibleWindow::Width { width });
+    }
+    if let Some(fresh_until) = fresh_until {
+        if !(valid_after < fresh_until && fresh_until < valid_until) {
+            return Err(ImplausibleWindow::Fresh {
+                valid_after,
+                fresh_until,
+                valid_until,
+            });
+        }
+        let interval = fresh_until - valid_after;
+        if width % interval != 0 || width / interval < 2 {
+            return Err(ImplausibleWindow::Intervals { width, interval });
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,5 +319,30 @@ mod tests {
             assert_eq!(parse_minimum(bad), None, "{bad}");
         }
         assert!(below_floor(899.0, 1000) && !below_floor(900.0, 1000));
+    }
+
+    #[test]
+    fn only_windows_tor_makes_are_plausible() {
+        let va = 1_795_633_200;
+        // The public network: fresh for 1 h, valid for 3 h; the tornet: 20 intervals of 15 s.
+        assert_eq!(plausible_window(va, Some(va + 3600), va + 3 * 3600), Ok(()));
+        assert_eq!(plausible_window(va, Some(va + 15), va + 300), Ok(()));
+        assert_eq!(plausible_window(va, None, va + 3 * 3600), Ok(()));
+        for (fresh, until) in [
+            (None, va),                           // empty
+            (None, va - 3600),                    // reversed
+            (None, va + 10),                      // narrower than any network
+            (None, va + 365 * 86_400),            // a year: a bound that bounds nothing
+            (Some(va), va + 3 * 3600),            // fresh-until at valid-after
+            (Some(va + 4 * 3600), va + 3 * 3600), // fresh-until after valid-until
+            (Some(va + 3600 + 7), va + 3 * 3600), // not whole intervals
+            (Some(va + 2 * 3600), va + 3 * 3600), // 1.5 intervals
+            (Some(va + 3 * 3600 - 1), va + 3 * 3600),
+        ] {
+            assert!(
+                plausible_window(va, fresh, until).is_err(),
+                "{fresh:?} {until}"
+            );
+        }
     }
 }

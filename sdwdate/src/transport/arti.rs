@@ -70,6 +70,9 @@ pub enum ArtiError {
     },
     #[error("arti: {0}")]
     Client(arti_client::Error),
+    /// arti's consensus has a window Tor would not make: no bound, no time.
+    #[error("arti's consensus window cannot be Tor's: {0}")]
+    Implausible(tor_control::time::ImplausibleWindow),
     #[error("arti: not bootstrapped within {secs} s (Tor network unreachable?)")]
     BootstrapTimeout { secs: u64 },
     #[error("arti: bootstrap: {0}")]
@@ -309,10 +312,14 @@ impl Arti {
             .netdir(tor_netdir::Timeliness::Unchecked)
             .map_err(ArtiError::NoNetDir)?;
         let life = netdir.lifetime();
-        Ok((
+        let (after, fresh, until) = (
             unix(SystemTime::from(life.valid_after)),
+            unix(SystemTime::from(life.fresh_until)),
             unix(SystemTime::from(life.valid_until)),
-        ))
+        );
+        tor_control::time::plausible_window(after, Some(fresh), until)
+            .map_err(ArtiError::Implausible)?;
+        Ok((after, until))
     }
 
     /// The consensus window for the sanity bound. arti's bootstrap returns as soon as it has
