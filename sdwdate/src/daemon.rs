@@ -255,8 +255,12 @@ impl<T: Transport> Daemon<T> {
                     );
                     let iso = format!("sdwdate-{:032x}", self.rng.random::<u128>());
                     inflight.push(fetch(req, iso));
+                    *started = None;
+                } else if !round.wants_hedge(pool) {
+                    *started = None;
                 }
-                *started = None;
+                // Else the budget refused it for now: asked again on every tick and answer,
+                // so the hedge goes out as soon as another pool's answer frees the budget.
             }
             if let Some(o) = round.outcome() {
                 break o;
@@ -503,6 +507,8 @@ mod tests {
         delay: Duration,
         dead: Vec<String>,
         isolation: Mutex<Vec<String>>,
+        /// The hosts asked, in order.
+        asked: Mutex<Vec<String>>,
         /// What the transport says about its own consensus (None: it has none, as SOCKS).
         window: Option<Result<(i64, i64), WindowError>>,
         /// The first this many reads before a round fail (tor still bootstrapping).
@@ -522,6 +528,7 @@ mod tests {
                 .lock()
                 .expect("lock")
                 .push(isolation.to_owned());
+            self.asked.lock().expect("lock").push(s.host.clone());
             if self.dead.contains(&s.host) {
                 std::future::pending::<()>().await;
             }
@@ -613,6 +620,7 @@ mod tests {
             delay: Duration::ZERO,
             dead: Vec::new(),
             isolation: Mutex::new(Vec::new()),
+            asked: Mutex::new(Vec::new()),
             window,
             not_yet: Default::default(),
             judging: None,
@@ -741,6 +749,52 @@ mod tests {
         d.cfg.max_failure_ratio = 1.0; // 9 members: 3 failures allowed
         d.transport.dead = ['a', 'd', 'g'].map(|c| onion(c).host).to_vec();
         d.transport.delay = Duration::from_secs(2);
+    }
+
+    /// The issue-27 case: one honest and one silent member per pool, every first pick silent.
+    /// With a budget of 2 (6 members, MAX_FAILURE_RATIO=1) two pools are hedged at the hedge
+    /// delay and the third as soon as one of them answers (before: never, and the round took
+    /// the whole fetch timeout); with a budget of 3 all three at once.
+    #[tokio::test(start_paused = true)]
+    async fn every_slow_pool_is_hedged_when_the_budget_frees() {
+        let fetch = Duration::from_secs(2);
+        for (ratio, within) in [(1.0, 10 + 2 * 2 + 1), (1.5, 10 + 2 + 1)] {
+            let mut all_silent_first = 0;
+            for seed in 0..64 {
+                let (dir, _clock, mut d) = daemon(
+                    &format!("sdw-hedge-all-{seed}"),
+                    2.0,
+                    Some(Ok((0, i64::MAX))),
+                );
+                let letters = [['a', 'b'], ['c', 'd'], ['e', 'f']];
+                d.cfg.pools = letters.map(|p| p.iter().map(|c| Member::One(onion(*c))).collect());
+                d.cfg.max_failure_ratio = ratio;
+                d.transport.dead = ['a', 'c', 'e'].map(|c| onion(c).host).to_vec();
+                d.transport.delay = fetch;
+                d.rng = ChaCha20Rng::seed_from_u64(seed);
+                let started = tokio::time::Instant::now();
+                let r = tokio::time::timeout(Duration::from_secs(100), d.round()).await;
+                let took = started.elapsed();
+                let asked = d.transport.asked.lock().expect("lock").clone();
+                std::fs::remove_dir_all(&dir).expect("cleanup");
+                if !asked.iter().take(3).all(|h| d.transport.dead.contains(h)) {
+                    continue;
+                }
+                all_silent_first += 1;
+                assert!(
+                    matches!(r, Ok(RoundResult::Success { .. })),
+                    "ratio {ratio}, seed {seed}: {r:?} after {took:?}"
+                );
+                assert!(
+                    took <= Duration::from_secs(within),
+                    "ratio {ratio}, seed {seed}: {took:?}"
+                );
+            }
+            assert!(
+                all_silent_first >= 4,
+                "ratio {ratio}: {all_silent_first} cases"
+            );
+        }
     }
 
     /// One dead source per pool costs a hedge delay, not the 120 s fetch timeout: a second

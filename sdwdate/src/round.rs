@@ -140,17 +140,30 @@ impl Round {
 
     /// A second member for a pool whose only fetch is slow, on its own circuit, so that one
     /// dead source costs a hedge delay instead of the whole fetch timeout. Only inside the
-    /// failure budget: if every hedged fetch and the failures so far all failed, the round
-    /// would still be within it.
+    /// failure budget: if every hedged fetch that can still count as a failure and the
+    /// failures so far all failed, the round would still be within it. A pool that already
+    /// has its answer holds no budget (its twin's answer is late, never a failure), so a pool
+    /// refused a hedge gets one as soon as another pool answers (see [`Round::wants_hedge`]).
     pub fn hedge(&mut self, pool: usize, rng: &mut impl Rng) -> Option<Request> {
-        if self.failed.is_some() || self.accepted[pool].is_some() || self.in_flight[pool] != 1 {
+        if !self.wants_hedge(pool) {
             return None;
         }
-        let hedged = self.in_flight.iter().filter(|n| **n > 1).count();
+        let hedged = (0..3)
+            .filter(|&p| self.accepted[p].is_none() && self.in_flight[p] > 1)
+            .count();
         if self.failures + hedged + 1 > self.allowed_failures {
             return None;
         }
         self.pick(pool, rng)
+    }
+
+    /// Whether `pool` could use a hedge: no answer yet, exactly one fetch under way and an
+    /// untried member left. While it does, the shell asks again (the budget may free up).
+    pub fn wants_hedge(&self, pool: usize) -> bool {
+        self.failed.is_none()
+            && self.accepted[pool].is_none()
+            && self.in_flight[pool] == 1
+            && self.tried[pool].iter().any(|t| !t)
     }
 
     fn pick(&mut self, pool: usize, rng: &mut impl Rng) -> Option<Request> {
