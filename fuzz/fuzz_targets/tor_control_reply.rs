@@ -7,8 +7,8 @@
 //! 3: time parsing (`parse_time`, `parse_minimum`, `window_from_consensus`): a parsed time
 //!    prints (`utc`) as a string that parses back to it; a minimum is 10 digits;
 //! 4: the /run/sdwdate contract timesync-check reads (`run_dir::judge`, `Files::icon`) on
-//!    arbitrary file contents, and `status_json` on an arbitrary message: valid JSON that
-//!    gives the icon and the message back.
+//!    arbitrary file contents (never "synced" without a running sdwdate), and `status_json`
+//!    on an arbitrary message: valid JSON that gives the icon and the message back.
 #![no_main]
 
 use std::io::{self, Read, Write};
@@ -75,6 +75,7 @@ fuzz_target!(|data: &[u8]| {
                 tor_control::client::converse(peer, "fuzz", policy(p), [1; 32], &read)
             {
                 assert!(a >= time::days_from_civil(1, 1, 1) * 86_400 && u >= time::days_from_civil(1, 1, 1) * 86_400);
+                assert!(a < u && (time::MIN_WINDOW_S..=time::MAX_WINDOW_S).contains(&(u - a)), "{a} {u}");
             }
         }
         1 => {
@@ -119,7 +120,10 @@ fuzz_target!(|data: &[u8]| {
                     assert!((1_000_000_000..10_000_000_000).contains(&m));
                 }
             }
-            let _ = time::window_from_consensus(&text);
+            // Only a window Tor could have made comes out.
+            if let Some((a, u)) = time::window_from_consensus(&text) {
+                assert!(a < u && (time::MIN_WINDOW_S..=time::MAX_WINDOW_S).contains(&(u - a)), "{a} {u}");
+            }
         }
         _ => {
             let Some((&flags, rest)) = rest.split_first() else {
@@ -133,9 +137,12 @@ fuzz_target!(|data: &[u8]| {
                 success: flags & 4 != 0,
                 first_success: flags & 8 != 0,
                 fail: flags & 16 != 0,
+                running: flags & 32 != 0,
             };
             let v = run_dir::judge(&files);
-            assert!(v.state.code() <= 3 && !v.line.is_empty());
+            assert!(v.state.code() <= 4 && !v.line.is_empty());
+            // A stopped or crashed sdwdate is never "synced", whatever files it left.
+            assert!(files.running || v.state != run_dir::Sync::Synced, "{files:?}");
             let _ = files.icon();
             for icon in [Icon::Success, Icon::Busy, Icon::Error] {
                 let json = run_dir::status_json(icon, &text);
