@@ -17,6 +17,10 @@ pub struct ControlPort {
     pub cookie: Option<PathBuf>,
     /// Bounds the connect and every read and write.
     pub timeout: Duration,
+    /// The SOCKS proxy to verify against tor's own listeners: a port on this host, which any
+    /// local user could have bound before tor (or where tor does not listen). `None`: a
+    /// proxy on another host (the Whonix gateway), or the arti transport.
+    pub verify_socks: Option<std::net::SocketAddr>,
 }
 
 impl ControlPort {
@@ -25,13 +29,21 @@ impl ControlPort {
     /// it another (a Unix-socket connect has no timeout of its own).
     pub async fn consensus_window(&self) -> Result<(i64, i64), WindowError> {
         let me = self.clone();
+        let verify = self.verify_socks;
         let query = tokio::task::spawn_blocking(move || {
-            tor_control::consensus_window(&me.addr, me.cookie.as_deref(), me.timeout)
+            tor_control::client::query(&me.addr, me.cookie.as_deref(), me.timeout, verify.is_some())
         });
-        tokio::time::timeout(self.timeout * 2, query)
+        let (window, listeners) = tokio::time::timeout(self.timeout * 2, query)
             .await
             .map_err(|_| WindowError::ControlTimeout(self.addr.clone()))?
             .map_err(|e| WindowError::ControlTask(Arc::new(e)))?
-            .map_err(|e| WindowError::Control(Arc::new(e)))
+            .map_err(|e| WindowError::Control(Arc::new(e)))?;
+        if let Some(proxy) = verify {
+            let listeners = listeners.unwrap_or_default();
+            if !tor_control::proto::is_tor_socks(&listeners, proxy) {
+                return Err(WindowError::NotTorsSocks { proxy, listeners });
+            }
+        }
+        Ok(window)
     }
 }

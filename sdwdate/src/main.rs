@@ -342,6 +342,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             addr,
             cookie: cli.control_cookie.clone().or(cfg.control_cookie.clone()),
             timeout: Duration::from_secs(10),
+            // A SOCKS port on this host is checked against tor's own list before any fetch
+            // (the round's window query asks for it): a local user may have bound it first.
+            verify_socks: tor_control::client::is_local(proxy.ip()).then_some(proxy),
         }),
     };
     let clock: Arc<dyn Clock> = if cli.dry_run {

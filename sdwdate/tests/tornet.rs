@@ -99,6 +99,8 @@ struct Extra {
     hedge_after: Option<u64>,
     /// `--test-write-all`: the daemon's files though the clock stays (readers' tests).
     write_all: bool,
+    /// `--proxy` instead of the network's SocksPort.
+    proxy: Option<String>,
 }
 
 #[cfg(feature = "arti")]
@@ -181,7 +183,8 @@ fn command(
     }
     match via {
         Via::Socks => {
-            cmd.args(["--transport", "socks", "--proxy", &net.socks.to_string()]);
+            let proxy = extra.proxy.clone().unwrap_or_else(|| net.socks.to_string());
+            cmd.args(["--transport", "socks", "--proxy", &proxy]);
             // The network's tor wants its cookie (SAFECOOKIE), as Debian's does.
             match (&extra.control, &extra.cookie) {
                 (None, _) => cmd
@@ -634,6 +637,25 @@ fn no_window_no_time(net: &TorNet) {
             .contains("waiting up to 4 s for Tor's consensus window"),
         "the round waits for tor before it fails:\n{}",
         r.stderr()
+    );
+
+    // A SOCKS squatter: a local user bound a port where tor does not listen. Tor's own list
+    // of its SocksPorts (asked on the authenticated control connection) says so before any
+    // fetch, and the squatter is never asked.
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    squatter.set_nonblocking(true).expect("nonblocking");
+    let extra = Extra {
+        proxy: Some(squatter.local_addr().expect("addr").to_string()),
+        consensus_wait: Some(4),
+        ..Extra::default()
+    };
+    let r = sdwdate_with(net, Via::Socks, pools, 30, "socks-squat", &extra);
+    assert_failure(&r, "a SOCKS squatter", "is not tor's (tor listens on: ");
+    assert!(
+        squatter
+            .accept()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
+        "the squatter was asked"
     );
 
     // Squatters: a local user who bound the control port before tor. Each fake answers every

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use crate::proto::{Action, AuthPolicy, Handshake, ProtoError, ReplyReader, MAX_LINE};
+use crate::proto::{Action, Answer, AuthPolicy, Handshake, ProtoError, ReplyReader, MAX_LINE};
 use crate::run_dir::{Files, FAIL, FIRST_SUCCESS, MSG, PID, STATUS, SUCCESS};
 
 /// Debian's control socket (tor-service-defaults-torrc: `ControlSocket /run/tor/control`).
@@ -233,6 +233,16 @@ pub fn consensus_window(
     cookie: Option<&Path>,
     timeout: Duration,
 ) -> Result<(i64, i64), ControlError> {
+    query(addr, cookie, timeout, false).map(|(w, _)| w)
+}
+
+/// [`consensus_window`], and if `socks`, the SocksPorts tor says it listens on.
+pub fn query(
+    addr: &ControlAddr,
+    cookie: Option<&Path>,
+    timeout: Duration,
+    socks: bool,
+) -> Result<Answer, ControlError> {
     let addr = addr.resolve();
     let name = addr.to_string();
     let policy = addr.policy(cookie);
@@ -251,14 +261,14 @@ pub fn consensus_window(
             s.set_read_timeout(Some(timeout)).map_err(io)?;
             s.set_write_timeout(Some(timeout)).map_err(io)?;
             let s = Deadline { inner: s, until };
-            converse(s, &name, policy, rand::random(), &read_cookie)
+            converse_with(s, &name, policy, rand::random(), &read_cookie, socks)
         }
         ControlAddr::Unix(p) => {
             let s = UnixStream::connect(p).map_err(connect)?;
             s.set_read_timeout(Some(timeout)).map_err(io)?;
             s.set_write_timeout(Some(timeout)).map_err(io)?;
             let s = Deadline { inner: s, until };
-            converse(s, &name, policy, rand::random(), &read_cookie)
+            converse_with(s, &name, policy, rand::random(), &read_cookie, socks)
         }
         ControlAddr::Auto => unreachable!("resolved above"),
     }
@@ -273,6 +283,18 @@ pub fn converse<S: Read + Write>(
     nonce: [u8; 32],
     read: &dyn Fn(&Path) -> io::Result<Vec<u8>>,
 ) -> Result<(i64, i64), ControlError> {
+    converse_with(stream, addr, policy, nonce, read, false).map(|(w, _)| w)
+}
+
+/// [`converse`], asking for tor's SOCKS listeners too if `socks`.
+pub fn converse_with<S: Read + Write>(
+    stream: S,
+    addr: &str,
+    policy: AuthPolicy,
+    nonce: [u8; 32],
+    read: &dyn Fn(&Path) -> io::Result<Vec<u8>>,
+    socks: bool,
+) -> Result<Answer, ControlError> {
     let proto = |source| ControlError::Protocol {
         addr: addr.to_owned(),
         source,
@@ -282,15 +304,17 @@ pub fn converse<S: Read + Write>(
         source,
     };
     let mut r = BufReader::new(stream);
-    let (mut h, mut action) = Handshake::new(policy, nonce);
+    let (h, mut action) = Handshake::new(policy, nonce);
+    let mut h = if socks { h.asking_socks() } else { h };
     loop {
         action = match action {
             Action::Done {
                 valid_after,
                 valid_until,
+                socks,
             } => {
                 let _ = r.get_mut().write_all(b"QUIT\r\n");
-                return Ok((valid_after, valid_until));
+                return Ok(((valid_after, valid_until), socks));
             }
             Action::ReadCookie(path) => {
                 let bytes = read(&path).map_err(|source| ControlError::Cookie {

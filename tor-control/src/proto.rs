@@ -76,8 +76,13 @@ pub enum Action {
     Send(String),
     /// Read this file and pass its bytes to [`Handshake::cookie`].
     ReadCookie(PathBuf),
-    /// The window; the shell may send `QUIT` and close.
-    Done { valid_after: i64, valid_until: i64 },
+    /// The window (and, if asked for, tor's SOCKS listeners as it writes them: `127.0.0.1:9050`,
+    /// `[::1]:9050`, `unix:/run/tor/socks`); the shell may send `QUIT` and close.
+    Done {
+        valid_after: i64,
+        valid_until: i64,
+        socks: Option<Vec<String>>,
+    },
 }
 
 /// Whom to trust, decided from the address before connecting.
@@ -155,12 +160,26 @@ impl ReplyReader {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum State {
     ProtocolInfo,
-    Cookie { safe: bool },
-    Challenge { cookie: Vec<u8> },
+    Cookie {
+        safe: bool,
+    },
+    Challenge {
+        cookie: Vec<u8>,
+    },
     Authenticate,
-    GetInfo { key: usize },
+    GetInfo {
+        key: usize,
+    },
+    /// The window is known and plausible; tor's SOCKS listeners asked for.
+    Socks {
+        valid_after: i64,
+        valid_until: i64,
+    },
     Done,
 }
+
+/// The SocksPorts tor itself says it listens on (`GETINFO net/listeners/socks`).
+pub const SOCKS_KEY: &str = "net/listeners/socks";
 
 /// The conversation: PROTOCOLINFO, authentication, one GETINFO per key.
 #[derive(Debug)]
@@ -169,6 +188,8 @@ pub struct Handshake {
     client_nonce: [u8; 32],
     state: State,
     values: [Option<i64>; 3],
+    /// Also ask for tor's SOCKS listeners (after the window).
+    want_socks: bool,
 }
 
 impl Handshake {
@@ -179,8 +200,16 @@ impl Handshake {
             client_nonce,
             state: State::ProtocolInfo,
             values: [None; 3],
+            want_socks: false,
         };
         (h, Action::Send("PROTOCOLINFO 1\r\n".into()))
+    }
+
+    /// Also asks for the SocksPorts tor listens on, so that the caller can tell tor's port
+    /// from one a local user bound first; [`Action::Done`] then carries them.
+    pub fn asking_socks(mut self) -> Handshake {
+        self.want_socks = true;
+        self
     }
 
     /// Feeds a complete reply to the last command.
@@ -198,6 +227,22 @@ impl Handshake {
             State::ProtocolInfo => self.protocol_info(r),
             State::Challenge { cookie } => self.challenge(r, &cookie),
             State::Authenticate => self.get_info(0),
+            State::Socks {
+                valid_after,
+                valid_until,
+            } => {
+                let value = r
+                    .lines
+                    .iter()
+                    .find_map(|l| l.strip_prefix(SOCKS_KEY)?.strip_prefix('='))
+                    .ok_or(ProtoError::Missing(SOCKS_KEY))?;
+                self.state = State::Done;
+                Ok(Action::Done {
+                    valid_after,
+                    valid_until,
+                    socks: Some(quoted_list(value)),
+                })
+            }
             State::GetInfo { key } => {
                 let name = KEYS[key];
                 let v = r
@@ -318,9 +363,17 @@ impl Handshake {
             return Err(ProtoError::Finished);
         };
         crate::time::plausible_window(valid_after, fresh_until, valid_until)?;
+        if self.want_socks {
+            self.state = State::Socks {
+                valid_after,
+                valid_until,
+            };
+            return Ok(Action::Send(format!("GETINFO {SOCKS_KEY}\r\n")));
+        }
         Ok(Action::Done {
             valid_after,
             valid_until,
+            socks: None,
         })
     }
 
@@ -328,6 +381,30 @@ impl Handshake {
         self.state = State::GetInfo { key };
         Ok(Action::Send(format!("GETINFO {}\r\n", KEYS[key])))
     }
+}
+
+/// Whether `proxy` is one of tor's SOCKS `listeners` (as [`SOCKS_KEY`] gives them): the same
+/// address, or a wildcard listener (0.0.0.0, ::) on the same port and family.
+pub fn is_tor_socks(listeners: &[String], proxy: std::net::SocketAddr) -> bool {
+    listeners
+        .iter()
+        .filter_map(|l| l.parse::<std::net::SocketAddr>().ok())
+        .any(|l| {
+            l == proxy
+                || (l.port() == proxy.port()
+                    && l.ip().is_unspecified()
+                    && l.is_ipv4() == proxy.is_ipv4())
+        })
+}
+
+/// `"a" "b"`: the quoted strings, in order (tor quotes each listener; none inside).
+fn quoted_list(value: &str) -> Vec<String> {
+    value
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect()
 }
 
 /// `KEY=value` in a space-separated line.
@@ -360,6 +437,9 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// What a conversation gives: the window, and tor's SOCKS listeners if they were asked for.
+pub type Answer = ((i64, i64), Option<Vec<String>>);
+
 /// Runs a whole transcript through a [`Handshake`]: `replies` are the peer's lines, `cookie`
 /// the file system. Returns the commands sent and the result. For tests and fuzzing.
 pub fn run_transcript(
@@ -368,7 +448,20 @@ pub fn run_transcript(
     replies: &str,
     cookie: &dyn Fn(&Path) -> Option<Vec<u8>>,
 ) -> (Vec<String>, Result<(i64, i64), ProtoError>) {
-    let (mut h, mut action) = Handshake::new(policy, nonce);
+    let (sent, r) = run_transcript_with(policy, nonce, replies, cookie, false);
+    (sent, r.map(|(w, _)| w))
+}
+
+/// [`run_transcript`], asking for tor's SOCKS listeners too if `socks`.
+pub fn run_transcript_with(
+    policy: AuthPolicy,
+    nonce: [u8; 32],
+    replies: &str,
+    cookie: &dyn Fn(&Path) -> Option<Vec<u8>>,
+    socks: bool,
+) -> (Vec<String>, Result<Answer, ProtoError>) {
+    let (h, mut action) = Handshake::new(policy, nonce);
+    let mut h = if socks { h.asking_socks() } else { h };
     let mut sent = Vec::new();
     let mut lines = replies.split("\r\n");
     let mut reader = ReplyReader::default();
@@ -377,7 +470,8 @@ pub fn run_transcript(
             Action::Done {
                 valid_after,
                 valid_until,
-            } => break Ok((valid_after, valid_until)),
+                socks,
+            } => break Ok(((valid_after, valid_until), socks)),
             Action::ReadCookie(p) => match cookie(&p) {
                 Some(b) => match h.cookie(&b) {
                     Ok(a) => action = a,
@@ -528,6 +622,58 @@ mod tests {
                 "{after} {until} {f}: {r:?}"
             );
         }
+    }
+
+    /// Asked for, tor's SocksPorts come after the window, as tor lists them; a control port
+    /// that will not say is an error (the caller then cannot tell tor's port from a
+    /// squatter's), and the proxy must be one of them.
+    #[test]
+    fn tor_says_where_its_socks_ports_are() {
+        let null = "250-PROTOCOLINFO 1\r\n250-AUTH METHODS=NULL\r\n250 OK\r\n250 OK\r\n";
+        let unix = AuthPolicy {
+            cookie_file: None,
+            cookie_configured: false,
+            allow_plain_cookie: false,
+            allow_null: true,
+        };
+        let none = |_: &Path| -> Option<Vec<u8>> { None };
+        let t = format!(
+            "{null}{WINDOW}250-net/listeners/socks=\"127.0.0.1:9050\" \"[::1]:9150\" \"unix:/run/tor/socks\"\r\n250 OK\r\n"
+        );
+        let (sent, r) = run_transcript_with(unix.clone(), NONCE, &t, &none, true);
+        let (window, socks) = r.expect("answer");
+        assert_eq!(window, (1_795_633_200, 1_795_644_000));
+        assert_eq!(
+            sent.last().map(String::as_str),
+            Some("GETINFO net/listeners/socks\r\n")
+        );
+        let socks = socks.expect("listeners");
+        assert_eq!(
+            socks,
+            ["127.0.0.1:9050", "[::1]:9150", "unix:/run/tor/socks"]
+        );
+        let sa = |s: &str| s.parse::<std::net::SocketAddr>().expect("addr");
+        assert!(is_tor_socks(&socks, sa("127.0.0.1:9050")));
+        assert!(is_tor_socks(&socks, sa("[::1]:9150")));
+        assert!(!is_tor_socks(&socks, sa("127.0.0.1:9051")), "another port");
+        assert!(
+            !is_tor_socks(&socks, sa("127.0.0.2:9050")),
+            "another address"
+        );
+        assert!(
+            !is_tor_socks(&[], sa("127.0.0.1:9050")),
+            "tor has no SocksPort"
+        );
+        let wild = ["0.0.0.0:9050".to_owned()];
+        assert!(is_tor_socks(&wild, sa("127.0.0.1:9050")));
+        assert!(!is_tor_socks(&wild, sa("[::1]:9050")), "another family");
+        // Refused (onion-grater, an old tor): an error, never "no listeners".
+        let t = format!("{null}{WINDOW}510 Command filtered\r\n");
+        let (_, r) = run_transcript_with(unix, NONCE, &t, &none, true);
+        assert!(
+            matches!(r, Err(ProtoError::Refused { code: 510, .. })),
+            "{r:?}"
+        );
     }
 
     #[test]

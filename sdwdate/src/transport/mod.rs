@@ -63,6 +63,12 @@ pub enum WindowError {
     ControlTask(Arc<tokio::task::JoinError>),
     #[error(transparent)]
     Control(Arc<ControlError>),
+    /// The SOCKS port on this host is not one tor listens on: whoever bound it is not asked.
+    #[error("the SOCKS port {proxy} is not tor's (tor listens on: {}); nothing is fetched through it", if listeners.is_empty() { "none".to_owned() } else { listeners.join(", ") })]
+    NotTorsSocks {
+        proxy: std::net::SocketAddr,
+        listeners: Vec<String>,
+    },
     /// arti's own directory.
     #[cfg(feature = "arti")]
     #[error(transparent)]
