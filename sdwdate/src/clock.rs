@@ -14,6 +14,8 @@ pub enum ClockError {
     Set(nix::Error),
     #[error("the new time is out of range")]
     Range,
+    #[error("adjtimex (telling the kernel the clock is synchronised): {0}")]
+    Sync(nix::Error),
 }
 
 pub trait Clock: Send + Sync {
@@ -23,10 +25,21 @@ pub trait Clock: Send + Sync {
     fn step(&self, offset: f64) -> Result<(), ClockError>;
     /// Moves the clock by `ns` nanoseconds (one slew step).
     fn nudge(&self, ns: i64) -> Result<(), ClockError>;
+    /// Tells the kernel the clock is synchronised, to within [`MAX_ERROR_US`]: what
+    /// `timedatectl` shows as "System clock synchronized", what systemd-time-wait-sync (and
+    /// so `time-sync.target`) waits for, and what starts the kernel's 11-minute copy to the
+    /// hardware clock. The kernel takes it back by itself when nobody renews it (its error
+    /// bound grows by 500 us/s until 16 s, about 9 hours: longer than sdwdate's rounds).
+    fn mark_synced(&self) -> Result<(), ClockError> {
+        Ok(())
+    }
     fn is_dry_run(&self) -> bool {
         false
     }
 }
+
+/// The error bound sdwdate claims after a success: a second (a `Date` header's resolution).
+pub const MAX_ERROR_US: i64 = 1_000_000;
 
 fn realtime() -> f64 {
     clock_gettime(ClockId::CLOCK_REALTIME)
@@ -58,6 +71,9 @@ impl Clock for SystemClock {
     fn nudge(&self, ns: i64) -> Result<(), ClockError> {
         Self::shift_ns(ns)
     }
+    fn mark_synced(&self) -> Result<(), ClockError> {
+        kernel::mark_synced(MAX_ERROR_US).map_err(ClockError::Sync)
+    }
 }
 
 /// Reads the real clock, changes nothing, says what it would do.
@@ -77,5 +93,33 @@ impl Clock for DryRunClock {
     }
     fn is_dry_run(&self) -> bool {
         true
+    }
+}
+
+/// The one call nix does not wrap: adjtimex(2).
+#[allow(unsafe_code)]
+mod kernel {
+    /// Clears STA_UNSYNC (keeping every other status bit, e.g. a pending leap second) and sets
+    /// the kernel's maximum and estimated error, in microseconds.
+    pub fn mark_synced(max_error_us: i64) -> Result<(), nix::Error> {
+        // SAFETY: `timex` is plain data; zeroed with modes 0 it only asks for the current
+        // state, and the kernel writes into the struct we own for the duration of the call.
+        let mut t: libc::timex = unsafe { std::mem::zeroed() };
+        // SAFETY: as above; a valid, exclusively borrowed struct.
+        if unsafe { libc::adjtimex(&mut t) } < 0 {
+            return Err(nix::Error::last());
+        }
+        let status = t.status & !libc::STA_UNSYNC;
+        // SAFETY: as above.
+        let mut t: libc::timex = unsafe { std::mem::zeroed() };
+        t.modes = libc::ADJ_STATUS | libc::ADJ_MAXERROR | libc::ADJ_ESTERROR;
+        t.status = status;
+        t.maxerror = max_error_us as libc::c_long;
+        t.esterror = (max_error_us / 2) as libc::c_long;
+        // SAFETY: as above.
+        if unsafe { libc::adjtimex(&mut t) } < 0 {
+            return Err(nix::Error::last());
+        }
+        Ok(())
     }
 }

@@ -375,6 +375,7 @@ impl<T: Transport> Daemon<T> {
         if let Some(why) = why {
             self.clock.step(offset)?;
             info!("clock stepped by {offset:+.3} s ({why})");
+            self.mark_synced();
             return Ok(true);
         }
         let plan = Slew::plan((offset * 1e9).round() as i64);
@@ -397,8 +398,20 @@ impl<T: Transport> Daemon<T> {
                     return;
                 }
             }
+            // Only now is the clock as right as the round said.
+            if let Err(e) = clock.mark_synced() {
+                warn!("{e}");
+            }
         }));
         Ok(false)
+    }
+
+    /// The kernel is told the clock is right (see [`Clock::mark_synced`]); a failure is
+    /// logged, never fatal: the clock itself is set.
+    fn mark_synced(&self) {
+        if let Err(e) = self.clock.mark_synced() {
+            warn!("{e}");
+        }
     }
 
     /// Runs rounds forever (or once), sleeping on the monotonic clock in between.
@@ -566,6 +579,8 @@ mod tests {
     struct FakeClock {
         steps: Mutex<Vec<f64>>,
         nudges: Mutex<Vec<i64>>,
+        /// Every mark_synced, with the nudges made by then.
+        synced: Mutex<Vec<usize>>,
     }
 
     impl Clock for FakeClock {
@@ -578,6 +593,11 @@ mod tests {
         }
         fn nudge(&self, ns: i64) -> Result<(), ClockError> {
             self.nudges.lock().expect("lock").push(ns);
+            Ok(())
+        }
+        fn mark_synced(&self) -> Result<(), ClockError> {
+            let n = self.nudges.lock().expect("lock").len();
+            self.synced.lock().expect("lock").push(n);
             Ok(())
         }
     }
@@ -650,6 +670,8 @@ mod tests {
         // remote = floor(now + 2) = now + 1.75; +0.5 for the truncated Date header.
         assert!((offset - 2.25).abs() < 1e-6, "{offset}");
         assert_eq!(clock.steps.lock().expect("lock").as_slice(), &[offset]);
+        // The kernel is told right after the step ...
+        assert_eq!(clock.synced.lock().expect("lock").as_slice(), &[0]);
 
         let r = d.round().await;
         assert!(
@@ -660,6 +682,11 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(1000)).await;
         let nudges = clock.nudges.lock().expect("lock").clone();
         assert_eq!(nudges.iter().sum::<i64>(), 2_250_000_000);
+        // ... and after a slew only once it is done.
+        assert_eq!(
+            clock.synced.lock().expect("lock").as_slice(),
+            &[0, nudges.len()]
+        );
         assert!(nudges.iter().all(|n| *n <= 5_000_000));
         assert_eq!(
             clock.steps.lock().expect("lock").len(),

@@ -150,6 +150,9 @@ check "sdwdate: the private Tor network's onion names arrived (after $((i * 5)) 
 off0=$(offset)
 check "sdwdate: the guest booted with its clock a day slow (offset $off0 s)" within "$off0" -86400 120
 install_alone timesync-check
+# adjtimex(2) with no change: 5 (TIME_ERROR) while the kernel takes the clock as unsynchronised.
+kernel_sync() { python3 -c 'import ctypes; print(ctypes.CDLL(None).adjtimex(ctypes.create_string_buffer(512)))'; }
+check "sdwdate: before sdwdate the kernel takes the clock as unsynchronised (adjtimex 5)" equals "$(kernel_sync)" 5
 install_alone sdwdate
 wait_active sdwdate.service
 check "sdwdate: enabled by the package" enabled sdwdate.service
@@ -218,6 +221,10 @@ check "sdwdate: through Tor, the first success" test -e /run/sdwdate/first_succe
 off1=$(offset)
 check "sdwdate: ... stepped the clock to within 2 s of the host's (offset now $off1 s)" within "$off1" 0 2
 check "sdwdate: ... with a step, inside Tor's consensus window" sh -c "journalctl -b -u sdwdate --no-pager -o cat | tail -n +$((m + 1)) | grep -q 'clock stepped by +86' && journalctl -b -u sdwdate --no-pager -o cat | tail -n +$((m + 1)) | grep -q 'Tor consensus window'"
+check "sdwdate: ... and the kernel is told the clock is synchronised (adjtimex 0, TIME_OK)" equals "$(kernel_sync)" 0
+if command -v timedatectl > /dev/null && timedatectl show > /dev/null 2>&1; then
+	check "sdwdate: ... timedatectl: System clock synchronized: yes" equals "$(timedatectl show -p NTPSynchronized --value)" yes
+fi
 check "sdwdate: ... status files written" sh -c 'test -e /run/sdwdate/success && grep -q "\"icon\": \"success\"" /run/sdwdate/status && test -s /var/lib/sdwdate/time-replay-protection-utc-unixtime'
 wait $waiter; rc=$?
 check "sdwdate: timesync-check --wait returned success" equals "$rc" 0
