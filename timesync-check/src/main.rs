@@ -71,8 +71,10 @@ struct Cli {
     /// Also check the clock against Tor's consensus window and the minimum time.
     #[arg(long)]
     tor: bool,
-    /// With --tor: tor's control port, HOST:PORT, unix:/PATH or auto (Debian's
-    /// /run/tor/control, else 127.0.0.1:9051); NULL or cookie authentication.
+    /// With --tor: tor's control port, HOST:PORT, unix:/PATH or auto (on a Whonix
+    /// workstation the gateway's 10.152.152.10:9051, else Debian's /run/tor/control, else
+    /// 127.0.0.1:9051); NULL or cookie authentication. Without a consensus window (from it
+    /// or --consensus-file) --tor fails: the clock cannot be judged.
     #[arg(long, default_value = "auto", value_name = "HOST:PORT|unix:PATH|auto")]
     control_port: tor_control::ControlAddr,
     /// With --tor: cookie file for the control port.
@@ -95,17 +97,38 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     let mut tor_line = None;
     if cli.tor {
-        let window = tor_control::consensus_window(
-            &cli.control_port,
+        let control = control_port(&cli.control_port);
+        let asked = tor_control::consensus_window(
+            &control,
             cli.control_cookie.as_deref(),
             std::time::Duration::from_secs(10),
-        )
-        .ok()
-        .or_else(|| {
+        );
+        let window = asked.as_ref().ok().copied().or_else(|| {
             std::fs::read_to_string(&cli.consensus_file)
                 .ok()
                 .and_then(|t| tor::window_from_consensus(&t))
         });
+        // No window, no pass: "after the minimum time" alone says nothing about the clock.
+        let Some(window) = window else {
+            let why = match asked {
+                Err(e) => e.to_string(),
+                Ok(_) => unreachable!("a window was read"),
+            };
+            let line = format!(
+                "{}; no Tor consensus window to compare the clock with (control port {control}: {why}; no usable {})",
+                v.line,
+                cli.consensus_file.display()
+            );
+            return Ok(print_verdict(
+                &cli,
+                Verdict {
+                    state: Sync::Failed,
+                    line,
+                },
+                None,
+            ));
+        };
+        let window = Some(window);
         let min = tor::minimum_time(&[
             &cli.state_dir.join("time-replay-protection-utc-unixtime"),
             Path::new("/etc/minimum-unixtime"),
@@ -125,6 +148,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    Ok(print_verdict(&cli, v, tor_line))
+}
+
+/// Prints the verdict (a line, or JSON) and gives its exit code.
+fn print_verdict(cli: &Cli, v: Verdict, tor_line: Option<String>) -> ExitCode {
     if cli.json {
         let j = serde_json::json!({"state": v.state.name(), "code": v.state.code(), "message": v.line, "tor": tor_line});
         println!("{j}");
@@ -134,7 +162,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             _ => println!("{}", v.line),
         }
     }
-    Ok(ExitCode::from(v.state.code()))
+    ExitCode::from(v.state.code())
+}
+
+/// `auto` on a Whonix workstation is the gateway's control port (through its onion-grater),
+/// as sdwdate uses it: the workstation runs no tor of its own.
+fn control_port(asked: &tor_control::ControlAddr) -> tor_control::ControlAddr {
+    let workstation = Path::new("/usr/share/anon-ws-base-files/workstation").exists();
+    match asked {
+        tor_control::ControlAddr::Auto if workstation => {
+            tor_control::ControlAddr::Tcp(std::net::SocketAddr::from(([10, 152, 152, 10], 9051)))
+        }
+        other => other.clone(),
+    }
 }
 
 /// Waits for `first_success` (or `success`), printing sdwdate's progress when it changes.

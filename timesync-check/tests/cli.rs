@@ -213,6 +213,40 @@ fn tor_bounds_from_a_cached_consensus() {
         assert_eq!(out.status.code(), Some(code), "{line}");
         assert!(line.contains(needle), "{line}");
     }
+    // No window at all (no control port, no usable consensus: missing, or a window Tor
+    // could not have made): --tor fails, whatever sdwdate's files say.
+    let c = d.join("consensus");
+    for consensus in [
+        None,
+        Some(format!(
+            "valid-after {}\nvalid-until {}\n",
+            fmt(now - 3600),
+            fmt(now + 365 * 86_400)
+        )),
+    ] {
+        let _ = std::fs::remove_file(&c);
+        if let Some(text) = &consensus {
+            std::fs::write(&c, text).expect("w");
+        }
+        let out = run(&[
+            "--run-dir",
+            p,
+            "--state-dir",
+            p,
+            "--tor",
+            "--control-port",
+            "127.0.0.1:9",
+            "--consensus-file",
+            c.to_str().expect("utf8"),
+        ]);
+        let line = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(2), "{consensus:?}: {line}");
+        assert!(
+            line.contains("no Tor consensus window to compare the clock with")
+                && line.contains("127.0.0.1:9"),
+            "{line}"
+        );
+    }
     std::fs::remove_dir_all(&d).expect("cleanup");
 }
 
