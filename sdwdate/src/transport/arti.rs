@@ -143,12 +143,37 @@ pub fn config(state: &Path, extra: Option<&Path>) -> Result<TorClientConfig, Art
 
 /// Creates `<state>/arti` private to the service user (arti checks it and refuses otherwise).
 pub fn prepare_state(state: &Path) -> Result<PathBuf, ArtiError> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     let dir = state.join("arti");
     let err = |source| ArtiError::State {
         dir: dir.clone(),
         source: Arc::new(source),
     };
+    // Another user's directory (a root test run beside the daemon), or no directory at all:
+    // arti could not write it, and the daemon would fail and restart in a loop. It is moved
+    // aside, kept for a look, and a fresh one made (arti bootstraps again).
+    if let Ok(m) = std::fs::symlink_metadata(&dir) {
+        if !m.is_dir() || m.uid() != nix::unistd::geteuid().as_raw() {
+            let aside = state.join(format!(
+                "arti.broken-{}",
+                SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs())
+            ));
+            warn!(
+                "{} is {} (owner uid {}); moved aside to {} and made anew",
+                dir.display(),
+                if m.is_dir() {
+                    "another user's"
+                } else {
+                    "not a directory"
+                },
+                m.uid(),
+                aside.display()
+            );
+            std::fs::rename(&dir, &aside).map_err(err)?;
+        }
+    }
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -486,5 +511,48 @@ mod tests {
         let mode = std::fs::metadata(&dir).expect("stat").permissions().mode();
         std::fs::remove_dir_all(&base).expect("rm");
         assert_eq!(mode & 0o777, 0o700);
+    }
+
+    /// A state directory arti could not use (a file, or another user's) is moved aside and
+    /// made anew, not left to fail every start.
+    #[test]
+    fn an_unusable_state_dir_is_moved_aside() {
+        use std::os::unix::fs::MetadataExt;
+        let base = std::env::temp_dir().join(format!("sdwdate-arti-broken-{}", std::process::id()));
+        std::fs::create_dir_all(&base).expect("mkdir");
+        std::fs::write(base.join("arti"), "not a directory").expect("write");
+        let mut cases = vec!["a file"];
+        if nix::unistd::geteuid().is_root() {
+            cases.push("another user's");
+        }
+        for case in cases {
+            if case == "another user's" {
+                std::fs::create_dir(base.join("arti")).expect("mkdir");
+                nix::unistd::chown(
+                    &base.join("arti"),
+                    Some(nix::unistd::Uid::from_raw(64_123)),
+                    None,
+                )
+                .expect("chown");
+            }
+            let dir = prepare_state(&base).expect(case);
+            let m = std::fs::metadata(&dir).expect("stat");
+            assert!(
+                m.is_dir() && m.uid() == nix::unistd::geteuid().as_raw(),
+                "{case}"
+            );
+            let aside: Vec<_> = std::fs::read_dir(&base)
+                .expect("ls")
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().starts_with("arti.broken-"))
+                .collect();
+            assert!(!aside.is_empty(), "{case}: kept aside");
+            for a in aside {
+                let _ =
+                    std::fs::remove_dir_all(a.path()).or_else(|_| std::fs::remove_file(a.path()));
+            }
+            std::fs::remove_dir_all(&dir).expect("rm");
+        }
+        std::fs::remove_dir_all(&base).expect("rm");
     }
 }
