@@ -2,7 +2,8 @@
 //! tor-control crate reads: the first byte picks
 //! 0: the blocking shell `client::converse` on a stream that sends the rest (ReplyReader with
 //!    its line bound, the Handshake, the cookie read), policy from the second byte;
-//! 1: `proto::run_transcript` on the rest as CRLF lines;
+//! 1: `proto::run_transcript_with` on the rest as CRLF lines (asking for tor's SOCKS
+//!    listeners or not);
 //! 2: ReplyReader alone, fed line by line: never more than MAX_REPLY_LINES lines a reply;
 //! 3: time parsing (`parse_time`, `parse_minimum`, `window_from_consensus`): a parsed time
 //!    prints (`utc`) as a string that parses back to it; a minimum is 10 digits;
@@ -84,12 +85,25 @@ fuzz_target!(|data: &[u8]| {
             };
             let text = String::from_utf8_lossy(rest);
             let cookie = cookie_of(p);
-            let (sent, _result) = tor_control::proto::run_transcript(
+            let socks = p & 0x40 != 0;
+            let (sent, result) = tor_control::proto::run_transcript_with(
                 policy(p),
                 [1; 32],
                 &text,
                 &|_: &Path| Some(cookie.clone()),
+                socks,
             );
+            // Listeners only when asked for, each one quoted string without quotes inside.
+            if let Ok((_, listeners)) = &result {
+                assert_eq!(listeners.is_some(), socks);
+                for l in listeners.iter().flatten() {
+                    assert!(!l.contains('"'), "{l:?}");
+                    let _ = tor_control::proto::is_tor_socks(
+                        std::slice::from_ref(l),
+                        "127.0.0.1:9050".parse().expect("addr"),
+                    );
+                }
+            }
             // One command per reply at most, plus the first.
             assert!(sent.len() <= text.split("\r\n").count() + 1);
             for s in &sent {

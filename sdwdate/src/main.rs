@@ -227,6 +227,25 @@ fn main() -> ExitCode {
     anon_cli::main(&PROGRAM, run)
 }
 
+/// systemd's `$EXIT_CODE` and `$EXIT_STATUS`, in words.
+fn exit_reason(code: &str, status: &str) -> String {
+    match code {
+        "killed" | "dumped" => format!("sdwdate crashed (signal {status})"),
+        "exited" if status == "0" => "sdwdate was stopped".to_owned(),
+        "exited" => format!("sdwdate exited with status {status}"),
+        _ => "sdwdate was stopped".to_owned(),
+    }
+}
+
+/// A control port of this host's tor: a socket, `auto` (Debian's socket or 127.0.0.1:9051),
+/// or a TCP address of this host.
+fn control_is_local(addr: &ControlAddr) -> bool {
+    match addr {
+        ControlAddr::Tcp(a) => tor_control::client::is_local(a.ip()),
+        ControlAddr::Unix(_) | ControlAddr::Auto => true,
+    }
+}
+
 /// sysexits' EX_CONFIG: never a usage error (64) nor a failed round (1).
 const CONFIG_ERROR: u8 = 78;
 
@@ -235,11 +254,12 @@ const CONFIG_ERROR: u8 = 78;
 /// configuration error) so that the reason is not lost.
 fn stopped(status: &StatusDir) -> anyhow::Result<()> {
     let var = |k| std::env::var(k).unwrap_or_default();
-    let how = match (var("EXIT_CODE").as_str(), var("EXIT_STATUS")) {
-        ("killed" | "dumped", sig) => format!("sdwdate crashed (signal {sig})"),
-        ("exited", code) if code == "0" => "sdwdate was stopped".to_owned(),
-        ("exited", code) => format!("sdwdate exited with status {code}"),
-        _ => "sdwdate was stopped".to_owned(),
+    let how = match var("SERVICE_RESULT").as_str() {
+        "exec-condition" => {
+            "sdwdate was not started: its condition is not met (on Qubes: no NetVM)".to_owned()
+        }
+        "watchdog" => "sdwdate was stopped by systemd's watchdog (no progress)".to_owned(),
+        _ => exit_reason(&var("EXIT_CODE"), &var("EXIT_STATUS")),
     };
     let message = match status.last_error() {
         Some(e) if !e.starts_with("Not running") => format!("Not running ({how}): {e}"),
@@ -336,15 +356,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "CONTROL_PORT=none: answers are judged WITHOUT Tor's consensus window; \
                  time sources that agree on a lie are believed (weaker than upstream sdwdate)"
             );
+            if tor_control::client::is_local(proxy.ip()) {
+                log::warn!(
+                    "CONTROL_PORT=none: the SOCKS port {proxy} on this host is not checked \
+                     against tor's own list either: a local user who binds it first answers \
+                     every request"
+                );
+            }
             None
         }
         ControlSetting::Addr(addr) => Some(ControlPort {
-            addr,
             cookie: cli.control_cookie.clone().or(cfg.control_cookie.clone()),
             timeout: Duration::from_secs(10),
             // A SOCKS port on this host is checked against tor's own list before any fetch
             // (the round's window query asks for it): a local user may have bound it first.
-            verify_socks: tor_control::client::is_local(proxy.ip()).then_some(proxy),
+            // Only where the control port is this host's tor too: a workstation's local
+            // forwarder to the gateway is not among the gateway tor's listeners.
+            verify_socks: (tor_control::client::is_local(proxy.ip()) && control_is_local(&addr))
+                .then_some(proxy),
+            addr,
         }),
     };
     let clock: Arc<dyn Clock> = if cli.dry_run {
@@ -427,8 +457,11 @@ fn run_arti(
     // A dry run keeps arti's state in the state directory only if that is this user's (a
     // test's own): root testing beside the daemon must not leave root-owned files in
     // /var/lib/sdwdate, which the daemon (user sdwdate) could then not write.
-    let scratch = (cli.dry_run && !owned_by_me(&cli.state_dir))
-        .then(|| std::env::temp_dir().join(format!("sdwdate-dry-run-{}", std::process::id())));
+    let scratch = if cli.dry_run && !owned_by_me(&cli.state_dir) {
+        Some(scratch_dir()?)
+    } else {
+        None
+    };
     let state = scratch.clone().unwrap_or_else(|| cli.state_dir.clone());
     if let Some(s) = &scratch {
         log::info!(
@@ -442,6 +475,19 @@ fn run_arti(
         let _ = std::fs::remove_dir_all(s);
     }
     result
+}
+
+/// A new private directory under $TMPDIR, a random name made here (never one that someone
+/// else made first: creating it fails then).
+#[cfg(feature = "arti")]
+fn scratch_dir() -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = std::env::temp_dir().join(format!("sdwdate-dry-run-{:016x}", rand::random::<u64>()));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir)
 }
 
 /// The directory exists and belongs to this process's user.

@@ -19,8 +19,8 @@ pub const SLEEP_LONG: &str = "sleep_long";
 pub enum Writes {
     /// The daemon: every file of the contract and the replay-protection time.
     All,
-    /// A dry run in a run directory of this user's: `status` and `msg` only (they say "dry
-    /// run"); never `success`, `first_success`, `fail` or the replay-protection time, which
+    /// A dry run in a run directory of this user's where no daemon runs: `status` and `msg`
+    /// only (they say "dry run"); never `success`, `first_success`, `fail` or the replay-protection time, which
     /// anon-firewall, timesync-check, systemcheck and the next boot act on.
     StatusOnly,
     /// A dry run where the run directory is missing or another user's (root testing beside
@@ -84,15 +84,17 @@ impl StatusDir {
         use std::os::unix::fs::MetadataExt;
         let ours = std::fs::metadata(&run_dir)
             .is_ok_and(|m| m.is_dir() && m.uid() == nix::unistd::geteuid().as_raw());
-        StatusDir {
+        let mut s = StatusDir {
             run_dir,
             state_dir,
-            writes: if ours {
-                Writes::StatusOnly
-            } else {
-                Writes::Nothing
-            },
+            writes: Writes::Nothing,
+        };
+        // Never over a running daemon's status (a dry run as its own user): sdwdate-gui
+        // would show the dry run's success instead of the daemon's last round.
+        if ours && !s.daemon_running() {
+            s.writes = Writes::StatusOnly;
         }
+        s
     }
 
     fn all(&self) -> bool {
@@ -125,8 +127,14 @@ impl StatusDir {
         if !self.all() {
             return Ok(());
         }
-        self.status(Icon::Error, message)?;
-        remove(&self.run_dir.join(PID))
+        // The pid first: a status that cannot be written must not leave it behind.
+        let gone = remove(&self.run_dir.join(PID));
+        self.status(Icon::Error, message).and(gone)
+    }
+
+    /// Whether a live daemon has its pid here (as readers judge it).
+    pub fn daemon_running(&self) -> bool {
+        tor_control::client::read_run_dir(&self.run_dir).running
     }
 
     /// The message in `msg` and whether `status` has the error icon (for the stop hook,

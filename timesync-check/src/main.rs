@@ -119,14 +119,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 v.line,
                 cli.consensus_file.display()
             );
-            return Ok(print_verdict(
-                &cli,
-                Verdict {
-                    state: Sync::Failed,
-                    line,
-                },
-                None,
-            ));
+            // Not running or stopped stays what it is (worse than a failed round: nothing runs).
+            let state = match v.state {
+                Sync::NotRunning | Sync::Stopped => v.state,
+                _ => Sync::Failed,
+            };
+            return Ok(print_verdict(&cli, Verdict { state, line }, None));
         };
         let window = Some(window);
         let min = tor::minimum_time(&[

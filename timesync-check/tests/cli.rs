@@ -18,6 +18,27 @@ fn run(args: &[&str]) -> Output {
         .expect("run")
 }
 
+/// A live process named `sdwdate` (a copy of sleep(1)), left running for 5 minutes: readers
+/// take a pid as sdwdate's only if /proc names it so.
+fn fake_sdwdate() -> u32 {
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *PID.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("tsc-{}-fake", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let bin = dir.join("sdwdate");
+        std::fs::copy("/bin/sleep", &bin).expect("copy sleep");
+        // Silent (it must not hold the test's output open) and gone within minutes.
+        Command::new(&bin)
+            .arg("300")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("fake sdwdate")
+            .id()
+    })
+}
+
 fn sdwdate_files(d: &Path, icon: &str, msg: &str, files: &[&str]) {
     std::fs::write(
         d.join("status"),
@@ -25,8 +46,8 @@ fn sdwdate_files(d: &Path, icon: &str, msg: &str, files: &[&str]) {
     )
     .expect("w");
     std::fs::write(d.join("msg"), msg).expect("w");
-    // A running sdwdate: a live pid (this test's own).
-    std::fs::write(d.join("pid"), format!("{}\n", std::process::id())).expect("w");
+    // A running sdwdate: a live process of that name.
+    std::fs::write(d.join("pid"), format!("{}\n", fake_sdwdate())).expect("w");
     for f in ["success", "first_success", "fail"] {
         let _ = std::fs::remove_file(d.join(f));
     }
@@ -76,7 +97,15 @@ fn every_state_has_its_exit_code_and_line() {
     let mut child = Command::new("true").spawn().expect("true");
     let dead = child.id();
     child.wait().expect("wait");
+    // A live process that is not sdwdate (a pid reused after an unclean death): this test.
+    let reused = std::process::id();
     for (files, pid, code, needle) in [
+        (
+            &["success", "first_success"][..],
+            Some(reused),
+            4,
+            "but sdwdate is not running",
+        ),
         (
             &["success", "first_success"][..],
             Some(dead),

@@ -385,17 +385,27 @@ pub fn read_run_dir(dir: &Path) -> Files {
     }
 }
 
-/// Whether the pid in `text` is a live process. `kill(pid, 0)` answers for another user's
-/// process too (EPERM: it exists), and whatever /proc's hidepid hides.
+/// Whether the pid in `text` is a live sdwdate. `kill(pid, 0)` answers for another user's
+/// process too (EPERM: it exists), whatever /proc's hidepid hides; where /proc shows the
+/// process, its name must be sdwdate's, so that a pid reused after an unclean death (the
+/// unit's stop hook removes the file after any exit, but a daemon run by hand has none) is
+/// not taken for it.
 fn alive(text: &str) -> bool {
     use nix::errno::Errno;
-    match text.trim().parse::<i32>() {
-        Ok(pid) if pid > 1 => matches!(
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
-            Ok(()) | Err(Errno::EPERM)
-        ),
-        _ => false,
-    }
+    let pid = match text.trim().parse::<i32>() {
+        Ok(pid) if pid > 1 => pid,
+        _ => return false,
+    };
+    let exists = matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Ok(()) | Err(Errno::EPERM)
+    );
+    exists
+        && match small_file(Path::new(&format!("/proc/{pid}/comm")), 64) {
+            Ok(comm) => comm.strip_suffix(b"\n").unwrap_or(&comm) == b"sdwdate",
+            // Hidden (hidepid): the signal's answer is all there is.
+            Err(_) => true,
+        }
 }
 
 /// max of `floor` and every readable file's minimum time (see [`crate::time::parse_minimum`]);
