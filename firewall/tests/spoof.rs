@@ -276,6 +276,39 @@ fn set_rp_filter(gw: &Netns, value: &str) {
     }
 }
 
+/// Both uplink neighbours resolved before the first round: the gateway's answers in a round
+/// without rules must arrive in that round, not sit in a neighbour queue (which netfilter has
+/// already passed) and come out under the next round's rules. Bounded: 50 tries, 5 s.
+fn resolve_uplink_neighbours(t: &Topology) {
+    for to in [IpAddr::V4(SPOOFED), IpAddr::V6(SPOOFED6)] {
+        let watch = t
+            .internet
+            .icmp_observer(to.is_ipv6())
+            .expect("icmp observer");
+        let seen = (0..50).any(|_| {
+            t.gateway.ping(to, 1).expect("ping");
+            watch.echo_requests(Duration::from_millis(100)) > 0
+        });
+        assert!(seen, "the gateway cannot reach {to} on the uplink");
+    }
+}
+
+/// Waits (at most 8 s) until the counter has not moved for a second: whatever a round
+/// provoked has arrived before it is read.
+fn settle(t: &Topology) {
+    let mut last = answers(t);
+    let mut quiet = 0;
+    for _ in 0..40 {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = answers(t);
+        quiet = if now == last { quiet + 1 } else { 0 };
+        last = now;
+        if quiet >= 5 {
+            return;
+        }
+    }
+}
+
 /// What arrives at the internet host, addressed to it, after one round of forged probes.
 fn answers_to_forged(t: &Topology, base: u16) -> u64 {
     reset_answers(t);
@@ -283,6 +316,8 @@ fn answers_to_forged(t: &Topology, base: u16) -> u64 {
     // The kernel answers at once; SYNs are retransmitted after a second, answered again.
     std::thread::sleep(Duration::from_millis(1500));
     drop(forged);
+    // Late answers count for this round, and none is left to be counted in the next.
+    settle(t);
     answers(t)
 }
 
@@ -334,6 +369,7 @@ fn a_workstation_forging_an_internet_source_gets_no_answer_out_of_the_uplink() {
     let t = Topology::up("afw-spoof").expect("topology");
     install_answer_counter(&t);
     arm_the_workstation(&t);
+    resolve_uplink_neighbours(&t);
     let mut base = 20000;
     for rp in ["2", "0"] {
         set_rp_filter(&t.gateway, rp);
