@@ -33,6 +33,12 @@ pub trait Clock: Send + Sync {
     fn mark_synced(&self) -> Result<(), ClockError> {
         Ok(())
     }
+    /// Tells the kernel the clock is not synchronised (SYNC_HARDWARE_CLOCK=false, at start):
+    /// an earlier run's claim would otherwise keep the kernel copying the clock to the
+    /// hardware clock for hours.
+    fn mark_unsynced(&self) -> Result<(), ClockError> {
+        Ok(())
+    }
     fn is_dry_run(&self) -> bool {
         false
     }
@@ -73,7 +79,10 @@ impl Clock for SystemClock {
         Self::shift_ns(ns)
     }
     fn mark_synced(&self) -> Result<(), ClockError> {
-        kernel::mark_synced(MAX_ERROR_US).map_err(ClockError::Sync)
+        kernel::set_sync(Some(MAX_ERROR_US)).map_err(ClockError::Sync)
+    }
+    fn mark_unsynced(&self) -> Result<(), ClockError> {
+        kernel::set_sync(None).map_err(ClockError::Sync)
     }
 }
 
@@ -100,9 +109,10 @@ impl Clock for DryRunClock {
 /// The one call nix does not wrap: adjtimex(2).
 #[allow(unsafe_code)]
 mod kernel {
-    /// Clears STA_UNSYNC (keeping every other status bit, e.g. a pending leap second) and sets
-    /// the kernel's maximum and estimated error, in microseconds.
-    pub fn mark_synced(max_error_us: i64) -> Result<(), nix::Error> {
+    /// With an error bound (microseconds): clears STA_UNSYNC and sets the kernel's maximum
+    /// and estimated error. Without: sets STA_UNSYNC. Every other status bit (a pending leap
+    /// second) is kept.
+    pub fn set_sync(max_error_us: Option<i64>) -> Result<(), nix::Error> {
         // SAFETY: `timex` is plain data; zeroed with modes 0 it only asks for the current
         // state, and the kernel writes into the struct we own for the duration of the call.
         let mut t: libc::timex = unsafe { std::mem::zeroed() };
@@ -110,13 +120,21 @@ mod kernel {
         if unsafe { libc::adjtimex(&mut t) } < 0 {
             return Err(nix::Error::last());
         }
-        let status = t.status & !libc::STA_UNSYNC;
+        let status = t.status;
         // SAFETY: as above.
         let mut t: libc::timex = unsafe { std::mem::zeroed() };
-        t.modes = libc::ADJ_STATUS | libc::ADJ_MAXERROR | libc::ADJ_ESTERROR;
-        t.status = status;
-        t.maxerror = max_error_us as libc::c_long;
-        t.esterror = (max_error_us / 3) as libc::c_long;
+        match max_error_us {
+            Some(max_error_us) => {
+                t.modes = libc::ADJ_STATUS | libc::ADJ_MAXERROR | libc::ADJ_ESTERROR;
+                t.status = status & !libc::STA_UNSYNC;
+                t.maxerror = max_error_us as libc::c_long;
+                t.esterror = (max_error_us / 3) as libc::c_long;
+            }
+            None => {
+                t.modes = libc::ADJ_STATUS;
+                t.status = status | libc::STA_UNSYNC;
+            }
+        }
         // SAFETY: as above.
         if unsafe { libc::adjtimex(&mut t) } < 0 {
             return Err(nix::Error::last());

@@ -215,6 +215,12 @@ pub struct Config {
     pub pools: [Vec<Member>; 3],
     pub max_failure_ratio: f64,
     pub randomize_time: bool,
+    /// `SYNC_HARDWARE_CLOCK=true|false` (default true): after a success the kernel is told the
+    /// clock is synchronised, which also starts its 11-minute copy of the system clock to the
+    /// hardware clock. `false` leaves the kernel's "unsynchronised" flag alone, as chrony
+    /// without `rtcsync`: the hardware clock keeps what it has, and `timedatectl` says "System
+    /// clock synchronized: no" (time-sync.target still follows sdwdate's first success).
+    pub sync_hardware_clock: bool,
     pub proxy_ip: Option<IpAddr>,
     pub proxy_port: Option<u16>,
     /// `TRANSPORT=socks|arti`; unset: decided at start (see [`TransportKind`]).
@@ -280,6 +286,7 @@ impl Default for Config {
             pools: Default::default(),
             max_failure_ratio: 0.34,
             randomize_time: false,
+            sync_hardware_clock: true,
             proxy_ip: None,
             proxy_port: None,
             transport: None,
@@ -482,6 +489,13 @@ impl Config {
                     _ => return Err(v("RANDOMIZE_TIME", "true or false")),
                 }
             }
+            "SYNC_HARDWARE_CLOCK" => {
+                self.sync_hardware_clock = match value {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(v("SYNC_HARDWARE_CLOCK", "true or false")),
+                }
+            }
             "PROXY_IP" => {
                 self.proxy_ip = Some(value.parse().map_err(|_| v("PROXY_IP", "an IP address"))?)
             }
@@ -590,6 +604,12 @@ mod tests {
             .any(|m| matches!(m, Member::Group(g) if g.len() >= 2)));
         assert_eq!(c.max_failure_ratio, 0.34);
         assert!(!c.randomize_time && c.proxy_ip.is_none());
+        assert!(
+            c.sync_hardware_clock,
+            "the hardware clock follows unless turned off"
+        );
+        let off = parse("SYNC_HARDWARE_CLOCK=false\n").expect("parses");
+        assert!(!off.sync_hardware_clock);
     }
 
     #[test]
@@ -693,6 +713,7 @@ mod tests {
             ("\nMAX_FAILURE_RATIO=abc".into(), 2, Box::new(value("MAX_FAILURE_RATIO"))),
             ("MAX_FAILURE_RATIO=2".into(), 1, Box::new(value("MAX_FAILURE_RATIO"))),
             ("RANDOMIZE_TIME=yes".into(), 1, Box::new(value("RANDOMIZE_TIME"))),
+            ("SYNC_HARDWARE_CLOCK=no".into(), 1, Box::new(value("SYNC_HARDWARE_CLOCK"))),
             ("PROXY_IP=localhost".into(), 1, Box::new(value("PROXY_IP"))),
             ("PROXY_PORT=0".into(), 1, Box::new(value("PROXY_PORT"))),
             ("TRANSPORT=tor".into(), 1, Box::new(value("TRANSPORT"))),

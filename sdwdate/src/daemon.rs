@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::control::ControlPort;
 use crate::minimum::minimum_unixtime;
 use crate::pools::{allowed_failures, Pools};
-use crate::round::{check_floor, Outcome, Request, Round, RoundError, Verdict};
+use crate::round::{check_floor, outvoted, Outcome, Request, Round, RoundError, Verdict};
 use crate::schedule::{self, SuspendDetector, TICK};
 use crate::slew::{Slew, INTERVAL};
 use crate::status::{Icon, StatusDir};
@@ -41,6 +41,23 @@ pub const RESUME_STEP_S: f64 = 1.0;
 /// pools gain no jump from a suspend. The slack covers the round's own spread (the median,
 /// the Date header's second, RANDOMIZE_TIME's second).
 pub const RESUME_STEP_SLACK_S: f64 = 10.0;
+
+/// A clock this far before Tor's consensus valid-after is stepped forward to it before a
+/// round. Tor itself tolerates less than a day (C tor's "reasonably live" consensus, arti's
+/// pre-valid tolerance) and an honest clock can be a few minutes early (a consensus is
+/// fetched up to 5 min before its valid-after); an hour is past any honest difference and
+/// well inside what Tor still works with.
+pub const BEHIND_CONSENSUS_S: f64 = 3600.0;
+
+/// Where the clock goes when it is far behind Tor's consensus (the offset to step), if it is.
+/// A consensus Tor accepted (signatures checked) cannot exist before its valid-after, so the
+/// time is at least that late; the replay-protection floor and the build date say the same
+/// of themselves. The move is only ever forward: a consensus proves nothing about how late it
+/// is (an old one can be replayed), so a clock ahead of it is never pulled back by it.
+pub fn behind_consensus(now: f64, valid_after: i64, minimum: i64) -> Option<f64> {
+    let target = valid_after.max(minimum) as f64;
+    (now < valid_after as f64 - BEHIND_CONSENSUS_S).then_some(target - now)
+}
 
 /// CLOCK_BOOTTIME and CLOCK_MONOTONIC in nanoseconds (injected: tests simulate a suspend).
 pub type BootClocks = Arc<dyn Fn() -> (i128, i128) + Send + Sync>;
@@ -113,6 +130,11 @@ pub struct Daemon<T: Transport> {
     pub sleep_divisor: u32,
     /// A suspend was seen since the last success: how long the machine slept, in seconds.
     resumed: Option<f64>,
+    /// The clock was stepped into Tor's consensus window since the last success: the next
+    /// correction is stepped too (the consensus put the clock within the window, not right).
+    consensus_stepped: bool,
+    /// The last success's outvoted pool and how far it was from the median, for the status.
+    outvoted: Option<(usize, f64)>,
     slew: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -155,6 +177,8 @@ impl<T: Transport> Daemon<T> {
             boot_clocks: Arc::new(boot_clocks),
             sleep_divisor: 1,
             resumed: None,
+            consensus_stepped: false,
+            outvoted: None,
             slew: None,
         }
     }
@@ -216,6 +240,9 @@ impl<T: Transport> Daemon<T> {
             expiry: EXPIRY,
             consensus: first_window,
         };
+        if let Some((valid_after, _)) = first_window {
+            self.step_into_window(valid_after, bounds.minimum)?;
+        }
         // Organisation groups are picked anew every round, as upstream does.
         let pools = Pools::pick(&self.cfg, &mut self.rng);
         let budget = allowed_failures(self.cfg.total_members(), self.cfg.max_failure_ratio);
@@ -303,6 +330,13 @@ impl<T: Transport> Daemon<T> {
                     "offsets {:+.3} / {:+.3} / {:+.3} s, median {median:+.3} s",
                     diffs[0], diffs[1], diffs[2]
                 );
+                self.outvoted = outvoted(diffs).map(|p| (p, diffs[p] - median));
+                if let Some((pool, off)) = self.outvoted {
+                    warn!(
+                        "pool {pool} is {off:+.3} s from the other two, which agree: outvoted \
+                         (honest sources agree to a few seconds; is one of its sources lying?)"
+                    );
+                }
                 let mut offset = median;
                 if self.cfg.randomize_time {
                     offset += self.rng.random_range(-1.0..1.0);
@@ -311,6 +345,24 @@ impl<T: Transport> Daemon<T> {
                 Ok(offset)
             }
         }
+    }
+
+    /// A clock far behind the consensus ([`behind_consensus`]) goes forward into it first:
+    /// from there Tor cannot build circuits (C tor wants a consensus no more than a day
+    /// ahead of the clock, arti refuses one not yet valid), and no source could ever answer.
+    fn step_into_window(&mut self, valid_after: i64, minimum: i64) -> Result<(), RoundError> {
+        let Some(offset) = behind_consensus(self.clock.now(), valid_after, minimum) else {
+            return Ok(());
+        };
+        self.clock.step(offset).map_err(RoundError::Clock)?;
+        info!(
+            "clock stepped by {offset:+.3} s to {}: it was before Tor's consensus valid-after {} \
+             (from there Tor cannot work); the sources' time follows",
+            utc(self.clock.now() as i64),
+            utc(valid_after)
+        );
+        self.consensus_stepped = true;
+        Ok(())
     }
 
     /// One full round: status files, fetching, and setting the clock.
@@ -341,6 +393,7 @@ impl<T: Transport> Daemon<T> {
         let written = match &result {
             RoundResult::Success { .. } => {
                 self.resumed = None;
+                self.consensus_stepped = false;
                 self.status
                     .succeeded()
                     .and_then(|()| self.status.write_replay_protection(true_now.floor() as i64))
@@ -364,6 +417,8 @@ impl<T: Transport> Daemon<T> {
             Some("first success since boot")
         } else if self.status.clock_jump_requested() {
             Some("clock jump requested")
+        } else if self.consensus_stepped {
+            Some("after a step into Tor's consensus window")
         } else if self
             .resumed
             .is_some_and(|asleep| (RESUME_STEP_S..=asleep + RESUME_STEP_SLACK_S).contains(&offset))
@@ -389,6 +444,7 @@ impl<T: Transport> Daemon<T> {
             plan.duration().as_secs()
         );
         let clock = Arc::clone(&self.clock);
+        let tell_kernel = self.cfg.sync_hardware_clock;
         self.slew = Some(tokio::spawn(async move {
             let mut tick = tokio::time::interval(INTERVAL);
             for step in plan {
@@ -399,16 +455,21 @@ impl<T: Transport> Daemon<T> {
                 }
             }
             // Only now is the clock as right as the round said.
-            if let Err(e) = clock.mark_synced() {
-                warn!("{e}");
+            if tell_kernel {
+                if let Err(e) = clock.mark_synced() {
+                    warn!("{e}");
+                }
             }
         }));
         Ok(false)
     }
 
-    /// The kernel is told the clock is right (see [`Clock::mark_synced`]); a failure is
-    /// logged, never fatal: the clock itself is set.
+    /// The kernel is told the clock is right (see [`Clock::mark_synced`]), unless
+    /// SYNC_HARDWARE_CLOCK=false; a failure is logged, never fatal: the clock itself is set.
     fn mark_synced(&self) {
+        if !self.cfg.sync_hardware_clock {
+            return;
+        }
         if let Err(e) = self.clock.mark_synced() {
             warn!("{e}");
         }
@@ -417,6 +478,12 @@ impl<T: Transport> Daemon<T> {
     /// Runs rounds forever (or once), sleeping on the monotonic clock in between.
     pub async fn run(mut self, once: bool) -> RoundResult {
         self.always_step |= once;
+        if !self.cfg.sync_hardware_clock {
+            info!("SYNC_HARDWARE_CLOCK=false: the kernel is not told the clock is synchronised, and does not copy it to the hardware clock");
+            if let Err(e) = self.clock.mark_unsynced() {
+                warn!("{e}");
+            }
+        }
         let mut failures = 0u32;
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
         loop {
@@ -436,9 +503,17 @@ impl<T: Transport> Daemon<T> {
                     } else {
                         format!(" Next run in {} minutes.", sleep.as_secs() / 60)
                     };
+                    let outvoted = self.outvoted.map_or(String::new(), |(pool, off)| {
+                        format!(
+                            " Pool {pool} disagreed by {off:+.0} s and was outvoted by the \
+                             other two."
+                        )
+                    });
                     self.set_status(
                         Icon::Success,
-                        &format!("Success. Time offset {offset:+.3} s, clock {how}{dry}.{next}"),
+                        &format!(
+                            "Success. Time offset {offset:+.3} s, clock {how}{dry}.{outvoted}{next}"
+                        ),
                     );
                     sleep
                 }
@@ -528,6 +603,11 @@ mod tests {
         not_yet: std::sync::atomic::AtomicUsize,
         /// What a read when judging says, if not `window` (tor got a newer consensus).
         judging: Option<Result<(i64, i64), WindowError>>,
+        /// Sources that know the true time: they answer it, whatever the clock says (and
+        /// `offset` is ignored).
+        truth: Option<f64>,
+        /// Hosts that answer with another offset.
+        skewed: Vec<(String, f64)>,
     }
 
     impl Transport for FakeTransport {
@@ -547,8 +627,13 @@ mod tests {
             }
             tokio::time::sleep(self.delay).await;
             let now = clock.now();
+            let offset = self
+                .skewed
+                .iter()
+                .find(|(h, _)| *h == s.host)
+                .map_or(self.offset, |(_, o)| *o);
             Ok(Answer {
-                remote: (now + self.offset).floor() as i64,
+                remote: self.truth.unwrap_or(now + offset).floor() as i64,
                 local_at_reply: now,
                 round_trip: Duration::ZERO,
             })
@@ -574,18 +659,25 @@ mod tests {
         WindowError::ControlTimeout("127.0.0.1:9051".parse().expect("addr"))
     }
 
-    /// A clock that records what was done to it.
+    /// Where the fake clock starts.
+    const FAKE_NOW: f64 = 1_900_000_000.25;
+
+    /// A clock that records what was done to it (and, with `moves`, is moved by its steps).
     #[derive(Default)]
     struct FakeClock {
         steps: Mutex<Vec<f64>>,
         nudges: Mutex<Vec<i64>>,
         /// Every mark_synced, with the nudges made by then.
         synced: Mutex<Vec<usize>>,
+        moves: std::sync::atomic::AtomicBool,
     }
 
     impl Clock for FakeClock {
         fn now(&self) -> f64 {
-            1_900_000_000.25
+            if !self.moves.load(std::sync::atomic::Ordering::SeqCst) {
+                return FAKE_NOW;
+            }
+            FAKE_NOW + self.steps.lock().expect("lock").iter().sum::<f64>()
         }
         fn step(&self, offset: f64) -> Result<(), ClockError> {
             self.steps.lock().expect("lock").push(offset);
@@ -598,6 +690,10 @@ mod tests {
         fn mark_synced(&self) -> Result<(), ClockError> {
             let n = self.nudges.lock().expect("lock").len();
             self.synced.lock().expect("lock").push(n);
+            Ok(())
+        }
+        fn mark_unsynced(&self) -> Result<(), ClockError> {
+            self.synced.lock().expect("lock").push(usize::MAX);
             Ok(())
         }
     }
@@ -644,6 +740,8 @@ mod tests {
             window,
             not_yet: Default::default(),
             judging: None,
+            truth: None,
+            skewed: Vec::new(),
         };
         let d = Daemon::new(
             config(),
@@ -702,6 +800,120 @@ mod tests {
             "one circuit per fetch: {iso:?}"
         );
         std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    /// SYNC_HARDWARE_CLOCK=false: the clock is stepped and slewed as usual, and the kernel is
+    /// never told it is synchronised (so it never copies it to the hardware clock).
+    #[tokio::test(start_paused = true)]
+    async fn the_hardware_clock_switch_keeps_the_kernel_untold() {
+        let (dir, clock, mut d) = daemon("sdw-hwclock", 2.0, None);
+        d.cfg.sync_hardware_clock = false;
+        let r = d.round().await;
+        assert!(
+            matches!(r, RoundResult::Success { stepped: true, .. }),
+            "{r:?}"
+        );
+        let r = d.round().await;
+        assert!(
+            matches!(r, RoundResult::Success { stepped: false, .. }),
+            "{r:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(1000)).await;
+        assert_eq!(clock.steps.lock().expect("lock").len(), 1);
+        assert!(!clock.nudges.lock().expect("lock").is_empty());
+        assert!(clock.synced.lock().expect("lock").is_empty());
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+
+        // The daemon takes back, at start, what an earlier run told the kernel.
+        let (dir, clock, mut d) = daemon("sdw-hwclock-run", 2.0, None);
+        d.cfg.sync_hardware_clock = false;
+        let r = d.run(true).await;
+        assert!(
+            matches!(r, RoundResult::Success { stepped: true, .. }),
+            "{r:?}"
+        );
+        assert_eq!(clock.synced.lock().expect("lock").as_slice(), &[usize::MAX]);
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    /// Section 3 of issue 27: a clock far behind Tor's consensus (a month, a day; Tor cannot
+    /// work from there) is stepped forward to its valid-after, and the next success steps the
+    /// rest (even with an earlier success this boot). Never backwards: a consensus replayed
+    /// from a week ago does not pull a right clock into the past (the sources' answers are
+    /// outside it, and the round fails with the clock untouched). And a consensus older than
+    /// the replay floor moves a clock behind both only to the floor.
+    #[tokio::test(start_paused = true)]
+    async fn a_clock_far_behind_the_consensus_goes_forward_into_it_and_never_back() {
+        const DAY: f64 = 86_400.0;
+        for behind in [30.0 * DAY, DAY, 2.0 * BEHIND_CONSENSUS_S] {
+            let (dir, clock, mut d) = daemon("sdw-behind", 0.0, None);
+            clock.moves.store(true, std::sync::atomic::Ordering::SeqCst);
+            let truth = FAKE_NOW + behind;
+            let after = (truth - 1800.0) as i64;
+            d.transport.window = Some(Ok((after, after + 3 * 3600)));
+            d.transport.truth = Some(truth);
+            // An earlier success this boot: without the consensus step the rest would be slewed.
+            std::fs::create_dir_all(dir.join("run")).expect("mkdir");
+            std::fs::write(dir.join("run/first_success"), "").expect("first_success");
+            let r = d.round().await;
+            assert!(
+                matches!(r, RoundResult::Success { stepped: true, .. }),
+                "{behind}: {r:?}"
+            );
+            let steps = clock.steps.lock().expect("lock").clone();
+            assert_eq!(steps.len(), 2, "{behind}: {steps:?}");
+            assert!(
+                (FAKE_NOW + steps[0] - after as f64).abs() < 1e-6,
+                "{behind}: {steps:?}"
+            );
+            assert!(
+                (clock.now() - truth).abs() <= 1.0,
+                "{behind}: {}",
+                clock.now() - truth
+            );
+            // The next correction is a slew again.
+            let r = d.round().await;
+            assert!(
+                matches!(r, RoundResult::Success { stepped: false, .. }),
+                "{behind}: {r:?}"
+            );
+            std::fs::remove_dir_all(&dir).expect("cleanup");
+        }
+
+        // Behind, but within what Tor works with (less than BEHIND_CONSENSUS_S): the sources
+        // say how far, no consensus step.
+        let (dir, clock, mut d) = daemon("sdw-behind-little", 0.0, None);
+        clock.moves.store(true, std::sync::atomic::Ordering::SeqCst);
+        let truth = FAKE_NOW + 1200.0;
+        d.transport.window = Some(Ok((truth as i64 - 60, truth as i64 + 3 * 3600)));
+        d.transport.truth = Some(truth);
+        let r = d.round().await;
+        assert!(
+            matches!(r, RoundResult::Success { stepped: true, .. }),
+            "{r:?}"
+        );
+        assert_eq!(clock.steps.lock().expect("lock").len(), 1);
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+
+        // A consensus replayed from a week ago, the clock right: not moved at all.
+        let (dir, clock, mut d) = daemon("sdw-replayed", 0.0, None);
+        clock.moves.store(true, std::sync::atomic::Ordering::SeqCst);
+        let week_ago = (FAKE_NOW - 7.0 * DAY) as i64;
+        d.transport.window = Some(Ok((week_ago, week_ago + 3 * 3600)));
+        d.transport.truth = Some(FAKE_NOW);
+        let r = d.round().await;
+        assert!(matches!(r, RoundResult::Failed(_)), "{r:?}");
+        assert!(clock.steps.lock().expect("lock").is_empty());
+        assert!(clock.nudges.lock().expect("lock").is_empty());
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+
+        // The clock behind a replayed consensus that is itself older than the replay floor:
+        // forward to the floor, never to the older consensus.
+        assert_eq!(behind_consensus(1000.0, 10_000, 50_000), Some(49_000.0));
+        assert_eq!(behind_consensus(1000.0, 10_000, 0), Some(9000.0));
+        // Ahead of the consensus, or behind by less than the margin: nothing.
+        assert_eq!(behind_consensus(20_000.0, 10_000, 0), None);
+        assert_eq!(behind_consensus(9000.0, 10_000, 50_000), None);
     }
 
     /// The files others act on (anon-firewall's path unit, timesync-check, the next boot's
@@ -767,6 +979,45 @@ mod tests {
     fn onion(c: char) -> Source {
         let host: String = std::iter::repeat_n(c, 56).collect();
         Source::parse_url(&format!("http://{host}.onion"), "").expect("url")
+    }
+
+    /// Issue 27, section 2: one pool far from the other two (which agree) is outvoted, and
+    /// the status says so; when no two pools agree, the round fails and the clock is left
+    /// alone, whichever way the median would have gone.
+    #[tokio::test(start_paused = true)]
+    async fn a_lying_pool_is_outvoted_and_no_agreement_moves_nothing() {
+        let (dir, clock, mut d) = daemon("sdw-outvoted", 2.0, None);
+        d.cfg.pools = ['a', 'b', 'c'].map(|c| vec![Member::One(onion(c))]);
+        d.transport.skewed = vec![(onion('b').host, 3600.0)];
+        let r = d.run(true).await;
+        let RoundResult::Success { offset, .. } = r else {
+            panic!("{r:?}")
+        };
+        assert!(
+            (offset - 2.25).abs() < 1e-6,
+            "the honest pools' time: {offset}"
+        );
+        let status = std::fs::read_to_string(dir.join("run/status")).expect("status");
+        assert!(
+            status.contains("Pool 1 disagreed by +3598 s and was outvoted"),
+            "{status}"
+        );
+        assert_eq!(clock.steps.lock().expect("lock").len(), 1);
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+
+        let (dir, clock, mut d) = daemon("sdw-disagree", 2.0, None);
+        d.cfg.pools = ['a', 'b', 'c'].map(|c| vec![Member::One(onion(c))]);
+        d.transport.skewed = vec![(onion('b').host, 3600.0), (onion('c').host, -3600.0)];
+        let r = d.run(true).await;
+        assert!(
+            matches!(r, RoundResult::Failed(RoundError::PoolsDisagree(_))),
+            "{r:?}"
+        );
+        assert!(clock.steps.lock().expect("lock").is_empty());
+        assert!(dir.join("run/fail").exists() && !dir.join("run/success").exists());
+        let status = std::fs::read_to_string(dir.join("run/status")).expect("status");
+        assert!(status.contains("the pools disagree"), "{status}");
+        std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 
     /// Pools of three members each; the first member of every pool never answers.

@@ -31,7 +31,8 @@ static PROGRAM: Program = Program {
   sdwdate --once --dry-run          one round, print the offset, change nothing
   sdwdate --proxy 10.152.152.10:9108 --once --dry-run
   sdwdate --transport arti --once --dry-run   embedded Tor client, no tor daemon
-  sdwdate check-config",
+  sdwdate check-config
+  sdwdate wait-sync --timeout 300   wait (at most 5 min) for the first success since boot",
     notes: "",
     exit_codes: &[
         (
@@ -40,7 +41,8 @@ static PROGRAM: Program = Program {
         ),
         (
             1,
-            "the round failed (--once), or another error (a bad arti setting: nothing ran)",
+            "the round failed (--once), wait-sync gave up (--timeout), or another error (a bad \
+             arti setting: nothing ran)",
         ),
         (
             78,
@@ -130,6 +132,14 @@ enum Cmd {
     /// included. The status says so (keeping an error's message) and the pid file goes.
     #[command(hide = true)]
     Stopped,
+    /// Wait until sdwdate has set the clock once since boot (`first_success` in the run
+    /// directory), then exit 0; what sdwdate-wait-sync.service runs, so that time-sync.target
+    /// (and every unit ordered after it, OnCalendar timers among them) follows sdwdate.
+    WaitSync {
+        /// Give up after this many seconds (exit 1). Default: wait as long as it takes.
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<u64>,
+    },
 }
 
 fn whonix_workstation() -> bool {
@@ -270,6 +280,27 @@ fn stopped(status: &StatusDir) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", status.run_dir.display()))
 }
 
+/// Polls for `first_success` once a second: the file is created in place (never renamed
+/// over), so its existence is the whole answer.
+fn wait_sync(run_dir: &Path, timeout: Option<Duration>) -> ExitCode {
+    let file = run_dir.join(tor_control::run_dir::FIRST_SUCCESS);
+    let start = std::time::Instant::now();
+    loop {
+        if file.exists() {
+            return ExitCode::SUCCESS;
+        }
+        if timeout.is_some_and(|t| start.elapsed() >= t) {
+            eprintln!(
+                "sdwdate: no first success after {} s ({} is not there)",
+                start.elapsed().as_secs(),
+                file.display()
+            );
+            return ExitCode::FAILURE;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Some(Cmd::CheckConfig) => {
@@ -302,6 +333,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 default_proxy(&cfg)
             );
             return Ok(ExitCode::SUCCESS);
+        }
+        Some(Cmd::WaitSync { timeout }) => {
+            return Ok(wait_sync(&cli.run_dir, timeout.map(Duration::from_secs)));
         }
         Some(Cmd::Stopped) => {
             stopped(&StatusDir::new(cli.run_dir.clone(), cli.state_dir.clone()))?;

@@ -78,6 +78,29 @@ pub enum RoundError {
     ReplayProtection { new_time: i64, minimum: i64 },
     #[error("cannot set the clock: {0}")]
     Clock(ClockError),
+    #[error("the pools disagree: offsets {:+.3} / {:+.3} / {:+.3} s, no two within {AGREE_S} s of each other (honest sources agree to a few seconds); the clock is left alone", .0[0], .0[1], .0[2])]
+    PoolsDisagree([f64; 3]),
+}
+
+/// Honest sources agree to a few seconds (a `Date` header's second, the round trips); two
+/// pools further apart than this cannot both be right.
+pub const AGREE_S: f64 = 60.0;
+
+/// The pool whose answer is more than [`AGREE_S`] from both others (outvoted: the median is
+/// the other two's), if one is. With three pools a majority is all there is: one lying pool
+/// never moves the clock nor blocks it; a round where no two agree is refused
+/// ([`RoundError::PoolsDisagree`]), so that no correction stands on a single pool.
+pub fn outvoted(diffs: [f64; 3]) -> Option<usize> {
+    let near = |a: usize, b: usize| (diffs[a] - diffs[b]).abs() <= AGREE_S;
+    (0..3).find(|&i| {
+        let (j, k) = ((i + 1) % 3, (i + 2) % 3);
+        near(j, k) && !near(i, j) && !near(i, k)
+    })
+}
+
+fn agree(diffs: [f64; 3]) -> bool {
+    let near = |a: usize, b: usize| (diffs[a] - diffs[b]).abs() <= AGREE_S;
+    near(0, 1) || near(1, 2) || near(0, 2)
 }
 
 /// How a round ends.
@@ -232,6 +255,9 @@ impl Round {
             return Some(Outcome::Failed(f.clone()));
         }
         match self.accepted {
+            [Some(a), Some(b), Some(c)] if !agree([a, b, c]) => {
+                Some(Outcome::Failed(RoundError::PoolsDisagree([a, b, c])))
+            }
             [Some(a), Some(b), Some(c)] => Some(Outcome::Success {
                 diffs: [a, b, c],
                 median: median([a, b, c]),
@@ -421,6 +447,18 @@ mod tests {
             r.answer(&reqs[1], Ok(answer(30))),
             Verdict::Rejected(Rejection::Bounds(OutOfBounds::BeforeConsensus { .. }))
         ));
+    }
+
+    #[test]
+    fn a_pool_far_from_both_others_is_outvoted_and_no_agreement_is_refused() {
+        assert_eq!(outvoted([0.5, 3600.0, 1.0]), Some(1));
+        assert_eq!(outvoted([86_400.0, 86_401.0, 90_000.0]), Some(2));
+        assert_eq!(outvoted([0.0, 30.0, 59.0]), None);
+        // A chain (0 ~ 50 ~ 100): every pool has a neighbour within AGREE_S; no outlier.
+        assert_eq!(outvoted([0.0, 50.0, 100.0]), None);
+        assert!(agree([0.0, 50.0, 100.0]) && agree([0.0, 0.0, 1e6]));
+        assert!(!agree([0.0, 100.0, 200.0]));
+        assert!(outvoted([0.0, 100.0, 200.0]).is_none());
     }
 
     #[test]

@@ -292,3 +292,75 @@ fn a_dry_run_as_root_leaves_nothing_in_the_daemons_directories() {
     assert!(!missing.exists());
     std::fs::remove_dir_all(&d).expect("cleanup");
 }
+
+/// wait-sync (sdwdate-wait-sync.service, which time-sync.target follows) returns once
+/// `first_success` appears, not before, and gives up with 1 after its timeout.
+#[test]
+fn wait_sync_returns_on_the_first_success_and_not_before() {
+    let d = conf_dir("wait-sync", "");
+    let run = d.join("run");
+    std::fs::create_dir_all(&run).expect("mkdir");
+    // Files that do not say synced do not end the wait.
+    for f in ["status", "msg", "fail", "success"] {
+        std::fs::write(run.join(f), "").expect("write");
+    }
+    let t0 = std::time::Instant::now();
+    let out = sdwdate(&[
+        "--run-dir",
+        run.to_str().expect("utf8"),
+        "wait-sync",
+        "--timeout",
+        "2",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(t0.elapsed() >= std::time::Duration::from_secs(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no first success after 2 s"));
+
+    let child = Command::new(env!("CARGO_BIN_EXE_sdwdate"))
+        .args([
+            "--run-dir",
+            run.to_str().expect("utf8"),
+            "wait-sync",
+            "--timeout",
+            "60",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut child = Killer(child);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(
+        child.0.try_wait().expect("wait").is_none(),
+        "wait-sync returned before the first success"
+    );
+    std::fs::write(run.join("first_success"), "").expect("write");
+    let t1 = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.0.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            t1.elapsed() < std::time::Duration::from_secs(10),
+            "wait-sync did not return after the first success"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status}");
+    std::fs::remove_dir_all(&d).expect("cleanup");
+}
+
+/// Kills the child if the test fails while it runs.
+struct Killer(std::process::Child);
+impl Drop for Killer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

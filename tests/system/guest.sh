@@ -162,6 +162,8 @@ check "sdwdate: runs as user sdwdate" equals "$(ps -o user= -C sdwdate | head -n
 check "sdwdate: user sdwdate is in group debian-tor (tor's control socket and cookie)" sh -c 'id -nG sdwdate | grep -qw debian-tor'
 check "sdwdate: /run/sdwdate/status written" test -s /run/sdwdate/status
 check "sdwdate: /var/lib/sdwdate is there" test -d /var/lib/sdwdate
+check "sdwdate-wait-sync: enabled with sdwdate (time-sync.target follows its first success)" enabled sdwdate-wait-sync.service
+check "sdwdate-wait-sync: ... pulled in by sdwdate and waiting, not blocking the install" active sdwdate-wait-sync.service activating
 filter=$(systemctl show -p SystemCallFilter --value sdwdate.service)
 for sc in clock_settime clock_adjtime adjtimex settimeofday; do
 	check "sdwdate: the unit's syscall filter allows $sc (it sets the clock)" sh -c "echo '$filter' | tr ' ' '\n' | grep -qx '$sc'"
@@ -217,12 +219,32 @@ mark() { journalctl -b -u sdwdate.service --no-pager -o cat | wc -l; }
 since() { journalctl -b -u sdwdate.service --no-pager -o cat | tail -n +"$(($1 + 1))"; }
 conf "$HONEST" 10.0.2.100:9051
 timesync-check --wait --timeout 300 > /tmp/wait.out 2>&1 & waiter=$!
-m=$(mark); round first_success
+# The first round by hand (as round does), with time-sync.target stopped first and a unit
+# ordered after it queued while sdwdate has no success yet: it must run only after it.
+m=$(mark)
+systemctl stop sdwdate.service time-sync.target
+rm -f /run/sdwdate/* /run/after-time-sync
+systemctl start sdwdate.service
+check "sdwdate-wait-sync: waits again after sdwdate's restart" active sdwdate-wait-sync.service activating
+systemd-run --no-block --quiet --unit=after-time-sync --service-type=oneshot -p RemainAfterExit=yes \
+	-p After=time-sync.target -p Wants=time-sync.target /bin/touch /run/after-time-sync
+i=0; while [ ! -e /run/sdwdate/first_success ] && [ $i -lt 240 ]; do sleep 1; i=$((i + 1)); done
+info "sdwdate: /run/sdwdate/first_success after $i s"
+j=0; while [ ! -e /run/after-time-sync ] && [ $j -lt 20 ]; do sleep 1; j=$((j + 1)); done
 check "sdwdate: through Tor, the first success" test -e /run/sdwdate/first_success || diag sdwdate.service
+check "time-sync.target: reached after sdwdate's first success" active time-sync.target
+check "time-sync.target: ... a unit ordered after it ran only after the first success" python3 -c 'import os, sys; sys.exit(not os.stat("/run/after-time-sync").st_mtime_ns >= os.stat("/run/sdwdate/first_success").st_mtime_ns)'
+check "sdwdate-wait-sync: done (active, exited)" active sdwdate-wait-sync.service
 off1=$(offset)
 check "sdwdate: ... stepped the clock to within 2 s of the host's (offset now $off1 s)" within "$off1" 0 2
 check "sdwdate: ... with a step, inside Tor's consensus window" sh -c "journalctl -b -u sdwdate --no-pager -o cat | tail -n +$((m + 1)) | grep -q 'clock stepped by +86' && journalctl -b -u sdwdate --no-pager -o cat | tail -n +$((m + 1)) | grep -q 'Tor consensus window'"
+check "sdwdate: ... a day behind Tor's consensus: stepped forward into its window first" sh -c "journalctl -b -u sdwdate --no-pager -o cat | tail -n +$((m + 1)) | grep -q 'it was before Tor.s consensus valid-after'"
 check "sdwdate: ... and the kernel is told the clock is synchronised (adjtimex 0, TIME_OK)" equals "$(kernel_sync)" 0
+# The kernel's 11-minute mode copies the clock to the hardware clock (the guest's RTC booted
+# a day slow) as soon as it is told the clock is synchronised.
+rtc_off() { python3 -c 'import time; print("%.0f" % (int(open("/sys/class/rtc/rtc0/since_epoch").read()) - time.time()))'; }
+i=0; while ! within "$(rtc_off)" 0 2 > /dev/null && [ $i -lt 20 ]; do sleep 1; i=$((i + 1)); done
+check "sdwdate: ... and the hardware clock follows (RTC minus clock: $(rtc_off) s, after $i s)" within "$(rtc_off)" 0 2
 if command -v timedatectl > /dev/null && timedatectl show > /dev/null 2>&1; then
 	check "sdwdate: ... timedatectl: System clock synchronized: yes" equals "$(timedatectl show -p NTPSynchronized --value)" yes
 fi
@@ -262,6 +284,30 @@ check "sdwdate-clock-jump: ... and the request file is gone" test ! -e /run/sdwd
 check "sdwdate: /run/sdwdate/status is rewritten in place (sdwdate-gui's inotify watch survives)" equals "$(stat -c %i /run/sdwdate/status)" "$ino"
 # Liars (2 hours fast) with the consensus window available: rejected, the clock stays put.
 date -s "@$(python3 -c 'import time; print("%.3f" % (time.time() - float("'"$offj"'")))')" > /dev/null
+# SYNC_HARDWARE_CLOCK=false: a success, and the kernel is told the clock is NOT synchronised
+# (so it copies nothing to the hardware clock), even though an earlier run told it otherwise.
+printf 'SYNC_HARDWARE_CLOCK=false\n' > /etc/sdwdate.d/60_hwclock.conf
+round success keep
+check "sdwdate: SYNC_HARDWARE_CLOCK=false: a success" test -e /run/sdwdate/success || diag sdwdate.service
+check "sdwdate: ... and the kernel takes the clock as unsynchronised (adjtimex 5): no RTC copies" equals "$(kernel_sync)" 5
+rm /etc/sdwdate.d/60_hwclock.conf
+# A month behind (an RTC reset, a dead CMOS battery), an earlier success this boot: forward
+# into Tor's consensus window, then the sources' time stepped, not slewed for years.
+date -s "@$(($(date +%s) - 30 * 86400))" > /dev/null
+m=$(mark); round success keep
+offm=$(offset)
+check "sdwdate: a month behind: stepped into Tor's consensus window first" sh -c "journalctl -b -u sdwdate --no-pager -o cat | tail -n +$((m + 1)) | grep -q 'it was before Tor.s consensus valid-after'" || diag sdwdate.service
+check "sdwdate: ... then to within 2 s of the host's (offset now $offm s)" within "$offm" 0 2
+check "sdwdate: ... the rest stepped (after a step into the window)" sh -c "journalctl -b -u sdwdate --no-pager -o cat | tail -n +$((m + 1)) | grep -q 'after a step into Tor.s consensus window'"
+# A year ahead at boot (no success yet this boot): the sources' time, inside Tor's window, is
+# stepped to; the replay-protection time written is theirs, never the year-ahead clock's.
+date -s "@$(($(date +%s) + 365 * 86400))" > /dev/null
+rm -f /run/sdwdate/first_success
+m=$(mark); round first_success keep
+offy=$(offset)
+check "sdwdate: a year ahead at boot: stepped back to within 2 s of the host's (offset now $offy s)" within "$offy" 0 2
+check "sdwdate: ... and the replay-protection time is the sources', not the year-ahead clock's" \
+	python3 -c 'import sys, time; sys.exit(not int(open("/var/lib/sdwdate/time-replay-protection-utc-unixtime").read()) <= time.time() + 5)'
 conf "$LIARS" 10.0.2.100:9051
 m=$(mark); round fail keep
 check "sdwdate: lying sources fail the round" test -e /run/sdwdate/fail
@@ -334,7 +380,7 @@ rm -f /etc/sdwdate.d/50_test.conf /etc/sdwdate.d/tornet.cookie
 mv /root/30_default.conf.saved /etc/sdwdate.d/30_default.conf
 rm -rf /etc/systemd/system/sdwdate.service.d
 systemctl daemon-reload
-purge_clean sdwdate /var/lib/sdwdate /run/sdwdate /etc/systemd/system/multi-user.target.wants/sdwdate.service
+purge_clean sdwdate /var/lib/sdwdate /run/sdwdate /etc/systemd/system/multi-user.target.wants/sdwdate.service /etc/systemd/system/sdwdate.service.wants
 purge_clean timesync-check
 ip link set uplink down
 
