@@ -354,11 +354,16 @@ impl<T: Transport> Daemon<T> {
         let Some(offset) = behind_consensus(self.clock.now(), valid_after, minimum) else {
             return Ok(());
         };
+        let to = utc((self.clock.now() + offset) as i64);
         self.clock.step(offset).map_err(RoundError::Clock)?;
         info!(
-            "clock stepped by {offset:+.3} s to {}: it was before Tor's consensus valid-after {} \
-             (from there Tor cannot work); the sources' time follows",
-            utc(self.clock.now() as i64),
+            "{} by {offset:+.3} s to {to}: it was before Tor's consensus valid-after {} (from \
+             there Tor cannot work); the sources' time follows",
+            if self.clock.is_dry_run() {
+                "dry-run: the clock would be stepped"
+            } else {
+                "clock stepped"
+            },
             utc(valid_after)
         );
         self.consensus_stepped = true;
@@ -429,7 +434,9 @@ impl<T: Transport> Daemon<T> {
         };
         if let Some(why) = why {
             self.clock.step(offset)?;
-            info!("clock stepped by {offset:+.3} s ({why})");
+            if !self.clock.is_dry_run() {
+                info!("clock stepped by {offset:+.3} s ({why})");
+            }
             self.mark_synced();
             return Ok(true);
         }

@@ -41,13 +41,13 @@ static PROGRAM: Program = Program {
         ),
         (
             1,
-            "the round failed (--once), wait-sync gave up (--timeout), or another error (a bad \
-             arti setting: nothing ran)",
+            "the round failed (--once), wait-sync gave up (--timeout), or another error",
         ),
         (
             78,
-            "a bad line in /etc/sdwdate.d (file, line and key in the message, the journal and \
-             the daemon's /run/sdwdate/status): nothing ran, and the unit does not restart",
+            "a bad line in /etc/sdwdate.d or a bad arti setting (file, line and key in the \
+             message, the journal and the daemon's /run/sdwdate/status): nothing ran, and the \
+             unit does not restart",
         ),
     ],
     error_code: 1,
@@ -143,36 +143,16 @@ enum Cmd {
 }
 
 fn whonix_workstation() -> bool {
-    Path::new("/usr/share/anon-ws-base-files/workstation").exists()
+    tor_control::whonix::workstation()
 }
 
-/// The Whonix gateway's address, as upstream's helper (settings_echo) finds it: on Qubes
-/// (`qubesdb-read` present, in a TemplateVM or on a workstation) `qubesdb-read
-/// /qubes-gateway`, falling back to 127.0.0.1 as upstream does (nothing listens there on a
-/// workstation, so that fails closed); else 10.152.152.10 on a workstation, 127.0.0.1 on a
-/// gateway.
+/// The Whonix gateway's address ([`tor_control::whonix::gateway_ip`]), its fallback warned.
 fn gateway_ip() -> IpAddr {
-    let templatevm = Path::new("/run/qubes/this-is-templatevm").exists();
-    let qubesdb = ["/usr/bin/qubesdb-read", "/usr/sbin/qubesdb-read"]
-        .into_iter()
-        .find(|p| Path::new(p).exists());
-    if let (Some(q), true) = (qubesdb, templatevm || whonix_workstation()) {
-        let ip = std::process::Command::new(q)
-            .arg("/qubes-gateway")
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok());
-        return ip.unwrap_or_else(|| {
-            log::warn!("qubesdb-read /qubes-gateway gave no address; using 127.0.0.1");
-            IpAddr::V4(Ipv4Addr::LOCALHOST)
-        });
+    let g = tor_control::whonix::gateway_ip();
+    if let Some(w) = g.warning {
+        log::warn!("{w}");
     }
-    if whonix_workstation() {
-        IpAddr::V4(Ipv4Addr::new(10, 152, 152, 10))
-    } else {
-        IpAddr::V4(Ipv4Addr::LOCALHOST)
-    }
+    g.ip
 }
 
 fn default_proxy(cfg: &Config) -> SocketAddr {
@@ -216,8 +196,7 @@ fn socks_by_default() -> bool {
 }
 
 fn whonix() -> bool {
-    Path::new("/usr/share/anon-ws-base-files/workstation").exists()
-        || Path::new("/usr/share/anon-gw-base-files/gateway").exists()
+    whonix_workstation() || Path::new(tor_control::whonix::GATEWAY_MARKER).exists()
 }
 
 fn pick_transport(cli: &Cli, cfg: &Config) -> (TransportKind, &'static str) {
@@ -258,6 +237,28 @@ fn control_is_local(addr: &ControlAddr) -> bool {
 
 /// sysexits' EX_CONFIG: never a usage error (64) nor a failed round (1).
 const CONFIG_ERROR: u8 = 78;
+
+/// A configuration error (an /etc/sdwdate.d line, an arti setting) where users look: the
+/// status file (sdwdate-gui) besides the journal (stderr, already written by the caller);
+/// exit 78, on which the unit does not restart: the file will not fix itself.
+fn config_error(status: &StatusDir, e: &dyn std::fmt::Display) -> ExitCode {
+    if status.writes != Writes::All {
+        // A dry run is a person at a terminal: the message on stderr is for them.
+        return ExitCode::from(CONFIG_ERROR);
+    }
+    let shown = status.init().and_then(|()| {
+        status.status(
+            Icon::Error,
+            &sanitize(&format!(
+                "Configuration error: {e}. Not running: fix it, then restart sdwdate."
+            )),
+        )
+    });
+    if let Err(w) = shown {
+        log::error!("cannot write {}: {w}", status.run_dir.display());
+    }
+    ExitCode::from(CONFIG_ERROR)
+}
 
 /// The stop hook: says why sdwdate is not running, from systemd's account of the exit
 /// (`$SERVICE_RESULT`, `$EXIT_CODE`, `$EXIT_STATUS`), keeping an error already shown (a
@@ -313,7 +314,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             #[cfg(feature = "arti")]
             if let Some(extra) = cli.arti_config.as_ref().or(cfg.arti_config.as_ref()) {
-                arti::config(&cli.state_dir, Some(extra))?;
+                if let Err(e) = arti::config(&cli.state_dir, Some(extra)) {
+                    eprintln!("sdwdate: {e}");
+                    return Ok(ExitCode::from(CONFIG_ERROR));
+                }
             }
             #[cfg(not(feature = "arti"))]
             if cfg.transport == Some(TransportKind::Arti) {
@@ -365,22 +369,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // Where users look: the journal (stderr) and sdwdate-gui (the status file). The
             // unit does not restart on this exit code: the file will not fix itself.
             eprintln!("sdwdate: {e:#}");
-            if status.writes != Writes::All {
-                // A dry run is a person at a terminal: the message above is for them.
-                return Ok(ExitCode::from(CONFIG_ERROR));
-            }
-            let shown = status.init().and_then(|()| {
-                status.status(
-                    Icon::Error,
-                    &sanitize(&format!(
-                        "Configuration error: {e}. Not running: fix it, then restart sdwdate."
-                    )),
-                )
-            });
-            if let Err(w) = shown {
-                log::error!("cannot write {}: {w}", status.run_dir.display());
-            }
-            return Ok(ExitCode::from(CONFIG_ERROR));
+            return Ok(config_error(&status, &e));
         }
     };
     let proxy = cli.proxy.unwrap_or_else(|| default_proxy(&cfg));
@@ -450,7 +439,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let transport = Socks { proxy, timeout };
             rt.block_on(drive(&cli, cfg, transport, clock, status, control))?
         }
-        TransportKind::Arti => run_arti(&cli, cfg, why, clock, status, &rt)?,
+        TransportKind::Arti => {
+            #[cfg(feature = "arti")]
+            if let Some(extra) = cli.arti_config.as_ref().or(cfg.arti_config.as_ref()) {
+                if let Err(e) = arti::config(&cli.state_dir, Some(extra)) {
+                    eprintln!("sdwdate: {e}");
+                    return Ok(config_error(&status, &e));
+                }
+            }
+            run_arti(&cli, cfg, why, clock, status, &rt)?
+        }
     };
     Ok(match result {
         Some(RoundResult::Success { offset, .. }) => {
@@ -560,7 +558,17 @@ fn arti_round(
         log::warn!("CONTROL_PORT is not used: the arti transport brings its own consensus");
     }
     rt.block_on(async {
-        let transport = Arti::new(arti_cfg, timeout)?;
+        // arti refuses a state it cannot read (a corrupt directory cache: "Error setting up
+        // the directory manager"); the unit would restart into the same error forever. Moved
+        // aside once, with a warning, and arti starts afresh; a second failure is an error.
+        let transport = match Arti::new(arti_cfg, timeout) {
+            Ok(t) => t,
+            Err(e) => {
+                arti::move_aside(state, &format!("unusable for arti ({e})"))?;
+                arti::prepare_state(state)?;
+                Arti::new(arti::config(state, extra.as_deref())?, timeout)?
+            }
+        };
         // A control port belongs to a tor daemon; arti brings its own consensus.
         drive(cli, cfg, transport, clock, status, None).await
     })

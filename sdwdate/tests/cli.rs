@@ -114,7 +114,7 @@ fn a_bad_arti_config_names_file_and_setting_and_nothing_runs() {
             "--dry-run",
         ]);
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{text}: {err}");
+        assert_eq!(out.status.code(), Some(78), "{text}: {err}");
         assert!(
             err.contains(&toml.display().to_string()) && err.contains(needle),
             "{text}: want `{needle}` with the file name in:\n{err}"
@@ -132,8 +132,29 @@ fn a_bad_arti_config_names_file_and_setting_and_nothing_runs() {
             "check-config",
         ]);
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "check-config {text}: {err}");
+        assert_eq!(out.status.code(), Some(78), "check-config {text}: {err}");
         assert!(err.contains(needle), "check-config {text}: {err}");
+        // As the daemon writes its files (a test's dry run that writes all): the status file
+        // says it too (sdwdate-gui), and the unit would not restart (78).
+        let out = Command::new(env!("CARGO_BIN_EXE_sdwdate"))
+            .args(["--config-dir", pools, "--run-dir"])
+            .arg(&run)
+            .arg("--state-dir")
+            .arg(d.join("state"))
+            .args(["--transport", "arti", "--arti-config"])
+            .arg(&toml)
+            .args(["--dry-run", "--test-write-all"])
+            .env("SDWDATE_TEST", "1")
+            .env_remove("JOURNAL_STREAM")
+            .output()
+            .expect("run sdwdate");
+        assert_eq!(out.status.code(), Some(78), "daemon {text}");
+        let status = std::fs::read_to_string(run.join("status")).expect("status");
+        assert!(
+            status.contains("Configuration error") && status.contains(needle),
+            "daemon {text}: {status}"
+        );
+        let _ = std::fs::remove_dir_all(&run);
     }
     std::fs::remove_dir_all(&d).expect("cleanup");
 }

@@ -103,7 +103,6 @@ struct Extra {
     proxy: Option<String>,
 }
 
-#[cfg(feature = "arti")]
 /// libfaketime's multi-threaded preload library (Debian package libfaketime; scripts/test.sh
 /// installs it). It fakes the clock of the one process it is loaded into.
 fn faketime_lib() -> Option<std::path::PathBuf> {
@@ -339,12 +338,52 @@ fn end_to_end_over_socks() {
         r.stderr()
     );
     drop(r);
+    month_slow(&net);
     live_daemon_and_timesync_check(&net, &tsc);
 
     no_window_no_time(&net);
     hung_sources(&net);
     scenario(&net, Via::Socks);
     soak(&mut net);
+}
+
+/// A clock a month slow (libfaketime, in sdwdate's process only: the machine's clock and the
+/// Tor network are untouched), through tor's SocksPort and control port: tor's consensus
+/// window is a month ahead of the clock (from there a local C tor builds no circuits), so the
+/// clock is first stepped into it, then to the sources' time. A dry run: it says so, and the
+/// offset it reports is the whole month.
+fn month_slow(net: &TorNet) {
+    let Some(lib) = faketime_lib() else {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!(
+                "libfaketime is missing (scripts/test.sh installs it); CI=true forbids skipping"
+            );
+        }
+        eprintln!("\n*** SKIPPED the month-slow case: no libfaketime ***\n");
+        return;
+    };
+    let extra = Extra {
+        env: vec![
+            ("LD_PRELOAD", lib.display().to_string()),
+            ("FAKETIME", "-30d".to_owned()),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_owned()),
+            ("FAKETIME_NO_CACHE", "1".to_owned()),
+        ],
+        ..Extra::default()
+    };
+    let pools: [&[usize]; 3] = [&[H[0]], &[H[1]], &[H[2]]];
+    let r = sdwdate_with(net, Via::Socks, pools, 30, "month-slow", &extra);
+    let err = r.stderr();
+    assert!(r.out.status.success(), "a month slow: {err}");
+    assert!(
+        err.contains("dry-run: the clock would be stepped by +")
+            && err.contains("it was before Tor's consensus valid-after"),
+        "a month slow: the step into the consensus window first:\n{err}"
+    );
+    let want = 30.0 * 86_400.0 + HONEST;
+    let off = r.offset().unwrap_or_else(|| panic!("no offset: {err}"));
+    assert!((off - want).abs() < 2.0, "offset {off}, want {want}: {err}");
+    assert_dry_run_left_nothing(&r, "a month slow");
 }
 
 /// timesync-check (another package, reading only the files) against a live daemon's files

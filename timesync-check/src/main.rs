@@ -72,7 +72,8 @@ struct Cli {
     #[arg(long)]
     tor: bool,
     /// With --tor: tor's control port, HOST:PORT, unix:/PATH or auto (on a Whonix
-    /// workstation the gateway's 10.152.152.10:9051, else Debian's /run/tor/control, else
+    /// workstation the gateway's 9051: 10.152.152.10, on Qubes-Whonix the qubesdb gateway;
+    /// else Debian's /run/tor/control, else
     /// 127.0.0.1:9051); NULL or cookie authentication. Without a consensus window (from it
     /// or --consensus-file) --tor fails: the clock cannot be judged.
     #[arg(long, default_value = "auto", value_name = "HOST:PORT|unix:PATH|auto")]
@@ -164,12 +165,16 @@ fn print_verdict(cli: &Cli, v: Verdict, tor_line: Option<String>) -> ExitCode {
 }
 
 /// `auto` on a Whonix workstation is the gateway's control port (through its onion-grater),
-/// as sdwdate uses it: the workstation runs no tor of its own.
+/// as sdwdate uses it: the workstation runs no tor of its own. On Qubes-Whonix the gateway
+/// is the one qubesdb names, as for sdwdate ([`tor_control::whonix::gateway_ip`]).
 fn control_port(asked: &tor_control::ControlAddr) -> tor_control::ControlAddr {
-    let workstation = Path::new("/usr/share/anon-ws-base-files/workstation").exists();
     match asked {
-        tor_control::ControlAddr::Auto if workstation => {
-            tor_control::ControlAddr::Tcp(std::net::SocketAddr::from(([10, 152, 152, 10], 9051)))
+        tor_control::ControlAddr::Auto if tor_control::whonix::workstation() => {
+            let g = tor_control::whonix::gateway_ip();
+            if let Some(w) = g.warning {
+                eprintln!("timesync-check: {w}");
+            }
+            tor_control::ControlAddr::Tcp(std::net::SocketAddr::new(g.ip, 9051))
         }
         other => other.clone(),
     }

@@ -14,6 +14,8 @@ pub mod time;
 
 #[cfg(feature = "client")]
 pub mod client;
+#[cfg(feature = "client")]
+pub mod whonix;
 
 #[cfg(feature = "client")]
 pub use client::{consensus_window, ControlAddr, ControlError};

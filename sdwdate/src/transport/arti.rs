@@ -154,24 +154,12 @@ pub fn prepare_state(state: &Path) -> Result<PathBuf, ArtiError> {
     // aside, kept for a look, and a fresh one made (arti bootstraps again).
     if let Ok(m) = std::fs::symlink_metadata(&dir) {
         if !m.is_dir() || m.uid() != nix::unistd::geteuid().as_raw() {
-            let aside = state.join(format!(
-                "arti.broken-{}",
-                SystemTime::now()
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs())
-            ));
-            warn!(
-                "{} is {} (owner uid {}); moved aside to {} and made anew",
-                dir.display(),
-                if m.is_dir() {
-                    "another user's"
-                } else {
-                    "not a directory"
-                },
-                m.uid(),
-                aside.display()
-            );
-            std::fs::rename(&dir, &aside).map_err(err)?;
+            let what = if m.is_dir() {
+                "another user's"
+            } else {
+                "not a directory"
+            };
+            move_aside(state, &format!("{what} (owner uid {})", m.uid()))?;
         }
     }
     std::fs::DirBuilder::new()
@@ -181,6 +169,28 @@ pub fn prepare_state(state: &Path) -> Result<PathBuf, ArtiError> {
         .map_err(err)?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
     Ok(dir)
+}
+
+/// Renames `<state>/arti` to `<state>/arti.broken-<unix time>` (kept for a look), saying why:
+/// arti then starts from an empty directory and bootstraps again.
+pub fn move_aside(state: &Path, why: &str) -> Result<PathBuf, ArtiError> {
+    let dir = state.join("arti");
+    let aside = state.join(format!(
+        "arti.broken-{}",
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    ));
+    warn!(
+        "{} is {why}; moved aside to {} and made anew",
+        dir.display(),
+        aside.display()
+    );
+    std::fs::rename(&dir, &aside).map_err(|source| ArtiError::State {
+        dir: dir.clone(),
+        source: Arc::new(source),
+    })?;
+    Ok(aside)
 }
 
 /// The arti transport. Bootstraps on first use (bounded by the fetch timeout), so a Tor
