@@ -13,6 +13,10 @@ need_root "the benchmark"
 cd "$ROOT"
 base_setup
 cargo bench --locked -p anon-firewall --bench ruleset
-cargo bench --locked -p sdwdate --bench first_round
+# The SOCKS-only build beside the packaged pair (its own target directory: the feature change
+# would otherwise rebuild the bench's binaries).
+socks_only_target=${CARGO_TARGET_DIR:-$ROOT/target}-socks-only
+CARGO_TARGET_DIR=$socks_only_target cargo build --locked --release -q -p sdwdate --no-default-features
+SDWDATE_SOCKS_ONLY_BIN=$socks_only_target/release/sdwdate cargo bench --locked -p sdwdate --bench first_round
 cargo bench --locked -p kloak --bench core
 cargo bench --locked -p kloak --bench identify

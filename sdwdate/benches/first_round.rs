@@ -59,6 +59,10 @@ fn main() {
     let arti_toml = dir.join("arti.toml");
     std::fs::write(&arti_toml, net.arti_toml()).expect("write");
     let bin = env!("CARGO_BIN_EXE_sdwdate");
+    // The SOCKS-only build (`--no-default-features`, built by scripts/bench.sh into a target
+    // directory of its own), side by side with the packaged pair: sdwdate in SOCKS mode must
+    // be as light, since it maps nothing of arti (sdwdate-arti is exec'd only for arti).
+    let socks_only = std::env::var("SDWDATE_SOCKS_ONLY_BIN").ok();
     println!("{:<34} {:>12} {:>14}", "sdwdate --once", "wall", "peak RSS");
     let socks = vec![
         "--transport".to_owned(),
@@ -76,11 +80,38 @@ fn main() {
         "--arti-config".into(),
         arti_toml.display().to_string(),
     ];
-    for (name, args, fresh, conf, runs) in [
-        ("SOCKS (warm tor client)", &socks, true, "conf", 10),
-        ("arti, fresh state", &arti, true, "conf", 10),
-        ("arti, state kept (restart)", &arti, false, "conf", 10),
+    let mut rows = vec![(
+        bin.to_owned(),
+        "SOCKS (warm tor client)",
+        &socks,
+        true,
+        "conf",
+        10,
+    )];
+    if let Some(b) = &socks_only {
+        rows.push((
+            b.clone(),
+            "SOCKS-only build, SOCKS",
+            &socks,
+            true,
+            "conf",
+            10,
+        ));
+    } else {
+        eprintln!("first_round: SDWDATE_SOCKS_ONLY_BIN unset: no SOCKS-only row (scripts/bench.sh sets it)");
+    }
+    for (bin, name, args, fresh, conf, runs) in rows.into_iter().chain([
+        (bin.to_owned(), "arti, fresh state", &arti, true, "conf", 10),
         (
+            bin.to_owned(),
+            "arti, state kept (restart)",
+            &arti,
+            false,
+            "conf",
+            10,
+        ),
+        (
+            bin.to_owned(),
             "SOCKS, a hung source per pool",
             &socks,
             true,
@@ -88,13 +119,14 @@ fn main() {
             5,
         ),
         (
+            bin.to_owned(),
             "arti kept, a hung source per pool",
             &arti,
             false,
             "conf-hung",
             5,
         ),
-    ] {
+    ]) {
         for run in 1..=runs {
             let state = if fresh {
                 dir.join(format!("state-{name}-{run}"))
@@ -103,7 +135,7 @@ fn main() {
             };
             let out = Command::new("/usr/bin/time")
                 .arg("-v")
-                .arg(bin)
+                .arg(&bin)
                 .arg("--config-dir")
                 .arg(dir.join(conf))
                 .arg("--run-dir")
@@ -176,23 +208,30 @@ fn main() {
             String::from_utf8_lossy(&out.stdout)
         );
     }
-    // One binary carries both transports; the package ships it stripped.
+    // sdwdate (SOCKS, exec's sdwdate-arti for arti), sdwdate-arti, and the SOCKS-only build;
+    // the package ships them stripped.
     let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len()) as f64 / 1e6;
-    let stripped = dir.join("sdwdate.stripped");
-    let strip_ok = Command::new("strip")
-        .args(["--strip-all", "-o"])
-        .arg(&stripped)
-        .arg(bin)
-        .status()
-        .is_ok_and(|s| s.success());
-    println!(
-        "binary: {bin} ({:.1} MB, stripped {})",
-        size(std::path::Path::new(bin)),
-        if strip_ok {
-            format!("{:.1} MB", size(&stripped))
-        } else {
-            "?".into()
-        }
-    );
+    let arti_bin = std::path::Path::new(bin).with_file_name("sdwdate-arti");
+    let mut bins = vec![std::path::PathBuf::from(bin), arti_bin];
+    bins.extend(socks_only.iter().map(std::path::PathBuf::from));
+    for b in bins {
+        let stripped = dir.join("stripped");
+        let strip_ok = Command::new("strip")
+            .args(["--strip-all", "-o"])
+            .arg(&stripped)
+            .arg(&b)
+            .status()
+            .is_ok_and(|s| s.success());
+        println!(
+            "binary: {} ({:.1} MB, stripped {})",
+            b.display(),
+            size(&b),
+            if strip_ok {
+                format!("{:.1} MB", size(&stripped))
+            } else {
+                "?".into()
+            }
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -934,6 +934,29 @@ fn end_to_end_over_arti() {
         "arti must bootstrap from its cache:\n{}",
         second.stderr()
     );
+    // Third start, the directory cache corrupted (a disk error, a crash mid-write): arti
+    // cannot open it; the state is moved aside with a warning, arti starts afresh and the
+    // round succeeds (before: exit 1 on every start, a restart loop).
+    std::fs::write(
+        arti_dir.join("cache/dir.sqlite3"),
+        b"not a database, not at all",
+    )
+    .expect("corrupt the cache");
+    let _ = std::fs::remove_dir_all(dir.join("run"));
+    let _ = std::fs::remove_file(dir.join("state/time-replay-protection-utc-unixtime"));
+    let third = sdwdate_in(&net, Via::Arti, pools, 30, &dir, true, &Extra::default());
+    assert_success(&third, "arti, corrupt cache");
+    assert!(
+        third.stderr().contains("is unusable for arti"),
+        "the corrupt state must be named:\n{}",
+        third.stderr()
+    );
+    let aside = std::fs::read_dir(dir.join("state"))
+        .expect("ls state")
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().starts_with("arti.broken-"));
+    assert!(aside, "the corrupt state is kept aside for a look");
+    drop(third);
     second.keep = false;
     drop(first);
     drop(second);
