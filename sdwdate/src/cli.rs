@@ -236,7 +236,17 @@ fn arti_binary() -> Option<PathBuf> {
 }
 
 fn arti_available() -> bool {
-    crate::WITH_ARTI || arti_binary().is_some()
+    if crate::WITH_ARTI || arti_binary().is_some() {
+        return true;
+    }
+    if cfg!(feature = "arti") {
+        log::warn!(
+            target: "sdwdate",
+            "sdwdate-arti is missing (/usr/libexec/sdwdate/sdwdate-arti: a partial install?): \
+             only the SOCKS transport can be used"
+        );
+    }
+    false
 }
 
 /// Replaces this process (same pid, arguments, environment, capabilities) with
@@ -610,9 +620,15 @@ fn arti_round(
     rt.block_on(async {
         // arti refuses a state it cannot read (a corrupt directory cache: "Error setting up
         // the directory manager"); the unit would restart into the same error forever. Moved
-        // aside once, with a warning, and arti starts afresh; a second failure is an error.
+        // aside, with a warning, and arti starts afresh; a second failure is an error. Never
+        // the daemon's own state by a dry run, and at most once an hour (an error that is not
+        // the state's would otherwise leave a new copy every restart).
+        let daemons = state == Path::new("/var/lib/sdwdate");
         let transport = match Arti::new(arti_cfg, timeout) {
             Ok(t) => t,
+            Err(e) if (cli.dry_run && daemons) || arti::moved_aside_within(state, 3600) => {
+                return Err(e.into())
+            }
             Err(e) => {
                 arti::move_aside(state, &format!("unusable for arti ({e})"))?;
                 arti::prepare_state(state)?;

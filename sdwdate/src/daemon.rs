@@ -131,8 +131,10 @@ pub struct Daemon<T: Transport> {
     /// A suspend was seen since the last success: how long the machine slept, in seconds.
     resumed: Option<f64>,
     /// The clock was stepped into Tor's consensus window since the last success: the next
-    /// correction is stepped too (the consensus put the clock within the window, not right).
-    consensus_stepped: bool,
+    /// correction is stepped too (the consensus put the clock at its valid-after, not right),
+    /// if it goes forward by at most this (the window's width): the time can only be later
+    /// than valid-after, and the answers are inside the window.
+    consensus_stepped: Option<f64>,
     /// The last success's outvoted pool and how far it was from the median, for the status.
     outvoted: Option<(usize, f64)>,
     slew: Option<tokio::task::JoinHandle<()>>,
@@ -177,7 +179,7 @@ impl<T: Transport> Daemon<T> {
             boot_clocks: Arc::new(boot_clocks),
             sleep_divisor: 1,
             resumed: None,
-            consensus_stepped: false,
+            consensus_stepped: None,
             outvoted: None,
             slew: None,
         }
@@ -240,8 +242,8 @@ impl<T: Transport> Daemon<T> {
             expiry: EXPIRY,
             consensus: first_window,
         };
-        if let Some((valid_after, _)) = first_window {
-            self.step_into_window(valid_after, bounds.minimum)?;
+        if let Some(window) = first_window {
+            self.step_into_window(window, bounds)?;
         }
         // Organisation groups are picked anew every round, as upstream does.
         let pools = Pools::pick(&self.cfg, &mut self.rng);
@@ -350,8 +352,16 @@ impl<T: Transport> Daemon<T> {
     /// A clock far behind the consensus ([`behind_consensus`]) goes forward into it first:
     /// from there Tor cannot build circuits (C tor wants a consensus no more than a day
     /// ahead of the clock, arti refuses one not yet valid), and no source could ever answer.
-    fn step_into_window(&mut self, valid_after: i64, minimum: i64) -> Result<(), RoundError> {
-        let Some(offset) = behind_consensus(self.clock.now(), valid_after, minimum) else {
+    fn step_into_window(
+        &mut self,
+        (valid_after, valid_until): (i64, i64),
+        bounds: Bounds,
+    ) -> Result<(), RoundError> {
+        if valid_after > bounds.expiry {
+            // No honest consensus is from after the expiry; the answers would be refused too.
+            return Ok(());
+        }
+        let Some(offset) = behind_consensus(self.clock.now(), valid_after, bounds.minimum) else {
             return Ok(());
         };
         let to = utc((self.clock.now() + offset) as i64);
@@ -366,7 +376,7 @@ impl<T: Transport> Daemon<T> {
             },
             utc(valid_after)
         );
-        self.consensus_stepped = true;
+        self.consensus_stepped = Some((valid_until - valid_after) as f64 + RESUME_STEP_SLACK_S);
         Ok(())
     }
 
@@ -398,7 +408,7 @@ impl<T: Transport> Daemon<T> {
         let written = match &result {
             RoundResult::Success { .. } => {
                 self.resumed = None;
-                self.consensus_stepped = false;
+                self.consensus_stepped = None;
                 self.status
                     .succeeded()
                     .and_then(|()| self.status.write_replay_protection(true_now.floor() as i64))
@@ -422,7 +432,10 @@ impl<T: Transport> Daemon<T> {
             Some("first success since boot")
         } else if self.status.clock_jump_requested() {
             Some("clock jump requested")
-        } else if self.consensus_stepped {
+        } else if self
+            .consensus_stepped
+            .is_some_and(|most| (-RESUME_STEP_SLACK_S..=most).contains(&offset))
+        {
             Some("after a step into Tor's consensus window")
         } else if self
             .resumed
@@ -886,6 +899,40 @@ mod tests {
             );
             std::fs::remove_dir_all(&dir).expect("cleanup");
         }
+
+        // After a step into the window, a correction further forward than the window is wide
+        // (pools answering beyond it could not be accepted; here the window moved on) or
+        // backwards is slewed, not stepped: the step is for what the consensus explains.
+        let (dir, clock, mut d) = daemon("sdw-behind-bounded", 0.0, None);
+        clock.moves.store(true, std::sync::atomic::Ordering::SeqCst);
+        let truth = FAKE_NOW + 30.0 * DAY;
+        let after = (truth - 1800.0) as i64;
+        d.transport.window = Some(Ok((after, after + 3 * 3600)));
+        d.transport.judging = Some(Ok((after + 3 * 3600, after + 6 * 3600)));
+        d.transport.truth = Some(truth + 4.0 * 3600.0);
+        std::fs::create_dir_all(dir.join("run")).expect("mkdir");
+        std::fs::write(dir.join("run/first_success"), "").expect("first_success");
+        let r = d.round().await;
+        assert!(
+            matches!(r, RoundResult::Success { stepped: false, .. }),
+            "{r:?}"
+        );
+        assert_eq!(
+            clock.steps.lock().expect("lock").len(),
+            1,
+            "only the consensus step"
+        );
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+
+        // A consensus from after the expiry (2033) steps nothing.
+        let (dir, clock, mut d) = daemon("sdw-behind-expiry", 0.0, None);
+        clock.moves.store(true, std::sync::atomic::Ordering::SeqCst);
+        let late = EXPIRY + 86_400;
+        d.transport.window = Some(Ok((late, late + 3 * 3600)));
+        d.transport.truth = Some(late as f64 + 60.0);
+        let _ = d.round().await;
+        assert!(clock.steps.lock().expect("lock").is_empty());
+        std::fs::remove_dir_all(&dir).expect("cleanup");
 
         // Behind, but within what Tor works with (less than BEHIND_CONSENSUS_S): the sources
         // say how far, no consensus step.

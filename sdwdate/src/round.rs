@@ -78,7 +78,7 @@ pub enum RoundError {
     ReplayProtection { new_time: i64, minimum: i64 },
     #[error("cannot set the clock: {0}")]
     Clock(ClockError),
-    #[error("the pools disagree: offsets {:+.3} / {:+.3} / {:+.3} s, no two within {AGREE_S} s of each other (honest sources agree to a few seconds); the clock is left alone", .0[0], .0[1], .0[2])]
+    #[error("the pools disagree: offsets {:+.3} / {:+.3} / {:+.3} s, no two within {AGREE_S} s of each other (honest sources agree to a few seconds); no correction from this round", .0[0], .0[1], .0[2])]
     PoolsDisagree([f64; 3]),
 }
 

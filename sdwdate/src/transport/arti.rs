@@ -193,6 +193,22 @@ pub fn move_aside(state: &Path, why: &str) -> Result<PathBuf, ArtiError> {
     Ok(aside)
 }
 
+/// Whether `<state>/arti` was moved aside (by [`move_aside`]) less than `secs` ago.
+pub fn moved_aside_within(state: &Path, secs: u64) -> bool {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    std::fs::read_dir(state).is_ok_and(|entries| {
+        entries.flatten().any(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix("arti.broken-"))
+                .and_then(|t| t.parse::<u64>().ok())
+                .is_some_and(|t| now.saturating_sub(t) < secs)
+        })
+    })
+}
+
 /// The arti transport. Bootstraps on first use (bounded by the fetch timeout), so a Tor
 /// network that cannot be reached shows up as a failed round in the status files.
 pub struct Arti {
