@@ -39,7 +39,7 @@ journal_clean() {
 }
 score() { # UNIT LIMIT: the running unit's exposure score (next to the offline one) <= LIMIT
 	live=$(systemd-analyze security "$1" 2>/dev/null | tail -n1)
-	off=$(systemd-analyze security --offline=true "/lib/systemd/system/$1" 2>/dev/null | tail -n1)
+	off=$(systemd-analyze security --offline=true "$(systemctl show -p FragmentPath --value "$1")" 2>/dev/null | tail -n1)
 	info "$1 exposure: running: ${live:-?}; offline: ${off:-?}"
 	n=$(echo "$live" | grep -o '[0-9]\+\.[0-9]' | head -n1)
 	o=$(echo "$off" | grep -o '[0-9]\+\.[0-9]' | head -n1); o=${o:-$n}
@@ -116,6 +116,8 @@ purge_clean leaktest
 # then the whole workstation story through a private Tor network on the host (qemu user
 # network: 10.0.2.100:9050 SocksPort, :9051 ControlPort, :80 the onion names, :37 the host's
 # time). The guest booted with its clock a day slow.
+# (The virtio NIC's driver may still be loading: up to 60 s for it.)
+i=0; while ! ls /sys/class/net | grep -qv -e '^lo$' && [ $i -lt 60 ]; do sleep 1; i=$((i + 1)); done
 nic=$(ls /sys/class/net | grep -v -e '^lo$' | head -n1)
 ip link set "$nic" name uplink; ip addr add 10.0.2.15/24 dev uplink; ip link set uplink up
 fetch() { # PORT -> what the host's forward sends (empty on failure)
@@ -140,7 +142,7 @@ print("%.3f" % ((t0 + t1) / 2 - host))'
 within() { python3 -c 'import sys; a, b, l = map(float, sys.argv[1:]); sys.exit(abs(a - b) > l)' "$@" || { echo "|$1 - $2| > $3"; return 1; }; }
 # The network comes up while the guest boots (15-50 s): wait for its env file, up to 300 s.
 i=0; while ! fetch 80 | grep -q '^HONEST="http' && [ $i -lt 60 ]; do sleep 5; i=$((i + 1)); done
-fetch 80 | grep -E '^(SOCKS|CONTROL|COOKIE|HONEST|LIARS)=' > /root/tornet.env
+fetch 80 | grep -E '^(SOCKS|CONTROL|COOKIE|HONEST|LIARS|PORTS|TORRC|ARTI)=' > /root/tornet.env
 . /root/tornet.env
 HONEST=${HONEST:-}; LIARS=${LIARS:-}; COOKIE=${COOKIE:-}
 # The network's tor wants its cookie (SAFECOOKIE) on the control port, as Debian's does; a
@@ -340,6 +342,136 @@ off=$(offset)
 check "sdwdate: ... and the clock was not moved (offset $off s)" within "$off" -86400 5
 systemctl stop tor@default.service
 date -s "@$(python3 -c 'import time; print("%.3f" % (time.time() - float("'"$off"'")))')" > /dev/null
+# --- sdwdate with tor INSIDE the guest: Debian's tor@default (its control socket and cookie,
+# group debian-tor) and then sdwdate's own arti, each a client of the private network (every
+# node's port forwarded to the host; 127.0.0.1:PORT, where the consensus puts the nodes, is
+# redirected there). The guest's clock -30 d, -1 d, +1 d, +1 y at "boot" (tor restarted with
+# its cache, sdwdate's run directory emptied), and 6 h behind across a suspend.
+. /root/tornet.env
+PORTS=${PORTS:-}; TORRC=${TORRC:-}; ARTI=${ARTI:-}
+sysctl -q -w net.ipv4.conf.all.route_localnet=1 net.ipv4.conf.uplink.route_localnet=1
+nft -f - <<NFT
+table ip tornet_forward {
+	chain out { type nat hook output priority -100; ip daddr 127.0.0.1 tcp dport { $(echo "$PORTS" | tr ' ' ',') } dnat to 10.0.2.100; }
+	chain post { type nat hook postrouting priority 100; oifname "uplink" ip daddr 10.0.2.100 masquerade; }
+}
+NFT
+# (A forward accepts any connection; an answer from the far side is what proves it.)
+check "sdwdate (inside): each of the network's 6 DirPorts answers at 127.0.0.1:PORT in the guest" python3 -c '
+import socket, sys
+ports = sys.argv[1].split()[1::2]
+assert len(ports) == 6, ports
+for p in ports:
+    s = socket.create_connection(("127.0.0.1", int(p)), timeout=10)
+    s.settimeout(30)
+    s.sendall(b"GET /tor/status-vote/current/consensus-microdesc HTTP/1.0\r\n\r\n")
+    first = s.makefile("rb").readline()
+    assert first.startswith(b"HTTP/1.0 200"), (p, first)' "$PORTS"
+cp /etc/tor/torrc /root/torrc.saved
+python3 -c 'import sys; open("/etc/tor/torrc", "w").write(bytes.fromhex(sys.argv[1]).decode())' "$TORRC"
+python3 -c 'import sys; open("/etc/sdwdate.d/tornet-arti.toml", "w").write(bytes.fromhex(sys.argv[1]).decode())' "$ARTI"
+rm -rf /etc/systemd/system/sdwdate.service.d; systemctl daemon-reload
+# inside_conf TRANSPORT: the honest sources through the guest's own tor or arti.
+inside_conf() {
+	set -- "$1" $HONEST
+	[ $# = 4 ] || set -- "$1" "" "" ""
+	cat > /etc/sdwdate.d/50_test.conf <<CONF
+TRANSPORT=$1
+PROXY_IP=127.0.0.1
+PROXY_PORT=9050
+CONTROL_PORT=auto
+ARTI_CONFIG=/etc/sdwdate.d/tornet-arti.toml
+SDWDATE_POOL_ZERO=(
+    "$2"
+)
+SDWDATE_POOL_ONE=(
+    "$3"
+)
+SDWDATE_POOL_TWO=(
+    "$4"
+)
+CONF
+}
+uptime_s() { cut -d' ' -f1 /proc/uptime; }
+# skew SECONDS: the clock SECONDS off the host's.
+skew() {
+	o=$(offset)
+	date -s "@$(python3 -c 'import sys, time; print("%.3f" % (time.time() - float(sys.argv[1]) + float(sys.argv[2])))' "$o" "$1")" > /dev/null
+}
+# logged MARK PATTERN: the unit's journal since MARK has PATTERN.
+logged() { since "$1" | grep -q "$2"; }
+# boot_skewed TRANSPORT SECONDS NAME: sdwdate (and tor for socks) stopped, the clock SECONDS
+# off, started again as at boot; up to 420 s for the first success.
+boot_skewed() {
+	systemctl stop sdwdate.service tor@default.service
+	rm -f /run/sdwdate/*
+	skew "$2"
+	floor=$(cat /var/lib/sdwdate/time-replay-protection-utc-unixtime 2>/dev/null || echo 0)
+	m=$(mark); t0=$(uptime_s)
+	[ "$1" = socks ] && systemctl start tor@default.service
+	systemctl start sdwdate.service
+	i=0; while [ ! -e /run/sdwdate/first_success ] && [ $i -lt 420 ]; do sleep 1; i=$((i + 1)); done
+	took=$(python3 -c "print('%.0f' % ($(uptime_s) - $t0))")
+	o=$(offset)
+	info "sdwdate ($1 inside): $3: first success after $took s, offset $o s"
+	check "sdwdate ($1 inside): $3 at boot: within 2 s of the host's after $took s (offset $o s)" within "$o" 0 2 || { diag sdwdate.service; diag tor@default.service; }
+	check "sdwdate ($1 inside): ... never below the replay floor ($floor), which is now the sources' time" \
+		python3 -c "import sys, time; r = int(open('/var/lib/sdwdate/time-replay-protection-utc-unixtime').read()); sys.exit(not ($floor <= r <= time.time() + 5))"
+}
+inside_conf socks
+boot_skewed socks -2592000 "a month behind"
+check "sdwdate (socks inside): ... stepped into the consensus window of the guest's own tor first" logged "$m" 'it was before Tor.s consensus valid-after'
+check "sdwdate (socks inside): ... through tor's control socket and its SocksPort (checked against it)" logged "$m" 'unix:/run/tor/control'
+boot_skewed socks -86400 "a day behind"
+boot_skewed socks 86400 "a day ahead"
+# A clock left 6 hours behind (a paused VM), then a suspend: the resume does not explain 6 h,
+# the consensus window does (forward into it), and the sources' time follows. The suspend is
+# the kernel's own test suspend (pm_test=core: every step but the platform's, 5 s asleep,
+# then it resumes by itself), so BOOTTIME gains 5 s on MONOTONIC as after a real one.
+skew -21600
+m=$(mark)
+echo core > /sys/power/pm_test && echo mem > /sys/power/state
+info "sdwdate (socks inside): test suspend: pm_test=$(cat /sys/power/pm_test), states: $(cat /sys/power/state)"
+echo none > /sys/power/pm_test
+t0=$(uptime_s)
+i=0; while ! within "$(offset)" 0 2 > /dev/null 2>&1 && [ $i -lt 300 ]; do sleep 2; i=$((i + 2)); done
+took=$(python3 -c "print('%.0f' % ($(uptime_s) - $t0))")
+o=$(offset)
+check "sdwdate (socks inside): a suspend seen (the round after it at once)" logged "$m" 'the machine was suspended for' || diag sdwdate.service
+check "sdwdate (socks inside): 6 h behind across a suspend: within 2 s after $took s (offset $o s)" within "$o" 0 2
+check "sdwdate (socks inside): ... forward into the consensus window, not as a resume step" logged "$m" 'it was before Tor.s consensus valid-after'
+# A year ahead with the local tor: its relays' certificates look expired, it fetches no
+# consensus, so there is no window and no time: the round fails, the clock is not moved.
+mkdir -p /etc/systemd/system/sdwdate.service.d
+printf '[Service]\nExecStart=\nExecStart=/usr/bin/sdwdate --consensus-wait 30 --timeout 30\n' > /etc/systemd/system/sdwdate.service.d/50-test.conf
+systemctl daemon-reload
+systemctl stop sdwdate.service tor@default.service
+skew 31536000
+rm -f /run/sdwdate/*; m=$(mark)
+systemctl start tor@default.service; round fail keep
+o=$(offset)
+check "sdwdate (socks inside): a year ahead: no consensus from the local tor, the round fails" sh -c "test -e /run/sdwdate/fail && journalctl -b -u sdwdate --no-pager -o cat | tail -n +$((m + 1)) | grep -q 'no Tor consensus window'" || diag sdwdate.service
+check "sdwdate (socks inside): ... and the clock was not moved (offset $o s)" within "$o" 31536000 10
+systemctl stop sdwdate.service tor@default.service
+inside_conf arti
+round fail
+o=$(offset)
+check "sdwdate (arti): a year ahead: arti does not bootstrap, the round fails" sh -c "test -e /run/sdwdate/fail" || diag sdwdate.service
+check "sdwdate (arti): ... and the clock was not moved (offset $o s)" within "$o" 31536000 10
+rm -rf /etc/systemd/system/sdwdate.service.d; systemctl daemon-reload
+skew 0
+boot_skewed arti -2592000 "a month behind"
+check "sdwdate (arti): ... stepped into the consensus window of its own arti first" logged "$m" 'it was before Tor.s consensus valid-after'
+boot_skewed arti -86400 "a day behind"
+boot_skewed arti 86400 "a day ahead"
+check "sdwdate (arti): the daemon is sdwdate-arti, exec'd by the packaged sdwdate" logged "$m" 'transport arti'
+systemctl stop sdwdate.service
+skew 0
+nft delete table ip tornet_forward
+sysctl -q -w net.ipv4.conf.all.route_localnet=0 net.ipv4.conf.uplink.route_localnet=0
+mv /root/torrc.saved /etc/tor/torrc
+rm -f /etc/sdwdate.d/tornet-arti.toml
+conf "$HONEST" auto
 check "sdwdate: no automatic restarts" equals "$(systemctl show -p NRestarts --value sdwdate.service)" 0
 score sdwdate.service 2.0
 journal_clean sdwdate.service

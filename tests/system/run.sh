@@ -13,7 +13,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 DEBS=$(cd "${1:?usage: tests/system/run.sh DEB_DIR}" && pwd)
 CACHE=${ANON_SYSTEM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/anon-daemons/system}
 KDIR=${ANON_VM_KERNEL_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/anon-daemons/vm/current}
-TIMEOUT=${ANON_SYSTEM_TIMEOUT:-900}
+TIMEOUT=${ANON_SYSTEM_TIMEOUT:-1800}
 t0=$SECONDS
 step() { echo "==> system: $* ($((SECONDS - t0)) s)"; }
 
@@ -64,8 +64,8 @@ fi
 
 work=$(mktemp -d)
 # A private Tor network on the host's loopback (tests/tornet) for sdwdate in the guest: three
-# honest onion time sources and three that lie by 2 hours. It comes up while the guest boots;
-# it lives as long as fd 5 is open (tornet-serve reads its stdin to the end).
+# honest onion time sources and three that lie by 2 hours. It comes up while the overlay is
+# made; it lives as long as fd 5 is open (tornet-serve reads its stdin to the end).
 ROOT=$(cd "$HERE/../.." && pwd)
 (cd "$ROOT" && cargo build --locked -q -p anon-tornet --bin tornet-serve)
 serve=${CARGO_TARGET_DIR:-$ROOT/target}/debug/tornet-serve
@@ -89,7 +89,8 @@ mkdir -p "$ov/usr/lib/modules" "$ov/root/debs" "$ov/etc/systemd/system/multi-use
 # (The root filesystem has them already when its kernel image package is this kernel's.)
 [ -d "$base/rootfs/usr/lib/modules/$kver/kernel" ] || cp -a "$KDIR/lib/modules/$kver" "$ov/usr/lib/modules/"
 cp "$DEBS"/*.deb "$ov/root/debs/"; rm -f "$ov"/root/debs/*-dbgsym_*.deb
-install -m755 "$HERE/guest.sh" "$ov/usr/local/sbin/system-test"
+# (ANON_SYSTEM_GUEST: another guest script, to debug one part.)
+install -m755 "${ANON_SYSTEM_GUEST:-$HERE/guest.sh}" "$ov/usr/local/sbin/system-test"
 cp -r "$HERE/../../debian/tests" "$ov/root/autopkgtest"
 install -m755 "$HERE/typist.py" "$ov/root/typist.py"
 cat > "$ov/etc/systemd/system/system-test.service" <<'UNIT'
@@ -107,6 +108,16 @@ UNIT
 ln -sf ../system-test.service "$ov/etc/systemd/system/multi-user.target.wants/system-test.service"
 (cd "$ov" && find . | cpio -o -H newc --quiet -R 0:0) > "$work/overlay.cpio"
 cat "$base/rootfs.cpio" "$work/overlay.cpio" > "$work/initrd.cpio"
+# The guest's own tor and arti join the network too, so every node's ORPort and DirPort is
+# forwarded as well (10.0.2.100:PORT, where the guest redirects 127.0.0.1:PORT): the ports
+# are known only once the network is up, so the guest boots after it (15-50 s).
+i=0; while [ ! -f "$work/tornet.env" ] && kill -0 "$tornet" 2>/dev/null && [ $i -lt 300 ]; do sleep 1; i=$((i + 1)); done
+[ -f "$work/tornet.env" ] || { echo "system: the private Tor network did not come up:"; cat "$work/tornet.log"; exit 1; }
+step "private Tor network up after $i s"
+nodefwd=""
+for p in $(. "$work/tornet.env" && echo "$PORTS"); do
+  nodefwd="$nodefwd,guestfwd=tcp:10.0.2.100:$p-cmd:socat STDIO TCP:127.0.0.1:$p"
+done
 # boot NAME INITRD: one boot, its result lines in $work/results-NAME; 0 when it finished.
 # The guest's clock starts a day slow (sdwdate has to set it through Tor); /dev/vda is a
 # scratch disk on which the first boot leaves a cpio of what it installed for the second.
@@ -116,7 +127,7 @@ boot() {
   set +e
   timeout "$TIMEOUT" qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 6144 -nographic -no-reboot \
     -rtc base="$(date -u -d '-1 day' +%Y-%m-%dT%H:%M:%S)" \
-    -netdev "user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:9050-cmd:sh $work/SOCKS.sh,guestfwd=tcp:10.0.2.100:9051-cmd:sh $work/CONTROL.sh,guestfwd=tcp:10.0.2.100:80-cmd:sh $work/ENV.sh,guestfwd=tcp:10.0.2.100:37-cmd:date +%s.%N" \
+    -netdev "user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:9050-cmd:sh $work/SOCKS.sh,guestfwd=tcp:10.0.2.100:9051-cmd:sh $work/CONTROL.sh,guestfwd=tcp:10.0.2.100:80-cmd:sh $work/ENV.sh,guestfwd=tcp:10.0.2.100:37-cmd:date +%s.%N$nodefwd" \
     -device virtio-net-pci,netdev=n0 -drive "file=$work/disk.img,format=raw,if=virtio" \
     -kernel "$KDIR/boot/vmlinuz-$kver" -initrd "$initrd" \
     -append "console=ttyS0 rdinit=/init panic=-1 quiet loglevel=3 systemd.show_status=0" \

@@ -572,6 +572,25 @@ impl TorNet {
         )
     }
 
+    /// The torrc lines that make a tor with its own data directory and ports (Debian's
+    /// tor@default in a booted test guest, say) a client of this network.
+    pub fn network_torrc(&self) -> String {
+        format!(
+            "TestingTorNetwork 1\nPathsNeededToBuildCircuits 0.25\n{}",
+            self.dir_authorities()
+        )
+    }
+
+    /// Every ORPort and DirPort of the authorities and relays: what a client elsewhere (a
+    /// guest behind a port forward) has to reach.
+    pub fn node_ports(&self) -> Vec<u16> {
+        self.authorities
+            .iter()
+            .chain(&self.relays)
+            .flat_map(|n| [n.or_port, n.dir_port])
+            .collect()
+    }
+
     /// A config for arti (TOML in arti's own format) that makes it a client of this network:
     /// the authorities' v3 identities, every authority and relay as a fallback (RSA, ed25519,
     /// ORPort), and the overrides a private network needs. Test networks only, never a default:

@@ -1,6 +1,7 @@
 //! Keeps a private Tor network up for a test that is not written in Rust (the booted-system
 //! tier, tests/system/run.sh): honest time sources and liars, the client's SocksPort and
-//! ControlPort (and its cookie, hex) written to an env file once every onion is reachable, everything torn down
+//! ControlPort (and its cookie, hex), the node ports and the settings that make another tor or
+//! arti a client (hex), written to an env file once every onion is reachable, everything torn down
 //! when stdin closes (the caller holds it open as long as it needs the network).
 //!
 //! `tornet-serve ENV_FILE [HONEST [LIARS [LIAR_OFFSET_S]]]` (defaults 3, 3, 7200).
@@ -54,12 +55,20 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // A guest's own tor or arti joins the network through a forward of every node port:
+    // their settings as hex (one line each), the ports as a list.
+    let hex = |s: String| -> String { s.bytes().map(|b| format!("{b:02x}")).collect() };
+    let ports: Vec<String> = net.node_ports().iter().map(u16::to_string).collect();
     let text = format!(
-        "SOCKS={}\nCONTROL={}\nCOOKIE={cookie}\nHONEST=\"{}\"\nLIARS=\"{}\"\n",
+        "SOCKS={}\nCONTROL={}\nCOOKIE={cookie}\nHONEST=\"{}\"\nLIARS=\"{}\"\n\
+         PORTS=\"{}\"\nTORRC={}\nARTI={}\n",
         net.socks,
         net.control,
         urls(0..h),
-        urls(h..n)
+        urls(h..n),
+        ports.join(" "),
+        hex(net.network_torrc()),
+        hex(net.arti_toml())
     );
     // Atomically: a reader never sees half a file.
     let tmp = env_file.with_extension("partial");
