@@ -428,18 +428,21 @@ boot_skewed socks 86400 "a day ahead"
 # the consensus window does (forward into it), and the sources' time follows. The suspend is
 # the kernel's own test suspend (pm_test=core: every step but the platform's, 5 s asleep,
 # then it resumes by itself), so BOOTTIME gains 5 s on MONOTONIC as after a real one.
-skew -21600
-m=$(mark)
-echo core > /sys/power/pm_test && echo mem > /sys/power/state
-info "sdwdate (socks inside): test suspend: pm_test=$(cat /sys/power/pm_test), states: $(cat /sys/power/state)"
-echo none > /sys/power/pm_test
-t0=$(uptime_s)
-i=0; while ! within "$(offset)" 0 2 > /dev/null 2>&1 && [ $i -lt 300 ]; do sleep 2; i=$((i + 2)); done
-took=$(python3 -c "print('%.0f' % ($(uptime_s) - $t0))")
-o=$(offset)
-check "sdwdate (socks inside): a suspend seen (the round after it at once)" logged "$m" 'the machine was suspended for' || diag sdwdate.service
-check "sdwdate (socks inside): 6 h behind across a suspend: within 2 s after $took s (offset $o s)" within "$o" 0 2
-check "sdwdate (socks inside): ... forward into the consensus window, not as a resume step" logged "$m" 'it was before Tor.s consensus valid-after'
+suspended_behind() { # TRANSPORT: sdwdate running after a success
+	skew -21600
+	m=$(mark)
+	echo core > /sys/power/pm_test && echo mem > /sys/power/state
+	info "sdwdate ($1 inside): test suspend: pm_test=$(cat /sys/power/pm_test), states: $(cat /sys/power/state)"
+	echo none > /sys/power/pm_test
+	t0=$(uptime_s)
+	i=0; while ! within "$(offset)" 0 2 > /dev/null 2>&1 && [ $i -lt 300 ]; do sleep 2; i=$((i + 2)); done
+	took=$(python3 -c "print('%.0f' % ($(uptime_s) - $t0))")
+	o=$(offset)
+	check "sdwdate ($1 inside): a suspend seen (the round after it at once)" logged "$m" 'the machine was suspended for' || diag sdwdate.service
+	check "sdwdate ($1 inside): 6 h behind across a suspend: within 2 s after $took s (offset $o s)" within "$o" 0 2
+	check "sdwdate ($1 inside): ... forward into the consensus window, not as a resume step" logged "$m" 'it was before Tor.s consensus valid-after'
+}
+suspended_behind socks
 # A year ahead with the local tor: its relays' certificates look expired, it fetches no
 # consensus, so there is no window and no time: the round fails, the clock is not moved.
 mkdir -p /etc/systemd/system/sdwdate.service.d
@@ -465,6 +468,7 @@ check "sdwdate (arti): ... stepped into the consensus window of its own arti fir
 boot_skewed arti -86400 "a day behind"
 boot_skewed arti 86400 "a day ahead"
 check "sdwdate (arti): the daemon is sdwdate-arti, exec'd by the packaged sdwdate" logged "$m" 'transport arti'
+suspended_behind arti
 systemctl stop sdwdate.service
 skew 0
 nft delete table ip tornet_forward
