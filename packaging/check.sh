@@ -66,7 +66,12 @@ linked() {
   done
 }
 
-UNITDIR=lib/systemd/system
+# Where this debhelper puts units: /lib/systemd/system on bookworm, /usr/lib/systemd/system on
+# trixie (merged /usr). What we install ourselves (anon-firewall's drop-ins) is under /usr/lib
+# on both.
+UNITDIR=$(dpkg-deb -c "$(deb_of sdwdate)" | sed -n 's|.* \./\(\(usr/\)\{0,1\}lib/systemd/system\)/sdwdate\.service$|\1|p')
+[ -n "$UNITDIR" ] || fail "sdwdate: no sdwdate.service under /lib or /usr/lib/systemd/system"
+DROPDIR=usr/lib/systemd/system
 # units ROOT UNIT...: systemd-analyze verify (only the host's targets may be missing under
 # --root) and the exposure score of the first unit.
 units() {
@@ -76,7 +81,8 @@ units() {
   local problems
   problems=$(systemd-analyze verify --man=no --root="$root" "${paths[@]}" 2>&1 | grep -v 'Unit .*\.target not found\|Unit .*\.service not found' || true)
   [ -z "$problems" ] || fail "systemd-analyze verify: $problems"
-  mkdir -p "$root/usr/lib/systemd/system"; cp "$root/$UNITDIR/$1" "$root/usr/lib/systemd/system/"
+  mkdir -p "$root/usr/lib/systemd/system"
+  [ "$UNITDIR" = usr/lib/systemd/system ] || cp "$root/$UNITDIR/$1" "$root/usr/lib/systemd/system/"
   echo "$1: $(systemd-analyze security --offline=true --root="$root" "$1" 2>/dev/null | tail -n1)"
 }
 
@@ -95,9 +101,9 @@ maintscript() {
 # anon-firewall
 extract anon-firewall usr/sbin/anon-firewall $UNITDIR/anon-firewall.service \
   $UNITDIR/anon-firewall-timesync.path etc/anon-firewall.d/30_default.toml \
-  $UNITDIR/nftables.service.d/anon-firewall-nftables.conf \
-  $UNITDIR/networking.service.d/anon-firewall-network.conf $UNITDIR/ifup@.service.d/anon-firewall-network.conf \
-  $UNITDIR/NetworkManager.service.d/anon-firewall-network.conf $UNITDIR/systemd-networkd.service.d/anon-firewall-network.conf
+  $DROPDIR/nftables.service.d/anon-firewall-nftables.conf \
+  $DROPDIR/networking.service.d/anon-firewall-network.conf $DROPDIR/ifup@.service.d/anon-firewall-network.conf \
+  $DROPDIR/NetworkManager.service.d/anon-firewall-network.conf $DROPDIR/systemd-networkd.service.d/anon-firewall-network.conf
 man_and_completions anon-firewall 8
 unit_has "$tmp/anon-firewall/$UNITDIR/anon-firewall.service" Type=oneshot RemainAfterExit=yes \
   DefaultDependencies=no Before=network-pre.target Wants=network-pre.target WantedBy=sysinit.target
